@@ -1,0 +1,59 @@
+# Developer entry points. Nothing needs an activated venv: every tool runs from $(VENV).
+#   make env        create .venv and install the package editable with the dev extras
+#   make test       import contract, manifest check, fast tests (what CI runs)
+#   make test-slow  tests that need the real us-universal data or long runs
+#   make lint       ruff check + format check
+#   make demo       run the demo
+#   make clean      remove build outputs and caches (make distclean also removes .venv)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.propl-installed
+
+# Without an NVIDIA GPU, pin the CPU torch build: a bare `torch>=2.2` pulls the 3 GB CUDA build.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
+ifeq ($(HAS_GPU),yes)
+PIP_CONSTRAINTS :=
+else
+PIP_CONSTRAINTS := -c constraints-cpu.txt
+endif
+
+.PHONY: env test test-slow lint demo clean distclean
+
+env: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Re-installs only when the dependencies change; torch goes first so the rest never
+# re-resolves it.
+$(STAMP): pyproject.toml constraints-cpu.txt | $(PY)
+	$(PY) -m pip install $(PIP_CONSTRAINTS) torch
+	$(PY) -m pip install $(PIP_CONSTRAINTS) -e ".[dev]"
+	touch $@
+
+test: env
+	$(BIN)/lint-imports --no-cache
+	$(PY) -m npe2 validate napari_propl
+	$(PY) -m pytest -m "not slow"
+
+test-slow: env
+	$(PY) -m pytest -m slow
+
+lint: env
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+demo: env
+	$(BIN)/propl --help
+
+clean:
+	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache .tox .import_linter_cache
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d \
+		-prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
