@@ -1,0 +1,182 @@
+"""The ProPL network: shared encoder, learnable task prompts, two prompted decoders."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .decoder import PromptedDecoder
+from .encoder import (
+    FEATURE_CHANNELS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EfficientNetLite0,
+    load_lite0_imagenet,
+)
+
+
+@dataclass(frozen=True)
+class ProPLConfig:
+    """Everything needed to rebuild a ProPL network (saved next to its weights).
+
+    Attributes:
+        tasks: task ids, in prompt-table order; a task's index selects its prompt tokens.
+        input_size: side of the square input the network is trained and run at.
+        channels: decoder widths at strides 32, 16, 8, 4.
+        prompt_tokens: learnable tokens per task (L).
+        prompt_dim: width of a prompt token (D).
+        heads: attention heads in every prompt stage.
+        dropout: dropout on the deepest feature for decoder 1 (MC-dropout uncertainty).
+        alpha_init: initial cross-attention gate α (the paper starts at 1.7).
+        pretrained: load ImageNet encoder weights when the model is built fresh.
+    """
+
+    tasks: tuple[str, ...]
+    input_size: int = 224
+    channels: tuple[int, int, int, int] = (96, 64, 48, 32)
+    prompt_tokens: int = 8
+    prompt_dim: int = 64
+    heads: int = 4
+    dropout: float = 0.3
+    alpha_init: float = 1.7
+    pretrained: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if not self.tasks:
+            raise ValueError("ProPLConfig needs at least one task")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"duplicate task ids in {self.tasks}")
+        if self.input_size % 32 or self.input_size < 32:
+            raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
+        if len(self.channels) != 4 or min(self.channels) < 1:
+            raise ValueError(f"channels must be 4 positive widths, got {self.channels}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tasks"], d["channels"] = list(self.tasks), list(self.channels)
+        return d
+
+
+class ProPLNet(nn.Module):
+    """Universal prompt-guided segmentation network with dual decoders.
+
+    Input: ``(B, 1, H, W)`` grayscale in [0, 1] (H, W multiples of 32) and ``(B,)`` task indices.
+    Decoder 1 sees the deepest feature through dropout and is trained on ground truth; decoder 2
+    sees clean features and learns from decoder 1's pseudo-labels; decoder 2 is the output.
+    """
+
+    def __init__(self, config: ProPLConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = EfficientNetLite0()
+        if config.pretrained:
+            load_lite0_imagenet(self.encoder)
+        # Unit-scale tokens, like word embeddings: at 0.02 the projector's biases swamp them and
+        # the prompt gets almost no gradient (tasks then never separate).
+        self.prompts = nn.Parameter(
+            torch.randn(len(config.tasks), config.prompt_tokens, config.prompt_dim)
+        )
+        kw = dict(
+            skip_channels=FEATURE_CHANNELS,
+            channels=config.channels,
+            prompt_dim=config.prompt_dim,
+            prompt_tokens=config.prompt_tokens,
+            heads=config.heads,
+            alpha_init=config.alpha_init,
+        )
+        self.decoder1 = PromptedDecoder(dropout=config.dropout, **kw)
+        self.decoder2 = PromptedDecoder(dropout=0.0, **kw)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.config.tasks
+
+    def task_index(self, task: str) -> int:
+        try:
+            return self.config.tasks.index(task)
+        except ValueError:
+            raise KeyError(
+                f"unknown task {task!r}; this model knows: {', '.join(self.config.tasks)}"
+            ) from None
+
+    def check_input(self, x: Tensor, task_ids: Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"expected (B, 1, H, W) grayscale input, got {tuple(x.shape)}")
+        if x.shape[-1] % 32 or x.shape[-2] % 32:
+            h, w = (-(-s // 32) * 32 for s in x.shape[-2:])
+            raise ValueError(
+                f"H and W must be multiples of 32, got {tuple(x.shape[-2:])}; "
+                f"resize or pad to ({h}, {w})"
+            )
+        if task_ids.shape != (x.shape[0],):
+            raise ValueError(
+                f"task_ids must have shape ({x.shape[0]},), got {tuple(task_ids.shape)}"
+            )
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """``(B, 1, H, W)`` in [0, 1] → four encoder feature maps."""
+        x = (x.expand(-1, 3, -1, -1) - self.pixel_mean) / self.pixel_std
+        return self.encoder(x)
+
+    def prompt(self, task_ids: Tensor) -> Tensor:
+        """``(B,)`` task indices → ``(B, L, D)`` prompt tokens."""
+        return self.prompts[task_ids]
+
+    def decode(
+        self,
+        features: list[Tensor],
+        task_ids: Tensor,
+        decoder: int = 2,
+        mc: bool = False,
+        size: tuple[int, int] | None = None,
+    ) -> Tensor:
+        """Logits ``(B, 1, H, W)`` of decoder 1 or 2, upsampled to ``size`` (default: input)."""
+        net = self.decoder1 if decoder == 1 else self.decoder2
+        logits = net(features, self.prompt(task_ids), mc=mc)
+        size = size or (features[0].shape[-2] * 4, features[0].shape[-1] * 4)
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, x: Tensor, task_ids: Tensor) -> dict[str, Tensor]:
+        """Both decoders' logits, ``{"d1": (B, 1, H, W), "d2": (B, 1, H, W)}``."""
+        self.check_input(x, task_ids)
+        features = self.encode(x)
+        size = (x.shape[-2], x.shape[-1])
+        return {
+            "d1": self.decode(features, task_ids, 1, size=size),
+            "d2": self.decode(features, task_ids, 2, size=size),
+        }
+
+    def mc_decoder1(self, features: list[Tensor], task_ids: Tensor, samples: int) -> Tensor:
+        """``samples`` dropout passes of decoder 1 in one batched call → ``(T, B, 1, H, W)`` probs.
+
+        The encoder runs once; its features are repeated T times along the batch.
+        """
+        b = task_ids.shape[0]
+        rep = [f.repeat(samples, 1, 1, 1) for f in features]
+        logits = self.decode(rep, task_ids.repeat(samples), 1, mc=True)
+        return torch.sigmoid(logits).view(samples, b, *logits.shape[1:])
+
+    def add_tasks(self, new_tasks: tuple[str, ...]) -> ProPLNet:
+        """Grow the prompt table for new tasks (initialised as the mean of the known prompts)."""
+        fresh = tuple(t for t in new_tasks if t not in self.config.tasks)
+        if not fresh:
+            return self
+        init = self.prompts.data.mean(0, keepdim=True).repeat(len(fresh), 1, 1)
+        init = init + torch.randn_like(init) * self.prompts.data.std()
+        self.prompts = nn.Parameter(torch.cat([self.prompts.data, init], 0))
+        cfg = asdict(self.config) | {"tasks": self.config.tasks + fresh}
+        self.config = ProPLConfig(**cfg)
+        return self
