@@ -1,0 +1,247 @@
+"""Uncertainty, pseudo-label calibration and confidence: pure functions on probabilities.
+
+Shapes: probabilities are sigmoid outputs ``(B, 1, H, W)``; Monte-Carlo (MC dropout) samples
+are stacked first, ``(T, B, 1, H, W)``. Nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "PSEUDO_LABEL_MODES",
+    "PseudoLabel",
+    "binary_entropy",
+    "confidence_score",
+    "disagreement",
+    "hermes_mask",
+    "make_pseudo_label",
+    "mc_statistics",
+    "uncertainty_map",
+    "uplc_calibrate",
+]
+
+PSEUDO_LABEL_MODES = ("uplc", "weighted", "agreement")
+
+#: The largest variance of a variable in [0, 1] (half 0, half 1): normalises the MC std.
+_MAX_STD = 0.5
+
+
+def mc_statistics(samples: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-pixel mean μ and population variance σ² over MC samples.
+
+    Args:
+        samples: ``(T, B, 1, H, W)`` sigmoid probabilities from T stochastic passes.
+
+    Returns:
+        ``(mean, var)``, each ``(B, 1, H, W)``; var is 0 when T = 1.
+    """
+    if samples.ndim < 2 or samples.shape[0] < 1:
+        raise ValueError(f"samples must be (T, B, 1, H, W) with T >= 1, got {tuple(samples.shape)}")
+    return samples.mean(dim=0), samples.var(dim=0, correction=0)
+
+
+def binary_entropy(p: Tensor, eps: float = 1e-6) -> Tensor:
+    """Entropy of a Bernoulli(p) in bits: 1 at p = 0.5, ≈ 0 at p = 0 or 1.
+
+    Args:
+        p: probabilities, any shape.
+        eps: p is clamped to [eps, 1 − eps] so that log is finite.
+
+    Returns:
+        Same shape as ``p``, in [0, 1].
+    """
+    q = p.clamp(eps, 1.0 - eps)
+    h = -(q * torch.log2(q) + (1.0 - q) * torch.log2(1.0 - q))
+    return h.clamp(0.0, 1.0)
+
+
+def disagreement(p1: Tensor, p2: Tensor) -> Tensor:
+    """|p1 − p2| of two probability maps of the same shape, in [0, 1]."""
+    return (p1 - p2).abs().clamp(0.0, 1.0)
+
+
+def uplc_calibrate(mean: Tensor, var: Tensor, gamma: float = 2.0) -> Tensor:
+    """The paper's UPLC calibration p̂ = μ · exp(−(σ²)^γ).
+
+    Args:
+        mean: ``(B, 1, H, W)`` MC mean μ.
+        var: ``(B, 1, H, W)`` MC variance σ² (≤ 0.25 for sigmoid outputs).
+        gamma: the exponent γ (2 in the paper).
+
+    Returns:
+        ``(B, 1, H, W)`` calibrated probabilities, ≤ μ.
+    """
+    return mean * torch.exp(-var.clamp_min(0.0).pow(gamma))
+
+
+@dataclass(frozen=True)
+class PseudoLabel:
+    """A pseudo-label and its per-pixel loss weight.
+
+    Attributes:
+        target: ``(B, 1, H, W)`` float in {0, 1}.
+        weight: ``(B, 1, H, W)`` float in [0, 1]; 0 = pixel ignored by the loss.
+    """
+
+    target: Tensor
+    weight: Tensor
+
+
+def make_pseudo_label(
+    mean: Tensor,
+    var: Tensor,
+    *,
+    mode: str = "uplc",
+    gamma: float = 2.0,
+    p2: Tensor | None = None,
+    threshold: float = 0.5,
+    var_max: float = 0.05,
+) -> PseudoLabel:
+    """Pseudo-label for decoder 2 from decoder 1's MC statistics.
+
+    Modes:
+        ``"uplc"`` (the paper): target = uplc_calibrate(μ, σ², γ) > threshold, weight 1.
+        ``"weighted"``: target = μ > threshold, weight = (1 − H(μ)) · clamp(1 − σ²/var_max,
+        0, 1), so only confident *and* stable pixels count. Why: sigmoid variance is at most
+        0.25, so (σ²)^2 ≤ 0.0625 and UPLC only flips pixels within a few percent of 0.5; it
+        never down-weights a wrong but unstable pixel far from 0.5.
+        ``"agreement"``: target = μ > threshold, weight 1 where decoder 2 (``p2``) predicts the
+        same class and σ² < var_max, else 0 (cross-decoder agreement).
+
+    Args:
+        mean: ``(B, 1, H, W)`` MC mean of decoder 1.
+        var: ``(B, 1, H, W)`` MC variance of decoder 1.
+        mode: one of :data:`PSEUDO_LABEL_MODES`.
+        gamma: UPLC exponent.
+        p2: ``(B, 1, H, W)`` decoder-2 probabilities; required by ``"agreement"``.
+        threshold: foreground threshold.
+        var_max: variance at which a pixel stops counting (``"weighted"``, ``"agreement"``).
+
+    Raises:
+        ValueError: unknown mode, ``var_max <= 0``, or ``"agreement"`` without ``p2``.
+    """
+    if mode not in PSEUDO_LABEL_MODES:
+        raise ValueError(f"unknown pseudo-label mode {mode!r}; choose from {PSEUDO_LABEL_MODES}")
+    if var_max <= 0:
+        raise ValueError(f"var_max must be > 0, got {var_max}")
+    if mode == "uplc":
+        target = (uplc_calibrate(mean, var, gamma) > threshold).to(mean.dtype)
+        return PseudoLabel(target=target, weight=torch.ones_like(mean))
+    target = (mean > threshold).to(mean.dtype)
+    if mode == "weighted":
+        stability = (1.0 - var / var_max).clamp(0.0, 1.0)
+        weight = (1.0 - binary_entropy(mean)) * stability
+        return PseudoLabel(target=target, weight=weight.to(mean.dtype))
+    if p2 is None:
+        raise ValueError("mode 'agreement' needs p2 (decoder-2 probabilities)")
+    agree = (mean > threshold) == (p2 > threshold)
+    weight = (agree & (var < var_max)).to(mean.dtype)
+    return PseudoLabel(target=target, weight=weight)
+
+
+def _rampup(progress: float) -> float:
+    """Sigmoid-shaped ramp exp(−5 (1 − t)²), t = progress clamped to [0, 1]; 1 at t = 1."""
+    t = min(max(float(progress), 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def hermes_mask(
+    prob: Tensor, progress: float, *, tau_max: float = 0.95, tau_min_offset: float = 0.45
+) -> Tensor:
+    """Hermes dual-threshold mask: which pseudo-labelled pixels the loss keeps.
+
+    Our reading of Hermes (arXiv 2508.02265) for one binary task:
+    the two classes are foreground (confidence p) and background (1 − p); a pixel's class is
+    its argmax and its confidence max(p, 1 − p). r_c = share of batch pixels whose confidence
+    for class c exceeds ``tau_max``, divided by the larger share of the two classes (so the
+    better-learnt class has r = 1; both 0 if no pixel is that confident). Class threshold
+    τ_c = tau_max − tau_min_offset · (1 − r_c): a class the model is rarely sure of gets a
+    lower bar. Entropy threshold τ_H = (0.75 + 0.25 · rampup(progress)) · ln 2 nats, with
+    rampup(t) = exp(−5 (1 − t)²). A pixel is dropped only when its confidence < τ_c of its
+    class AND its entropy > τ_H; as τ_H rises to ln 2 (the maximum entropy) the entropy
+    test stops rejecting, so the mask loosens as training progresses.
+
+    Args:
+        prob: ``(B, 1, H, W)`` foreground probabilities (e.g. decoder 1's MC mean).
+        progress: training progress in [0, 1].
+        tau_max: the highest class threshold (0.95).
+        tau_min_offset: how far a poorly learnt class's threshold drops (0.45).
+
+    Returns:
+        ``(B, 1, H, W)`` float mask, 1 = kept, 0 = ignored.
+    """
+    p = prob.float()
+    conf_fg, conf_bg = p, 1.0 - p
+    share = torch.stack([(conf_bg > tau_max).float().mean(), (conf_fg > tau_max).float().mean()])
+    r = share / share.max().clamp_min(1e-12)
+    tau_c = tau_max - tau_min_offset * (1.0 - r)  # (2,): background, foreground
+    is_fg = p > 0.5
+    tau_pixel = torch.where(is_fg, tau_c[1], tau_c[0])
+    confidence = torch.where(is_fg, conf_fg, conf_bg)
+    entropy_nats = binary_entropy(p) * math.log(2.0)
+    tau_h = (0.75 + 0.25 * _rampup(progress)) * math.log(2.0)
+    dropped = (confidence < tau_pixel) & (entropy_nats > tau_h)
+    return (~dropped).to(prob.dtype)
+
+
+def uncertainty_map(mean: Tensor, var: Tensor | None = None, p2: Tensor | None = None) -> Tensor:
+    """The per-pixel uncertainty shown to users, in [0, 1] (higher = less sure).
+
+    The maximum of: entropy of ``mean`` in bits; MC std normalised by its maximum 0.5
+    (``sqrt(var) / 0.5``) if ``var`` is given; |mean − p2| if ``p2`` is given. The maximum
+    flags a pixel when any one signal doubts it.
+
+    Args:
+        mean: ``(B, 1, H, W)`` probabilities (MC mean, or a single decoder's output).
+        var: ``(B, 1, H, W)`` MC variance, optional.
+        p2: ``(B, 1, H, W)`` another decoder's probabilities, optional.
+
+    Returns:
+        ``(B, 1, H, W)`` in [0, 1].
+    """
+    unc = binary_entropy(mean)
+    if var is not None:
+        unc = torch.maximum(unc, var.clamp_min(0.0).sqrt() / _MAX_STD)
+    if p2 is not None:
+        unc = torch.maximum(unc, disagreement(mean, p2))
+    return unc.clamp(0.0, 1.0)
+
+
+def confidence_score(prob: Tensor, uncertainty: Tensor, threshold: float = 0.5) -> Tensor:
+    """Per-image confidence in [0, 1]: 1 − mean uncertainty over the region of interest.
+
+    ROI = predicted foreground dilated by 3 pixels (max-pool, kernel 7) OR pixels with
+    uncertainty > 0.5. Why: averaging over the whole image would let a large, certain
+    background hide a doubtful target; the dilation covers the boundary band where doubt
+    lives, and the uncertain pixels catch possible missed targets away from the foreground.
+    An image with an empty ROI (nothing predicted, nothing doubtful) falls back to the
+    whole-image mean, so an empty, certain image scores ≈ 1. Known limit: a very large
+    certain foreground interior still dilutes boundary doubt somewhat.
+
+    Args:
+        prob: ``(B, 1, H, W)`` foreground probabilities.
+        uncertainty: ``(B, 1, H, W)`` in [0, 1], e.g. from :func:`uncertainty_map`.
+        threshold: foreground threshold.
+
+    Returns:
+        ``(B,)`` in [0, 1].
+    """
+    if prob.shape != uncertainty.shape or prob.ndim != 4:
+        raise ValueError(
+            f"prob and uncertainty must both be (B, 1, H, W), got {tuple(prob.shape)} "
+            f"and {tuple(uncertainty.shape)}"
+        )
+    unc = uncertainty.float()
+    fg = (prob > threshold).float()
+    band = F.max_pool2d(fg, kernel_size=7, stride=1, padding=3) > 0
+    roi = (band | (unc > 0.5)).float()
+    n_roi = roi.sum(dim=(1, 2, 3))
+    roi_mean = (unc * roi).sum(dim=(1, 2, 3)) / n_roi.clamp_min(1.0)
+    mean_unc = torch.where(n_roi > 0, roi_mean, unc.mean(dim=(1, 2, 3)))
+    return (1.0 - mean_unc).clamp(0.0, 1.0)
