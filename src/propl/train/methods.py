@@ -1,0 +1,237 @@
+"""One training step per method, written to be read next to the papers.
+
+Every method trains the same ProPL network (shared encoder, prompt tokens, two decoders), so the
+benchmark compares training signals, not architectures. Names follow the papers: ``x_l``/``y_l``
+labelled images and masks, ``x_u_w``/``x_u_s`` weak and strong views of unlabelled images,
+``conf_u``/``mask_u`` confidence and pseudo-label.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.augment import cutmix_boxes, photometric, random_affine
+from ..uncertainty import hermes_mask, make_pseudo_label, mc_statistics
+from .losses import bce_dice, sigmoid_mse
+
+
+@dataclass
+class Batch:
+    """One step's data on the training device."""
+
+    x_l: Tensor  # (B, 1, H, W) labelled images in [0, 1]
+    y_l: Tensor  # (B, 1, H, W) masks in {0, 1}
+    t_l: Tensor  # (B,) task indices
+    x_u: Tensor | None = None  # (B', 1, H, W) unlabelled images
+    t_u: Tensor | None = None  # (B',)
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Hyper-parameters of the semi-supervised methods (defaults follow the papers)."""
+
+    unsup_weight: float = 6.0  # ProPL's λ for decoder 2 on pseudo-labels
+    mc_samples: int = 3  # ProPL's T dropout passes of decoder 1
+    pseudo_label: str = "uplc"  # uplc | weighted | agreement | hermes
+    gamma: float = 2.0  # UPLC exponent
+    rampup: float = 0.1  # fraction of training over which unsupervised weights ramp up
+    ema_decay: float = 0.99  # Mean Teacher
+    mt_weight: float = 1.0  # Mean Teacher consistency weight
+    conf_threshold: float = 0.95  # UniMatch
+    fp_dropout: float = 0.5  # UniMatch feature perturbation
+
+
+def ramp(progress: float, length: float) -> float:
+    """Sigmoid-shaped ramp-up exp(-5 (1 - t)^2) over the first ``length`` of training."""
+    if length <= 0:
+        return 1.0
+    t = min(max(progress / length, 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def supervised_loss(model: nn.Module, x_l: Tensor, y_l: Tensor, t_l: Tensor) -> Tensor:
+    """Both decoders on ground truth (decoder 1 through its dropout)."""
+    out = model(x_l, t_l)
+    return bce_dice(out["d1"], y_l) + bce_dice(out["d2"], y_l)
+
+
+def paste(a: Tensor, box: Tensor, perm: Tensor) -> Tensor:
+    """CutMix: inside ``box`` take ``a[perm]`` (another image of the batch), outside keep ``a``."""
+    return a * (1 - box) + a[perm] * box
+
+
+class Method:
+    """Base class: ``loss(batch, progress)`` → (scalar loss, logged parts)."""
+
+    name = "base"
+    needs_unlabelled = False
+
+    def __init__(self, model: nn.Module, options: MethodOptions, gen: torch.Generator) -> None:
+        self.model, self.opt, self.gen = model, options, gen
+
+    def weak(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return random_affine(x, y, self.gen)
+
+    def loss(self, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Called after each optimiser step (EMA updates)."""
+
+
+class Supervised(Method):
+    """Labelled scans only (``full`` is the same step on every train label: the upper bound)."""
+
+    name = "supervised"
+
+    def loss(self, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
+        x_l, y_l = self.weak(batch.x_l, batch.y_l)
+        loss = supervised_loss(self.model, x_l, y_l, batch.t_l)
+        return loss, {"sup": float(loss.detach())}
+
+
+class ProPL(Method):
+    """ProPL: decoder 1 learns from labels, decoder 2 from decoder 1's calibrated pseudo-labels.
+
+    L = BCE+Dice(d1, y_l) + BCE+Dice(d2, y_l) + λ·ramp·BCE+Dice(d2(x_u), pseudo-label(d1 MC)).
+    Decoder 2 also sees the labels of labelled scans (our reading; it only adds clean signal).
+    """
+
+    name = "propl"
+    needs_unlabelled = True
+
+    def loss(self, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
+        assert batch.x_u is not None and batch.t_u is not None
+        model, opt = self.model, self.opt
+        x_l, y_l = self.weak(batch.x_l, batch.y_l)
+        x_u_w, _ = self.weak(batch.x_u)
+        n_l = x_l.shape[0]
+        feats = model.encode(torch.cat([x_l, x_u_w]))
+        feats_l = [f[:n_l] for f in feats]
+        feats_u = [f[n_l:] for f in feats]
+        size = tuple(x_l.shape[-2:])
+        loss_sup = bce_dice(model.decode(feats_l, batch.t_l, 1, size=size), y_l)
+        loss_sup = loss_sup + bce_dice(model.decode(feats_l, batch.t_l, 2, size=size), y_l)
+
+        pred_u_2 = model.decode(feats_u, batch.t_u, 2, size=size)
+        with torch.no_grad():
+            detached = [f.detach() for f in feats_u]
+            mean_u, var_u = mc_statistics(model.mc_decoder1(detached, batch.t_u, opt.mc_samples))
+            pseudo = self.pseudo_label(mean_u, var_u, torch.sigmoid(pred_u_2.detach()), progress)
+        loss_u = bce_dice(pred_u_2, pseudo[0], pseudo[1])
+        weight = opt.unsup_weight * ramp(progress, opt.rampup)
+        loss = loss_sup + weight * loss_u
+        kept = float(pseudo[1].mean())
+        return loss, {"sup": float(loss_sup.detach()), "unsup": float(loss_u.detach()), "kept": kept}
+
+    def pseudo_label(
+        self, mean_u: Tensor, var_u: Tensor, p2: Tensor, progress: float
+    ) -> tuple[Tensor, Tensor]:
+        mode = self.opt.pseudo_label
+        if mode == "hermes":
+            return (mean_u > 0.5).float(), hermes_mask(mean_u, progress)
+        pl = make_pseudo_label(mean_u, var_u, mode=mode, gamma=self.opt.gamma, p2=p2)
+        return pl.target, pl.weight
+
+
+class MeanTeacher(Method):
+    """Mean Teacher: an EMA copy's predictions on noisy views supervise the student (MSE)."""
+
+    name = "mean-teacher"
+    needs_unlabelled = True
+
+    def __init__(self, model: nn.Module, options: MethodOptions, gen: torch.Generator) -> None:
+        super().__init__(model, options, gen)
+        self.teacher = copy.deepcopy(model).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def loss(self, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
+        assert batch.x_u is not None and batch.t_u is not None
+        x_l, y_l = self.weak(batch.x_l, batch.y_l)
+        loss_sup = supervised_loss(self.model, x_l, y_l, batch.t_l)
+        x_u_w, _ = self.weak(batch.x_u)
+        with torch.no_grad():
+            x_u_t = photometric(x_u_w, self.gen, strength=0.3)
+            p_teacher = torch.sigmoid(self.teacher(x_u_t, batch.t_u)["d2"])
+        x_u_s = photometric(x_u_w, self.gen, strength=0.3)
+        loss_u = sigmoid_mse(self.model(x_u_s, batch.t_u)["d2"], p_teacher)
+        loss = loss_sup + self.opt.mt_weight * ramp(progress, self.opt.rampup) * loss_u
+        return loss, {"sup": float(loss_sup.detach()), "unsup": float(loss_u.detach())}
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        decay = self.opt.ema_decay
+        for t, s in zip(self.teacher.parameters(), self.model.parameters(), strict=True):
+            t.mul_(decay).add_(s.detach(), alpha=1 - decay)
+        for t, s in zip(self.teacher.buffers(), self.model.buffers(), strict=True):
+            t.copy_(s)
+
+
+class UniMatch(Method):
+    """UniMatch-style: weak-view pseudo-labels (conf ≥ 0.95) supervise two strong CutMix views
+    and a feature-perturbed weak view (Yang et al. 2023), on decoder 2."""
+
+    name = "unimatch"
+    needs_unlabelled = True
+
+    def loss(self, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
+        assert batch.x_u is not None and batch.t_u is not None
+        model, opt = self.model, self.opt
+        x_l, y_l = self.weak(batch.x_l, batch.y_l)
+        loss_x = supervised_loss(model, x_l, y_l, batch.t_l)
+        x_u_w, _ = self.weak(batch.x_u)
+        b, _, h, w = x_u_w.shape
+        with torch.no_grad():
+            model.eval()
+            pred_u_w = torch.sigmoid(model(x_u_w, batch.t_u)["d2"])
+            model.train()
+        conf_u = torch.maximum(pred_u_w, 1 - pred_u_w)
+        mask_u = (pred_u_w > 0.5).float()
+        perm = torch.roll(torch.arange(b), 1)  # each image mixes with its neighbour
+        losses = []
+        for _ in range(2):
+            box = cutmix_boxes(b, h, w, self.gen).to(x_u_w.device)
+            x_u_s = photometric(x_u_w, self.gen)
+            x_u_s = paste(x_u_s, box, perm)
+            target, conf = paste(mask_u, box, perm), paste(conf_u, box, perm)
+            # the pasted box carries the neighbour's task prompt only when tasks match
+            same = (batch.t_u == batch.t_u[perm]).float().view(b, 1, 1, 1)
+            valid = (conf >= opt.conf_threshold).float() * (1 - box * (1 - same))
+            losses.append(bce_dice(model(x_u_s, batch.t_u)["d2"], target, valid))
+        feats = model.encode(x_u_w)
+        feats_fp = [F.dropout(f, opt.fp_dropout, training=True) for f in feats]
+        pred_fp = model.decode(feats_fp, batch.t_u, 2, size=(h, w))
+        loss_fp = bce_dice(pred_fp, mask_u, (conf_u >= opt.conf_threshold).float())
+        loss_u = 0.25 * losses[0] + 0.25 * losses[1] + 0.5 * loss_fp
+        loss = loss_x + ramp(progress, opt.rampup) * loss_u
+        return loss, {
+            "sup": float(loss_x.detach()),
+            "unsup": float(loss_u.detach()),
+            "kept": float(conf_u.ge(opt.conf_threshold).float().mean()),
+        }
+
+
+METHODS: dict[str, Callable[[nn.Module, MethodOptions, torch.Generator], Method]] = {
+    "supervised": Supervised,
+    "full": Supervised,
+    "propl": ProPL,
+    "mean-teacher": MeanTeacher,
+    "unimatch": UniMatch,
+}
+
+
+def build_method(
+    name: str, model: nn.Module, options: MethodOptions, gen: torch.Generator
+) -> Method:
+    """Instantiate a training method by name (KeyError lists the valid names)."""
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name](model, options, gen)

@@ -1,0 +1,98 @@
+"""From a benchmark folder to a trained model: the path shared by ``propl train`` and benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..checkpoint import load_checkpoint
+from ..data.benchmark import (
+    ArraySet,
+    BenchmarkFolder,
+    carve_validation,
+    load_arrays,
+    split_labelled,
+)
+from ..models import build_model
+
+
+@dataclass
+class DataSplits:
+    """Preloaded arrays for one training run; task indices follow ``tasks``."""
+
+    tasks: tuple[str, ...]
+    labelled: ArraySet
+    unlabelled: ArraySet
+    val: ArraySet
+
+
+def prepare_data(
+    folder: BenchmarkFolder,
+    tasks: Sequence[str],
+    labelled: Fraction | int,
+    seed: int,
+    size: int,
+    val_fraction: float = 0.1,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    task_order: Sequence[str] | None = None,
+) -> DataSplits:
+    """Per task: carve a validation part from the train split, then draw the labelled subset.
+
+    ``task_order`` is the model's task list (task indices refer to it); default ``tasks``.
+    The test split is never touched here. With ``labelled`` = 1 (Fraction) every remaining train
+    scan is labelled (the fully supervised upper bound) and the unlabelled pool is empty.
+    """
+    lab, unlab, val = [], [], []
+    for task in tasks:
+        train = folder.samples(task, "train")
+        rest, val_part = carve_validation(train, fraction=val_fraction, seed=seed)
+        if labelled == Fraction(1):
+            lab_part, unlab_part = list(rest), []
+        else:
+            lab_part, unlab_part = split_labelled(rest, labelled, seed)
+        lab += lab_part
+        unlab += unlab_part
+        val += val_part
+    order = list(task_order or tasks)
+    load = dict(size=size, task_order=order, cache_dir=cache_dir, progress=progress)
+    return DataSplits(
+        tasks=tuple(order),
+        labelled=load_arrays(lab, **load),
+        unlabelled=load_arrays(unlab, with_masks=False, **load) if unlab else _empty(size),
+        val=load_arrays(val, **load),
+    )
+
+
+def _empty(size: int) -> ArraySet:
+    return ArraySet(
+        images=np.zeros((0, size, size), np.uint8),
+        masks=np.zeros((0, size, size), np.uint8),
+        task_index=np.zeros(0, np.int64),
+        ids=[],
+        orig_shapes=[],
+    )
+
+
+def init_model(
+    tasks: Sequence[str],
+    model_name: str = "propl",
+    init: str | Path | None = None,
+    **model_kw: Any,
+) -> nn.Module:
+    """A fresh model (ImageNet encoder), or one started from a checkpoint.
+
+    Starting from a checkpoint keeps its weights; tasks it does not know get new prompt tokens
+    (the incremental path: learn a new task without rebuilding the network).
+    """
+    if init is None:
+        return build_model(model_name, tasks=tuple(tasks), **model_kw)
+    model = load_checkpoint(init).model
+    model.add_tasks(tuple(tasks))
+    return model

@@ -1,0 +1,356 @@
+"""The trainer: multi-task batches, any method, progress events, stop flag, checkpoint/resume.
+
+``Trainer.run()`` is a generator of :class:`TrainEvent`; a GUI, the CLI or a subprocess pipe
+consumes them (``event.to_json()`` for JSON lines). Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..checkpoint import atomic_write_bytes, save_checkpoint
+from ..device import select_device
+from ..metrics import dice
+from .methods import METHODS, Batch, MethodOptions, build_method
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Validated on creation."""
+
+    method: str = "propl"
+    steps: int = 1000
+    batch_size: int = 8  # labelled images per step
+    unlabelled_batch_size: int = 8
+    lr: float = 1e-3  # decoders and prompts
+    encoder_lr_mult: float = 0.2  # the pretrained encoder moves slower
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # adamw | sgd (the paper: SGD lr 1e-3, momentum 0.9, poly 0.9)
+    warmup: float = 0.05
+    freeze_encoder: bool = False
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    eval_every: int = 100
+    options: MethodOptions = field(default_factory=MethodOptions)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.steps < 1 or self.batch_size < 1 or self.unlabelled_batch_size < 1:
+            raise ValueError("steps and batch sizes must be >= 1")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if isinstance(self.options, dict):
+            object.__setattr__(self, "options", MethodOptions(**self.options))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainEvent:
+    """A progress event: kind is start | step | eval | checkpoint | done | stopped."""
+
+    kind: str
+    step: int
+    total: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - third-party code may use the global RNG
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+class TaskBalancedSampler:
+    """Draws batches with tasks equally likely, then images uniformly within the task."""
+
+    def __init__(self, task_index: np.ndarray, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.by_task = [np.flatnonzero(task_index == t) for t in np.unique(task_index)]
+
+    def draw(self, n: int) -> np.ndarray:
+        tasks = self.rng.integers(0, len(self.by_task), n)
+        return np.array([self.rng.choice(self.by_task[t]) for t in tasks])
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``(N, H, W)`` uint8 → ``(N, 1, H, W)`` float in [0, 1] on ``device``."""
+    return torch.from_numpy(images).to(device).unsqueeze(1).float().div_(255.0)
+
+
+class Trainer:
+    """Train a ProPL network on preloaded arrays.
+
+    Args:
+        model: a ProPL network; its ``config.tasks`` order defines the task indices.
+        config: how to train.
+        labelled: an ``ArraySet`` (images, masks, task_index) of labelled scans.
+        unlabelled: an ``ArraySet`` of unlabelled scans (masks unused), for SSL methods.
+        val: an ``ArraySet`` carved from the train split, for checkpoint selection.
+        out_dir: where ``best/``, ``last/`` and ``log.jsonl`` go; None for no files.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        labelled: Any,
+        unlabelled: Any = None,
+        val: Any = None,
+        out_dir: str | Path | None = None,
+    ) -> None:
+        method_cls = METHODS[config.method]
+        if method_cls.needs_unlabelled and (unlabelled is None or len(unlabelled.images) == 0):
+            raise ValueError(f"method {config.method!r} needs unlabelled scans; none were given")
+        self.config, self.labelled, self.unlabelled, self.val = config, labelled, unlabelled, val
+        self.device = select_device(config.device)
+        self.model = model.to(self.device)
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.gen = seed_everything(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.method = build_method(config.method, self.model, config.options, self.gen)
+        self.optimizer = self._make_optimizer()
+        self.step = 0
+        self.best: dict[str, Any] = {"mdice": -1.0, "step": 0}
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        enc = list(self.model.encoder.parameters())
+        for p in enc:
+            p.requires_grad_(not cfg.freeze_encoder)
+        enc_ids = {id(p) for p in enc}
+        rest = [p for p in self.model.parameters() if id(p) not in enc_ids]
+        groups = [{"params": rest, "lr": cfg.lr}]
+        if not cfg.freeze_encoder:
+            groups.append({"params": enc, "lr": cfg.lr * cfg.encoder_lr_mult})
+        for g in groups:
+            g["initial_lr"] = g["lr"]
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, momentum=0.9, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+    def _set_lr(self) -> float:
+        cfg, t = self.config, self.step / self.config.steps
+        factor = min(1.0, (t + 1e-9) / cfg.warmup) if cfg.warmup > 0 else 1.0
+        factor *= (1 - t) ** 0.9
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["initial_lr"] * factor
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _batch(
+        self, sampler_l: TaskBalancedSampler, sampler_u: TaskBalancedSampler | None
+    ) -> Batch:
+        dev, cfg = self.device, self.config
+        il = sampler_l.draw(cfg.batch_size)
+        batch = Batch(
+            x_l=to_tensor(self.labelled.images[il], dev),
+            y_l=torch.from_numpy(self.labelled.masks[il]).to(dev).unsqueeze(1).float(),
+            t_l=torch.from_numpy(self.labelled.task_index[il]).to(dev),
+        )
+        if sampler_u is not None:
+            iu = sampler_u.draw(cfg.unlabelled_batch_size)
+            batch.x_u = to_tensor(self.unlabelled.images[iu], dev)
+            batch.t_u = torch.from_numpy(self.unlabelled.task_index[iu]).to(dev)
+        return batch
+
+    def _autocast(self) -> Any:
+        if self.config.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def run(
+        self, should_stop: Callable[[], bool] = lambda: False, resume: bool = False
+    ) -> Iterator[TrainEvent]:
+        """Train, yielding events. Returns early (after saving ``last/``) when ``should_stop()``."""
+        cfg = self.config
+        if resume:
+            self.load_state()
+        sampler_l = TaskBalancedSampler(self.labelled.task_index, self.rng)
+        sampler_u = None
+        if self.method.needs_unlabelled:
+            sampler_u = TaskBalancedSampler(self.unlabelled.task_index, self.rng)
+        yield self._log(
+            TrainEvent(
+                "start",
+                self.step,
+                cfg.steps,
+                {
+                    "device": str(self.device),
+                    "method": cfg.method,
+                    "labelled": len(self.labelled.images),
+                    "unlabelled": 0 if self.unlabelled is None else len(self.unlabelled.images),
+                },
+            )
+        )
+        self.model.train()
+        seen, t0 = 0, time.perf_counter()
+        while self.step < cfg.steps:
+            if should_stop():
+                self.save_state()
+                yield self._log(TrainEvent("stopped", self.step, cfg.steps, self.best))
+                return
+            lr = self._set_lr()
+            batch = self._batch(sampler_l, sampler_u)
+            with self._autocast():
+                loss, parts = self.method.loss(batch, self.step / cfg.steps)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {float(loss.detach())} at step {self.step}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.method.after_step()
+            self.step += 1
+            seen += batch.x_l.shape[0] + (0 if batch.x_u is None else batch.x_u.shape[0])
+            rate = seen / (time.perf_counter() - t0)
+            yield TrainEvent(
+                "step",
+                self.step,
+                cfg.steps,
+                {"loss": float(loss.detach()), "lr": lr, "img_per_s": rate, **parts},
+            )
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                yield from self._evaluate_and_save()
+                self.model.train()
+        yield self._log(TrainEvent("done", self.step, cfg.steps, self.best))
+
+    def _evaluate_and_save(self) -> Iterator[TrainEvent]:
+        scores = validate(self.model, self.val, self.device) if self.val is not None else {}
+        mdice = scores.get("mdice", float("nan"))
+        yield self._log(TrainEvent("eval", self.step, self.config.steps, scores))
+        improved = self.val is None or mdice > self.best["mdice"]
+        if improved:
+            self.best = {"mdice": mdice if self.val is not None else -1.0, "step": self.step}
+        if self.out_dir is not None:
+            meta = {"train": self.config.to_dict(), "step": self.step, "val": scores}
+            if improved:
+                save_checkpoint(self.model, self.out_dir / "best", meta)
+                yield self._log(
+                    TrainEvent(
+                        "checkpoint",
+                        self.step,
+                        self.config.steps,
+                        {"path": str(self.out_dir / "best"), "val": scores},
+                    )
+                )
+            self.save_state()
+
+    def _log(self, event: TrainEvent) -> TrainEvent:
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "log.jsonl", "a") as fh:
+                fh.write(event.to_json() + "\n")
+        return event
+
+    # --- resume ---------------------------------------------------------------------------
+    def save_state(self) -> None:
+        """Save model, optimiser, method (EMA teacher) and RNG states under ``out_dir/last``."""
+        if self.out_dir is None:
+            return
+        last = self.out_dir / "last"
+        save_checkpoint(self.model, last, {"train": self.config.to_dict(), "step": self.step})
+        tensors, doc = flatten_optimizer(self.optimizer.state_dict())
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.gen"] = self.gen.get_state()
+        teacher = getattr(self.method, "teacher", None)
+        if teacher is not None:
+            tensors |= {
+                f"teacher.{k}": v.detach().cpu().contiguous()
+                for k, v in teacher.state_dict().items()
+            }
+        doc |= {"step": self.step, "best": self.best, "rng_numpy": self.rng.bit_generator.state}
+        tmp = last / ".train_state.tmp"
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+        tmp.replace(last / "train_state.safetensors")
+        atomic_write_bytes(last / "train_state.json", json.dumps(doc).encode())
+
+    def load_state(self) -> None:
+        """Restore what :meth:`save_state` wrote (no-op when there is nothing to resume)."""
+        if self.out_dir is None or not (self.out_dir / "last" / "train_state.json").is_file():
+            return
+        from ..checkpoint import load_checkpoint
+
+        last = self.out_dir / "last"
+        self.model.load_state_dict(load_checkpoint(last).model.state_dict())
+        self.model.to(self.device)
+        tensors = load_file(str(last / "train_state.safetensors"))
+        doc = json.loads((last / "train_state.json").read_text())
+        self.optimizer.load_state_dict(unflatten_optimizer(tensors, doc))
+        torch.set_rng_state(tensors["rng.torch"])
+        self.gen.set_state(tensors["rng.gen"])
+        teacher = getattr(self.method, "teacher", None)
+        if teacher is not None:
+            teacher.load_state_dict(
+                {k[8:]: v for k, v in tensors.items() if k.startswith("teacher.")}
+            )
+        self.rng.bit_generator.state = doc["rng_numpy"]
+        self.step, self.best = doc["step"], doc["best"]
+
+
+def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimiser state dict into safetensors-able tensors and JSON (no pickle)."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"opt.{pid}.{key}"] = value.detach().cpu()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "opt_scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], doc: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("opt."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, entry in doc["opt_scalars"].items():
+        state.setdefault(int(pid), {}).update(entry)
+    return {"state": state, "param_groups": doc["param_groups"]}
+
+
+@torch.no_grad()
+def validate(model: nn.Module, val: Any, device: torch.device, batch: int = 16) -> dict[str, Any]:
+    """Dice of decoder 2 on preloaded validation arrays (at the network's input size).
+
+    Returns:
+        ``{"mdice": %, "per_task": {task: %}}``, Dice as a percentage, mean over tasks.
+    """
+    model.eval()
+    per_task: dict[str, list[float]] = {}
+    for start in range(0, len(val.images), batch):
+        sl = slice(start, start + batch)
+        x = to_tensor(val.images[sl], device)
+        t = torch.from_numpy(val.task_index[sl]).to(device)
+        pred = (model(x, t)["d2"] > 0).cpu().numpy()[:, 0]
+        for p, m, ti in zip(pred, val.masks[sl], val.task_index[sl], strict=True):
+            per_task.setdefault(model.config.tasks[int(ti)], []).append(dice(p, m > 0))
+    means = {k: 100.0 * float(np.mean(v)) for k, v in per_task.items()}
+    return {
+        "mdice": float(np.mean(list(means.values()))) if means else float("nan"),
+        "per_task": means,
+    }
+
+
+def method_option_names() -> list[str]:
+    return [f.name for f in fields(MethodOptions)]

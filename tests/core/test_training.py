@@ -1,0 +1,190 @@
+"""Training: every method lowers the loss on synthetic data; stop, resume, events, NaN guard."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from propl.data.benchmark import ArraySet
+from propl.data.synthetic import SYNTHETIC_TASKS, make_dataset
+from propl.models import build_model
+from propl.train.losses import bce_dice
+from propl.train.methods import METHODS, MethodOptions
+from propl.train.trainer import TrainConfig, Trainer, to_tensor
+
+SIZE = 64
+
+
+def arrays(n: int, seed: int) -> ArraySet:
+    images, masks, tasks = make_dataset(n, SIZE, seed)
+    return ArraySet(
+        images=images,
+        masks=masks,
+        task_index=tasks,
+        ids=[f"s{seed}_{i}" for i in range(n)],
+        orig_shapes=[(SIZE, SIZE)] * n,
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    return arrays(8, 0), arrays(8, 1), arrays(4, 2)
+
+
+def new_model(pretrained: bool = False):
+    torch.manual_seed(0)
+    return build_model("propl-small", tasks=SYNTHETIC_TASKS, input_size=SIZE, pretrained=pretrained)
+
+
+def labelled_loss(model, lab: ArraySet) -> float:
+    model.eval()
+    with torch.no_grad():
+        x = to_tensor(lab.images, torch.device("cpu"))
+        y = torch.from_numpy(lab.masks).unsqueeze(1).float()
+        return float(bce_dice(model(x, torch.from_numpy(lab.task_index))["d2"], y))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_lowers_loss(method, data):
+    lab, unlab, val = data
+    model = new_model()
+    before = labelled_loss(model, lab)
+    cfg = TrainConfig(
+        method=method,
+        steps=25,
+        batch_size=4,
+        unlabelled_batch_size=4,
+        lr=3e-3,
+        eval_every=25,
+        device="cpu",
+        warmup=0.0,
+    )
+    events = list(Trainer(model, cfg, lab, unlab, val).run())
+    after = labelled_loss(model, lab)
+    assert after < 0.85 * before, (method, before, after)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("step") == 25
+    step = next(e for e in events if e.kind == "step")
+    json.loads(step.to_json())  # events are JSON-serialisable (subprocess progress)
+    assert {"loss", "lr", "img_per_s", "sup"} <= set(step.data)
+
+
+@pytest.mark.parametrize("mode", ["uplc", "weighted", "agreement", "hermes"])
+def test_propl_pseudo_label_modes_train(mode, data):
+    lab, unlab, _ = data
+    cfg = TrainConfig(
+        method="propl",
+        steps=2,
+        batch_size=2,
+        unlabelled_batch_size=2,
+        eval_every=100,
+        device="cpu",
+        options=MethodOptions(pseudo_label=mode),
+    )
+    events = list(Trainer(new_model(), cfg, lab, unlab).run())
+    steps = [e for e in events if e.kind == "step"]
+    assert len(steps) == 2 and all(np.isfinite(e.data["unsup"]) for e in steps)
+    assert 0.0 <= steps[-1].data["kept"] <= 1.0
+
+
+def test_ssl_method_without_unlabelled_is_refused(data):
+    with pytest.raises(ValueError, match="unlabelled"):
+        Trainer(new_model(), TrainConfig(method="propl", device="cpu"), data[0], None)
+
+
+def test_bad_config_rejected():
+    with pytest.raises(ValueError, match="unknown method"):
+        TrainConfig(method="magic")
+    with pytest.raises(ValueError):
+        TrainConfig(steps=0)
+
+
+def test_stop_then_resume_equals_uninterrupted(data, tmp_path):
+    lab, unlab, val = data
+    cfg = TrainConfig(
+        method="mean-teacher",
+        steps=6,
+        batch_size=2,
+        unlabelled_batch_size=2,
+        eval_every=100,
+        device="cpu",
+    )
+    straight = new_model()
+    list(Trainer(straight, cfg, lab, unlab, val, tmp_path / "a").run())
+
+    interrupted = new_model()
+    checks = []
+
+    def stop_after_three_steps() -> bool:  # asked once before every step
+        checks.append(1)
+        return len(checks) > 3
+
+    trainer = Trainer(interrupted, cfg, lab, unlab, val, tmp_path / "b")
+    events = list(trainer.run(should_stop=stop_after_three_steps))
+    assert events[-1].kind == "stopped" and events[-1].step == 3
+    assert (tmp_path / "b" / "last" / "train_state.safetensors").is_file()
+
+    resumed = new_model()
+    events = list(Trainer(resumed, cfg, lab, unlab, val, tmp_path / "b").run(resume=True))
+    assert [e.kind for e in events if e.kind == "step"] == ["step"] * 3
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), name
+
+
+def test_best_checkpoint_and_log_written(data, tmp_path):
+    lab, unlab, val = data
+    cfg = TrainConfig(method="supervised", steps=4, batch_size=2, eval_every=2, device="cpu")
+    trainer = Trainer(new_model(), cfg, lab, None, val, tmp_path)
+    events = list(trainer.run())
+    evals = [e for e in events if e.kind == "eval"]
+    assert len(evals) == 2 and 0 <= evals[0].data["mdice"] <= 100
+    assert set(evals[0].data["per_task"]) == set(SYNTHETIC_TASKS)
+    assert (tmp_path / "best" / "model.safetensors").is_file()
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["kind"] == "start" and json.loads(lines[-1])["kind"] == "done"
+
+
+def test_nan_loss_stops_training(data, monkeypatch):
+    lab = data[0]
+    trainer = Trainer(new_model(), TrainConfig(method="supervised", steps=3, device="cpu"), lab)
+    monkeypatch.setattr(
+        trainer.method,
+        "loss",
+        lambda batch, progress: (torch.tensor(float("nan"), requires_grad=True), {}),
+    )
+    with pytest.raises(FloatingPointError, match="nan"):
+        list(trainer.run())
+
+
+def test_frozen_encoder_does_not_move(data):
+    model = new_model()
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items() if "weight" in k}
+    cfg = TrainConfig(method="supervised", steps=2, batch_size=2, device="cpu", freeze_encoder=True)
+    list(Trainer(model, cfg, data[0]).run())
+    after = model.encoder.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_prompts_learn_the_right_target():
+    """Same images, two tasks (bright vs dark blob): only the prompt tells which to segment."""
+    from propl.data.synthetic import make_scan
+    from propl.metrics import dice
+
+    model = new_model(pretrained=True)
+    cfg = TrainConfig(method="supervised", steps=100, batch_size=8, lr=3e-3, device="cpu",
+                      eval_every=1000, warmup=0.0)
+    list(Trainer(model, cfg, arrays(16, 0)).run())
+    model.eval()
+    rng = np.random.default_rng(7)
+    right, wrong = [], []
+    for _ in range(6):  # held-out scans, each with both targets
+        image, bright, dark = make_scan(SIZE, rng)
+        x = to_tensor(image[None], torch.device("cpu"))
+        with torch.no_grad():
+            pred = [(model(x, torch.tensor([t]))["d2"][0, 0] > 0).numpy() for t in (0, 1)]
+        right += [dice(pred[0], bright), dice(pred[1], dark)]
+        wrong += [dice(pred[0], dark), dice(pred[1], bright)]
+    assert np.mean(right) > 0.5 and np.mean(right) > np.mean(wrong) + 0.3, (right, wrong)
