@@ -1,0 +1,188 @@
+"""Speed benchmark: ProPL vs the plain U-Net reference, measured side by side in one run.
+
+Timings alternate between candidates (the order rotates every repeat) so that load from other
+processes hits all of them alike; we report medians and ratios. Peak memory is measured in a
+fresh subprocess per candidate (peak resident set size above the idle interpreter with torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import atomic_write_bytes
+from ..models import build_model
+from ..models.unet import UNet
+
+TASKS = ("breast_lesion", "thyroid_nodule", "fetal_head", "left_heart", "ovarian_tumor")
+
+
+def _propl_model(input_size: int) -> torch.nn.Module:
+    return build_model("propl", tasks=TASKS, input_size=input_size, pretrained=False)
+
+
+def inference_candidates(frame_size: int = 256) -> dict[str, Callable[[], Any]]:
+    """Callables that each segment one ``frame_size``² frame, end to end from a numpy array."""
+    from ..inference import Predictor
+
+    frame = (np.random.default_rng(0).random((frame_size, frame_size)) * 255).astype(np.uint8)
+    out: dict[str, Callable[[], Any]] = {}
+    for size in (224, 256):
+        model = _propl_model(size)
+        for mode in ("mc", "disagreement", "none"):
+            pred = Predictor(model, device="cpu", uncertainty=mode, mc_samples=4)
+            out[f"propl{size}_{mode}"] = lambda p=pred: p.predict(frame, TASKS[0])
+    unet = UNet().eval()
+    x = torch.from_numpy(frame).float().div(255).view(1, 1, frame_size, frame_size)
+
+    def unet_infer() -> Any:
+        with torch.inference_mode():
+            return torch.sigmoid(unet(x)).numpy()
+
+    out["unet"] = unet_infer
+    return out
+
+
+def training_candidates(size: int = 224, batch: int = 8) -> dict[str, Callable[[], int]]:
+    """Callables that each run one optimiser step and return the number of images it used."""
+    from ..train.methods import Batch, MethodOptions, build_method
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 1, size, size)
+    y = (torch.rand(batch, 1, size, size) > 0.7).float()
+    t = torch.arange(batch) % len(TASKS)
+    out: dict[str, Callable[[], int]] = {}
+    for method in ("supervised", "propl"):
+        model = _propl_model(size).train()
+        opt = torch.optim.AdamW(model.parameters(), 1e-4)
+        m = build_method(method, model, MethodOptions(), gen)
+        half = batch // 2
+        b = (
+            Batch(x[:half], y[:half], t[:half], x[half:], t[half:])
+            if m.needs_unlabelled
+            else Batch(x, y, t)
+        )
+
+        def step(m: Any = m, opt: Any = opt, b: Batch = b) -> int:
+            loss, _ = m.loss(b, 0.5)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return batch
+
+        out[f"propl_{method}"] = step
+    unet = UNet().train()
+    uopt = torch.optim.AdamW(unet.parameters(), 1e-4)
+
+    def unet_step() -> int:
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(unet(x), y)
+        uopt.zero_grad()
+        loss.backward()
+        uopt.step()
+        return batch
+
+    out["unet"] = unet_step
+    return out
+
+
+def alternate(
+    cands: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2
+) -> dict[str, list[float]]:
+    """Seconds per call for each candidate, alternating and rotating the order each repeat."""
+    names = list(cands)
+    for name in names:
+        for _ in range(warmup):
+            cands[name]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            t0 = time.perf_counter()
+            cands[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def peak_memory_mb(kind: str, name: str) -> float:
+    """Peak RSS (MB) of a fresh process running candidate ``name`` 3 times, minus its idle RSS."""
+    threads = torch.get_num_threads()
+    code = (
+        f"import resource,torch;torch.set_num_threads({threads});"
+        f"from propl.bench.speed import {kind}_candidates as c;"
+        f"f=c()[{name!r}];base=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "[f() for _ in range(3)];"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss-base)/1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return round(float(out.stdout.strip().splitlines()[-1]), 1)
+
+
+def run_speed_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    torch.manual_seed(0)
+    print(f"threads: {torch.get_num_threads()}, repeats: {args.repeats}", file=sys.stderr)
+    inf = {
+        k: statistics.median(v) * 1e3
+        for k, v in alternate(inference_candidates(), args.repeats).items()
+    }
+    trn_cands = training_candidates()
+    trn = {
+        k: 8 / statistics.median(v)
+        for k, v in alternate(trn_cands, max(3, args.repeats // 2), warmup=1).items()
+    }
+    mem = {f"infer_{n}": peak_memory_mb("inference", n) for n in ("propl224_mc", "unet")}
+    mem |= {f"train_{n}": peak_memory_mb("training", n) for n in ("propl_propl", "unet")}
+    result = {
+        "device": f"cpu ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__})",
+        "frame": "256x256 uint8, end to end (resize in, network, resize out)",
+        "infer_ms_256_with_uncertainty": round(inf["propl224_mc"], 1),
+        "train_img_per_s_224": round(trn["propl_propl"], 2),
+        "unet_reference": {
+            "infer_ms_256": round(inf["unet"], 1),
+            "train_img_per_s_224": round(trn["unet"], 2),
+        },
+        "infer_ms": {k: round(v, 1) for k, v in inf.items()},
+        "train_img_per_s": {k: round(v, 2) for k, v in trn.items()},
+        "ratios_vs_unet": {
+            "infer_speedup_mc": round(inf["unet"] / inf["propl224_mc"], 2),
+            "train_speedup_propl": round(trn["propl_propl"] / trn["unet"], 2),
+        },
+        "peak_mem_mb": mem,
+        "repeats": args.repeats,
+        "command": f"propl benchmark speed --repeats {args.repeats}",
+    }
+    results = Path(args.results)
+    atomic_write_bytes(results / "speed.json", json.dumps(result, indent=2).encode())
+    atomic_write_bytes(results / "speed.md", speed_markdown(result).encode())
+    print(speed_markdown(result))
+    return result
+
+
+def speed_markdown(r: dict[str, Any]) -> str:
+    lines = [
+        f"Device: {r['device']}. Medians of {r['repeats']} alternating repeats.",
+        "",
+        "| inference, one 256² frame | ms | vs U-Net |",
+        "|---|---|---|",
+    ]
+    unet = r["infer_ms"]["unet"]
+    for k, v in r["infer_ms"].items():
+        lines.append(f"| {k} | {v} | {unet / v:.2f}× |")
+    lines += ["", "| training at 224² (batch 8) | img/s | vs U-Net |", "|---|---|---|"]
+    u = r["train_img_per_s"]["unet"]
+    for k, v in r["train_img_per_s"].items():
+        lines.append(f"| {k} | {v} | {v / u:.2f}× |")
+    lines += ["", "| peak memory | MB |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in r["peak_mem_mb"].items()]
+    return "\n".join(lines) + "\n"

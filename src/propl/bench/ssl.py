@@ -1,0 +1,189 @@
+"""The semi-supervised benchmark: every method, same data, labels, budget and seed.
+
+Each run trains on a labelled subset of every task's train split (the rest unlabelled), picks
+its checkpoint on a validation part of the train split, and is scored once on the test split at
+the stored resolution. Results are written after every run (so a long benchmark can be resumed)
+to ``<results>/ssl-<profile>.json`` and a markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from ..checkpoint import atomic_write_bytes
+from ..data.benchmark import BenchmarkFolder, parse_labelled
+from ..device import select_device
+from ..evaluate import evaluate_folder
+from ..inference import Predictor
+from ..train.methods import MethodOptions
+from ..train.recipe import init_model, prepare_data
+from ..train.trainer import TrainConfig, Trainer
+
+METHODS = ("supervised", "propl", "mean-teacher", "unimatch", "full")
+
+
+@dataclass(frozen=True)
+class Profile:
+    size: int
+    steps: int
+    batch: int
+    eval_every: int
+    arch: str = "propl"
+
+
+PROFILES = {
+    "smoke": Profile(size=64, steps=4, batch=2, eval_every=2, arch="propl-small"),
+    "quick": Profile(size=128, steps=500, batch=8, eval_every=100),
+    "full": Profile(size=224, steps=8000, batch=16, eval_every=500),
+}
+
+
+def run_one(
+    folder: BenchmarkFolder,
+    tasks: list[str],
+    method: str,
+    labelled: str,
+    seed: int,
+    profile: Profile,
+    device: str,
+    run_dir: Path,
+    cache: Path | None,
+    options: MethodOptions | None = None,
+) -> dict[str, Any]:
+    """Train one method and score it on the test split; returns one ``runs`` row."""
+    fraction = Fraction(1) if method == "full" else parse_labelled(labelled)
+    model = init_model(tasks, profile.arch, input_size=profile.size)
+    data = prepare_data(
+        folder, tasks, fraction, seed, profile.size, cache_dir=cache, progress=False
+    )
+    config = TrainConfig(
+        method=method,
+        steps=profile.steps,
+        batch_size=profile.batch,
+        unlabelled_batch_size=profile.batch,
+        seed=seed,
+        device=device,
+        eval_every=profile.eval_every,
+        options=options or MethodOptions(),
+    )
+    trainer = Trainer(model, config, data.labelled, data.unlabelled, data.val, run_dir)
+    t0, rate = time.perf_counter(), 0.0
+    bar = tqdm(total=profile.steps, desc=f"{method} {labelled}", unit="step", file=sys.stderr)
+    for event in trainer.run():
+        if event.kind == "step":
+            rate = event.data["img_per_s"]
+            bar.update(1)
+    bar.close()
+    train_s = time.perf_counter() - t0
+    predictor = Predictor.from_checkpoint(run_dir / "best", device=device, uncertainty="mc")
+    scores = evaluate_folder(predictor, folder, "test", tasks)
+    return {
+        "method": method,
+        "labelled": "all" if method == "full" else labelled,
+        "seed": seed,
+        "mdice": scores["mdice"],
+        "miou": scores["miou"],
+        "per_task": {
+            t: {k: v[k] for k in ("dice", "iou", "hd95")} for t, v in scores["per_task"].items()
+        },
+        "val_mdice": trainer.best["mdice"],
+        "best_step": trainer.best["step"],
+        "n_labelled": len(data.labelled.images),
+        "n_unlabelled": len(data.unlabelled.images),
+        "train_seconds": round(train_s, 1),
+        "img_per_s": round(rate, 2),
+        "ece": scores["ece"],
+        "uncertainty_auroc": scores["uncertainty_auroc"],
+        "pseudo_label": (options or MethodOptions()).pseudo_label if method == "propl" else None,
+    }
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _key(run: dict[str, Any]) -> tuple:
+    return run["method"], run["labelled"], run["seed"], run.get("pseudo_label")
+
+
+def run_ssl_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    profile = PROFILES[args.profile]
+    folder = BenchmarkFolder(args.data)
+    tasks = folder.task_ids()
+    results_dir = Path(args.results)
+    out = results_dir / f"ssl-{args.profile}.json"
+    doc = _load(out) or {"profile": args.profile, "runs": []}
+    doc |= {
+        "profile": args.profile,
+        "device": str(select_device(args.device)),
+        "settings": profile.__dict__,
+        "tasks": tasks,
+        "command": f"propl benchmark ssl --data DATA --profile {args.profile}",
+    }
+    done = {_key(r) for r in doc["runs"]}
+    plan = [
+        (m, lab)
+        for lab in (args.labelled or ["1/16", "1/8"])
+        for m in (args.methods or METHODS)
+        if m != "full"
+    ]
+    if "full" in (args.methods or METHODS):
+        plan.append(("full", "all"))
+    for method, lab in plan:
+        opts = MethodOptions(pseudo_label=getattr(args, "pseudo_label", "uplc"))
+        key = (method, lab, args.seed, opts.pseudo_label if method == "propl" else None)
+        if key in done:
+            print(f"skip {method} {lab} (already in {out})", file=sys.stderr)
+            continue
+        run_dir = (
+            Path("runs")
+            / "bench"
+            / f"{args.profile}-{method}-{lab.replace('/', 'of')}-s{args.seed}"
+        )
+        row = run_one(
+            folder, tasks, method, lab, args.seed, profile, args.device, run_dir, args.cache, opts
+        )
+        doc["runs"] = [r for r in doc["runs"] if _key(r) != key] + [row]
+        atomic_write_bytes(out, json.dumps(doc, indent=2).encode())
+        atomic_write_bytes(out.with_suffix(".md"), ssl_markdown(doc).encode())
+        print(f"{method} {lab}: mDice {row['mdice']:.2f}", file=sys.stderr)
+    print(ssl_markdown(doc))
+    return doc
+
+
+def ssl_markdown(doc: dict[str, Any]) -> str:
+    """The results as a markdown table: one row per run, Dice per task and mDice."""
+    tasks = doc.get("tasks", [])
+    head = "| method | labels | " + " | ".join(tasks) + " | mDice | mIoU | val mDice |"
+    lines = [
+        f"Profile `{doc['profile']}` on {doc.get('device')}, seed(s) "
+        f"{sorted({r['seed'] for r in doc['runs']})}; Dice % on the test split.",
+        "",
+        head,
+        "|" + "---|" * (len(tasks) + 5),
+    ]
+    order = {m: i for i, m in enumerate(METHODS)}
+    runs = sorted(
+        doc["runs"],
+        key=lambda r: (r["labelled"] == "all", r["labelled"], order.get(r["method"], 99)),
+    )
+    for r in runs:
+        name = r["method"] + (
+            f" ({r['pseudo_label']})" if r.get("pseudo_label") not in (None, "uplc") else ""
+        )
+        cells = [f"{r['per_task'].get(t, {}).get('dice', float('nan')):.1f}" for t in tasks]
+        lines.append(
+            f"| {name} | {r['labelled']} | "
+            + " | ".join(cells)
+            + f" | **{r['mdice']:.2f}** | {r['miou']:.2f} | {r['val_mdice']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,153 @@
+"""The ``propl`` command line: train, evaluate, predict, benchmark. Thin over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as ``propl: error: ...`` without a traceback."""
+
+
+def _add_common_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        required=True,
+        help="checkpoint directory (model.safetensors + model.json) written by `propl train`",
+    )
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, mps or cpu")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="propl",
+        description="Universal prompt-guided semi-supervised ultrasound "
+        "segmentation (ProPL). Research use, not for diagnosis.",
+    )
+    parser.add_argument("--version", action="version", version=f"propl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser(
+        "train",
+        help="train on a benchmark-layout folder",
+        description="Train a ProPL network (or a baseline) on a us-universal-style "
+        "folder: labelled subset drawn per task with --seed, validation carved from "
+        "the train split, the best checkpoint by validation Dice saved to OUT/best.",
+    )
+    t.add_argument("--data", required=True, type=Path, help="folder with tasks.json, splits.json")
+    t.add_argument(
+        "--method",
+        default="propl",
+        choices=["propl", "supervised", "mean-teacher", "unimatch", "full"],
+    )
+    t.add_argument(
+        "--labelled",
+        default="1/16",
+        help="labelled part of each task's train split: a fraction (1/16, 0.125) or a "
+        "count (10); ignored by --method full",
+    )
+    t.add_argument("--tasks", nargs="+", help="task ids to train on (default: all in the folder)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True, type=Path, help="run directory")
+    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--size", type=int, default=224, help="input side (multiple of 32)")
+    t.add_argument("--batch-size", type=int, default=8, help="labelled (and unlabelled) per step")
+    t.add_argument("--arch", default="propl", help="registered model name (propl, propl-small)")
+    t.add_argument("--init", type=Path, help="start from this checkpoint (incremental training)")
+    t.add_argument(
+        "--pseudo-label",
+        default="uplc",
+        choices=["uplc", "weighted", "agreement", "hermes"],
+        help="ProPL pseudo-label rule: the paper's UPLC, or an alternative",
+    )
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--freeze-encoder", action="store_true")
+    t.add_argument("--eval-every", type=int, default=200)
+    t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    t.add_argument("--cache", type=Path, help="cache folder for resized arrays")
+    t.add_argument("--json", action="store_true", help="print progress as JSON lines")
+
+    e = sub.add_parser(
+        "evaluate",
+        help="score a model on a folder split",
+        description="Per-task Dice/IoU/HD95 and mDice at the stored resolution.",
+    )
+    e.add_argument("--data", required=True, type=Path)
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--tasks", nargs="+")
+    e.add_argument("--out", type=Path, help="write metrics as JSON here")
+    e.add_argument("--uncertainty", default="mc", choices=["mc", "disagreement", "none"])
+    _add_common_model(e)
+
+    p = sub.add_parser(
+        "predict",
+        help="segment image files",
+        description="Write <name>_mask and <name>_uncertainty per input file.",
+    )
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--task", required=True)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--format", default="tiff", choices=["tiff", "png"])
+    p.add_argument("--uncertainty", default="mc", choices=["mc", "disagreement", "none"])
+    _add_common_model(p)
+
+    b = sub.add_parser(
+        "benchmark",
+        help="reproduce the README's numbers",
+        description="ssl: the semi-supervised table; speed: CPU speed vs a U-Net.",
+    )
+    bsub = b.add_subparsers(dest="which", required=True, metavar="{ssl,speed}")
+    bs = bsub.add_parser("ssl", help="side-by-side semi-supervised benchmark")
+    bs.add_argument("--data", required=True, type=Path)
+    bs.add_argument("--profile", default="quick", choices=["quick", "full", "smoke"])
+    bs.add_argument("--methods", nargs="+")
+    bs.add_argument("--labelled", nargs="+")
+    bs.add_argument("--seed", type=int, default=0)
+    bs.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    bs.add_argument("--device", default="auto")
+    bs.add_argument("--cache", type=Path)
+    bs.add_argument(
+        "--pseudo-label",
+        default="uplc",
+        choices=["uplc", "weighted", "agreement", "hermes"],
+        help="ProPL's pseudo-label rule for this run (other methods ignore it)",
+    )
+    bp = bsub.add_parser("speed", help="inference and training speed vs the U-Net reference")
+    bp.add_argument("--repeats", type=int, default=7)
+    bp.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    bp.add_argument("--device", default="cpu")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import commands  # heavy imports (torch) only once the arguments are valid
+
+    try:
+        return int(getattr(commands, f"run_{args.command}")(args) or 0)
+    except KeyboardInterrupt:
+        print("propl: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # user-facing: one line naming the problem, no traceback
+        if not commands.is_user_error(exc):
+            raise
+        print(f"propl {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def print_json(obj: object) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

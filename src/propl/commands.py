@@ -1,0 +1,177 @@
+"""What each ``propl`` sub-command does (argument parsing lives in :mod:`propl.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, atomic_write_bytes
+from .data.benchmark import BenchmarkFolder, DataFolderError, parse_labelled
+from .data.readers import ReaderError
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Errors caused by the user's input: reported in one line, without a traceback."""
+    return isinstance(
+        exc,
+        (
+            DataFolderError,
+            ReaderError,
+            CheckpointError,
+            KeyError,
+            ValueError,
+            FileNotFoundError,
+            FloatingPointError,
+        ),
+    )
+
+
+def _folder(path: Path) -> BenchmarkFolder:
+    return BenchmarkFolder(path)
+
+
+def _tasks(folder: BenchmarkFolder, wanted: list[str] | None) -> list[str]:
+    known = folder.task_ids()
+    for t in wanted or []:
+        if t not in known:
+            raise DataFolderError(f"unknown task {t!r}; {folder.root} has: {', '.join(known)}")
+    return list(wanted or known)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .train.methods import MethodOptions
+    from .train.recipe import init_model, prepare_data
+    from .train.trainer import TrainConfig, Trainer
+
+    folder = _folder(args.data)
+    tasks = _tasks(folder, args.tasks)
+    labelled = Fraction(1) if args.method == "full" else parse_labelled(args.labelled)
+    fresh = {} if args.init else {"input_size": args.size}  # a checkpoint keeps its own size
+    model = init_model(tasks, args.arch, args.init, **fresh)
+    size = int(model.config.input_size)
+    data = prepare_data(
+        folder,
+        tasks,
+        labelled,
+        args.seed,
+        size,
+        args.val_fraction,
+        cache_dir=args.cache,
+        progress=not args.json,
+        task_order=model.config.tasks,
+    )
+    config = TrainConfig(
+        method=args.method,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        unlabelled_batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        eval_every=args.eval_every,
+        freeze_encoder=args.freeze_encoder,
+        options=MethodOptions(pseudo_label=args.pseudo_label),
+    )
+    trainer = Trainer(model, config, data.labelled, data.unlabelled, data.val, args.out)
+    bar = (
+        None
+        if args.json
+        else tqdm(total=config.steps, desc=f"train {args.method}", unit="step", file=sys.stderr)
+    )
+    for event in trainer.run(resume=args.resume):
+        if args.json:
+            print(event.to_json(), flush=True)
+            continue
+        if event.kind == "step":
+            bar.n = event.step
+            bar.set_postfix(
+                loss=f"{event.data['loss']:.3f}",
+                img_s=f"{event.data['img_per_s']:.1f}",
+                refresh=False,
+            )
+            bar.refresh()
+        elif event.kind == "eval":
+            bar.write(f"step {event.step}: validation mDice {event.data.get('mdice', 0):.2f}")
+    if bar is not None:
+        bar.close()
+        print(
+            f"best checkpoint: {args.out / 'best'} (validation mDice "
+            f"{trainer.best['mdice']:.2f} at step {trainer.best['step']})"
+        )
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_folder
+    from .inference import Predictor
+
+    folder = _folder(args.data)
+    predictor = Predictor.from_checkpoint(
+        args.model, device=args.device, uncertainty=args.uncertainty
+    )
+    tasks = _tasks(folder, args.tasks)
+    bar = tqdm(desc=f"evaluate {args.split}", unit="scan", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    result = evaluate_folder(predictor, folder, args.split, tasks, progress)
+    bar.close()
+    result["model"] = str(args.model)
+    for task, row in result["per_task"].items():
+        print(f"{task:20s} Dice {row['dice']:6.2f}  IoU {row['iou']:6.2f}  HD95 {row['hd95']:7.2f}")
+    print(f"{'mDice':20s} {result['mdice']:.2f}")
+    if args.out:
+        atomic_write_bytes(Path(args.out), json.dumps(result, indent=2).encode())
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .data.readers import read_scan
+    from .export import write_prediction
+    from .inference import Predictor
+
+    predictor = Predictor.from_checkpoint(
+        args.model, device=args.device, uncertainty=args.uncertainty
+    )
+    predictor.model.task_index(args.task)  # fail fast on an unknown task
+    failures = 0
+    for path in tqdm(args.files, desc="predict", unit="file", file=sys.stderr):
+        try:
+            frames, _ = read_scan(path)
+        except ReaderError as exc:
+            print(f"propl predict: skipped: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        pred = predictor.predict(frames, args.task)
+        written = write_prediction(pred, Path(args.out), Path(path).stem, args.format)
+        conf = ", ".join(f"{c:.3f}" for c in pred.confidence[:5])
+        print(
+            f"{path}: confidence {conf}{' ...' if len(pred.confidence) > 5 else ''} -> "
+            f"{', '.join(str(w) for w in written)}"
+        )
+    return 1 if failures else 0
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    if args.which == "ssl":
+        from .bench.ssl import run_ssl_benchmark
+
+        run_ssl_benchmark(args)
+    else:
+        from .bench.speed import run_speed_benchmark
+
+        run_speed_benchmark(args)
+    return 0
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    per = ", ".join(f"{k} {v['dice']:.1f}" for k, v in result["per_task"].items())
+    return f"mDice {result['mdice']:.2f} ({per})"

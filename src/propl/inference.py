@@ -1,0 +1,158 @@
+"""Inference: frames of any size in, mask + uncertainty + confidence per frame out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .checkpoint import load_checkpoint
+from .device import select_device
+from .models.fuse import fuse_batchnorm
+from .uncertainty import confidence_score, mc_statistics, uncertainty_map
+
+UNCERTAINTY_MODES = ("mc", "disagreement", "none")
+
+
+@dataclass
+class Prediction:
+    """Results for ``F`` frames of one scan, at the scan's own resolution.
+
+    Attributes:
+        mask: ``(F, H, W)`` uint8 in {0, 1}.
+        probability: ``(F, H, W)`` float32 foreground probability of decoder 2.
+        uncertainty: ``(F, H, W)`` float32 in [0, 1] (zeros when uncertainty is off).
+        confidence: ``(F,)`` float32 per-frame confidence in [0, 1].
+    """
+
+    mask: np.ndarray
+    probability: np.ndarray
+    uncertainty: np.ndarray
+    confidence: np.ndarray
+
+
+def frames_to_float(frames: np.ndarray) -> np.ndarray:
+    """``(H, W)``, ``(F, H, W)`` or ``(F, H, W, 3)`` of any dtype → ``(F, H, W)`` float32 [0, 1]."""
+    a = np.asarray(frames)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim == 4 and a.shape[-1] in (3, 4):
+        a = a[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        if np.asarray(frames).dtype == np.uint8:
+            a = a / 255.0
+    if a.ndim != 3 or 0 in a.shape:
+        raise ValueError(f"expected frames (H, W), (F, H, W) or (F, H, W, 3), got {a.shape}")
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if np.issubdtype(a.dtype, np.integer):
+        top = float(a.max()) or 1.0
+        return a.astype(np.float32) / top
+    a = a.astype(np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0.0 or hi > 1.0:  # floats outside [0, 1]: stretch, as a viewer would
+        a = (a - lo) / ((hi - lo) or 1.0)
+    return a
+
+
+class Predictor:
+    """Run a ProPL network on scans.
+
+    Args:
+        model: a ProPL network (or use :meth:`from_checkpoint`).
+        device: ``"auto"`` (cuda > mps > cpu), ``"cuda"``, ``"cpu"`` ...
+        batch_size: frames per forward pass.
+        uncertainty: ``"mc"`` (MC dropout of decoder 1, T passes batched, plus disagreement with
+            decoder 2), ``"disagreement"`` (one pass of each decoder), or ``"none"``.
+        mc_samples: T for ``"mc"``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str = "auto",
+        batch_size: int = 8,
+        uncertainty: str = "mc",
+        mc_samples: int = 4,
+    ) -> None:
+        if uncertainty not in UNCERTAINTY_MODES:
+            raise ValueError(f"uncertainty must be one of {UNCERTAINTY_MODES}, got {uncertainty!r}")
+        self.device = select_device(device)
+        self.model = fuse_batchnorm(model).to(self.device)
+        self.batch_size, self.uncertainty, self.mc_samples = batch_size, uncertainty, mc_samples
+        self.input_size = int(model.config.input_size)
+        self.version: str | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **kw: object) -> Predictor:
+        ckpt = load_checkpoint(path)
+        predictor = cls(ckpt.model, **kw)  # type: ignore[arg-type]
+        predictor.version = str(ckpt.metadata.get("version", Path(path).name))
+        return predictor
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.model.config.tasks)
+
+    def predict(self, frames: np.ndarray, task: str, threshold: float = 0.5) -> Prediction:
+        """Segment every frame of one scan (see :class:`Prediction`)."""
+        parts = list(self.iter_predict(frames, task, threshold))
+        return Prediction(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("mask", "probability", "uncertainty", "confidence")
+            )
+        )
+
+    def iter_predict(
+        self, frames: np.ndarray, task: str, threshold: float = 0.5
+    ) -> Iterator[Prediction]:
+        """Like :meth:`predict`, one batch at a time (for progress bars and cancel)."""
+        task_id = self.model.task_index(task)
+        x_all = frames_to_float(frames)
+        for start in range(0, len(x_all), self.batch_size):
+            chunk = torch.from_numpy(x_all[start : start + self.batch_size])
+            yield self._predict_batch(chunk, task_id, threshold)
+
+    @torch.inference_mode()
+    def _predict_batch(self, x: Tensor, task_id: int, threshold: float) -> Prediction:
+        b, h, w = x.shape
+        s = self.input_size
+        x_in = F.interpolate(
+            x[:, None].to(self.device),
+            size=(s, s),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
+        t = torch.full((b,), task_id, dtype=torch.long, device=self.device)
+        prob, unc = self._forward(x_in, t)
+        prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
+        unc = F.interpolate(unc, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+        conf = (
+            confidence_score(prob, unc, threshold) if self.uncertainty != "none" else torch.ones(b)
+        )
+        return Prediction(
+            mask=(prob > threshold).to(torch.uint8).cpu().numpy()[:, 0],
+            probability=prob.float().cpu().numpy()[:, 0],
+            uncertainty=unc.float().cpu().numpy()[:, 0],
+            confidence=conf.float().cpu().numpy(),
+        )
+
+    def _forward(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Probabilities and uncertainty at input size, each ``(B, 1, S, S)``."""
+        model = self.model
+        features = model.encode(x)
+        size = (x.shape[-2], x.shape[-1])
+        p2 = torch.sigmoid(model.decode(features, t, 2, size=size))
+        if self.uncertainty == "none":
+            return p2, torch.zeros_like(p2)
+        if self.uncertainty == "disagreement":
+            p1 = torch.sigmoid(model.decode(features, t, 1, size=size))
+            return p2, uncertainty_map(p2, None, p1)
+        mean, var = mc_statistics(model.mc_decoder1(features, t, self.mc_samples))
+        return p2, uncertainty_map(mean, var, p2)

@@ -1,0 +1,80 @@
+"""Predictor: any frame size in, mask + uncertainty + confidence per frame out."""
+
+import numpy as np
+import pytest
+import torch
+
+from propl.checkpoint import save_checkpoint
+from propl.inference import Predictor, frames_to_float
+from propl.models import build_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("propl-small", tasks=("a", "b"), input_size=64, pretrained=False)
+
+
+@pytest.mark.parametrize("mode", ["mc", "disagreement", "none"])
+def test_shapes_and_ranges(model, mode):
+    frames = (np.random.default_rng(0).random((3, 50, 70)) * 255).astype(np.uint8)
+    pred = Predictor(model, device="cpu", batch_size=2, uncertainty=mode).predict(frames, "b")
+    assert pred.mask.shape == pred.probability.shape == pred.uncertainty.shape == (3, 50, 70)
+    assert pred.mask.dtype == np.uint8 and set(np.unique(pred.mask)) <= {0, 1}
+    assert np.array_equal(pred.mask, (pred.probability > 0.5).astype(np.uint8))
+    assert 0 <= pred.uncertainty.min() and pred.uncertainty.max() <= 1
+    assert pred.confidence.shape == (3,) and np.all((pred.confidence >= 0) & (pred.confidence <= 1))
+    if mode != "none":
+        assert pred.uncertainty.max() > 0
+
+
+def test_batching_does_not_change_results(model):
+    frames = (np.random.default_rng(1).random((5, 40, 40)) * 255).astype(np.uint8)
+    a = Predictor(model, device="cpu", batch_size=2, uncertainty="disagreement").predict(
+        frames, "a"
+    )
+    b = Predictor(model, device="cpu", batch_size=8, uncertainty="disagreement").predict(
+        frames, "a"
+    )
+    assert np.allclose(a.probability, b.probability, atol=1e-5)
+    assert np.allclose(a.uncertainty, b.uncertainty, atol=1e-5)
+
+
+def test_single_frame_colour_and_uint16(model):
+    p = Predictor(model, device="cpu", uncertainty="none")
+    rgb = np.zeros((2, 32, 48, 3), np.uint8)
+    assert p.predict(rgb, "a").mask.shape == (2, 32, 48)
+    assert p.predict(np.zeros((30, 30), np.uint16), "a").mask.shape == (1, 30, 30)
+
+
+def test_iter_predict_yields_per_batch(model):
+    frames = np.zeros((5, 32, 32), np.uint8)
+    parts = list(
+        Predictor(model, device="cpu", batch_size=2, uncertainty="none").iter_predict(frames, "a")
+    )
+    assert [len(p.mask) for p in parts] == [2, 2, 1]
+
+
+def test_errors(model):
+    p = Predictor(model, device="cpu")
+    with pytest.raises(KeyError, match="unknown task"):
+        p.predict(np.zeros((32, 32)), "liver")
+    with pytest.raises(ValueError, match="expected frames"):
+        p.predict(np.zeros((2, 2, 2, 2, 2)), "a")
+    with pytest.raises(ValueError, match="uncertainty"):
+        Predictor(model, device="cpu", uncertainty="magic")
+    with pytest.raises(ValueError, match="device"):
+        Predictor(model, device="tpu")
+
+
+def test_from_checkpoint(model, tmp_path):
+    save_checkpoint(model, tmp_path / "ck")
+    p = Predictor.from_checkpoint(tmp_path / "ck", device="cpu", uncertainty="none")
+    assert p.tasks == ("a", "b") and p.input_size == 64
+
+
+def test_frames_to_float():
+    assert frames_to_float(np.full((2, 2), 255, np.uint8)).max() == 1.0
+    f = frames_to_float(np.array([[0.0, 10.0]]))
+    assert f.min() == 0.0 and f.max() == 1.0
+    assert frames_to_float(np.array([[0, 4095]], np.uint16)).max() == 1.0
