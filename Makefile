@@ -2,7 +2,7 @@
 #   make env        create .venv and install the package editable with the dev extras
 #   make test       import contract, manifest check, fast tests (what CI runs)
 #   make test-slow  tests that need the real us-universal data or long runs
-#   make lint       ruff check + format check
+#   make lint       ruff check + format check + mypy on the core
 #   make demo       run the demo
 #   make clean      remove build outputs and caches (make distclean also removes .venv)
 
@@ -46,6 +46,7 @@ test-slow: env
 lint: env
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy src/propl
 
 demo: env
 	$(BIN)/propl --help

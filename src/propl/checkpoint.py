@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
 
-from .models import build_model
+from .models import ProPLNet, build_model
 
 SCHEMA_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -34,7 +33,7 @@ class CheckpointError(ValueError):
 class Checkpoint:
     """A loaded checkpoint: the model (eval mode, CPU) and its metadata."""
 
-    model: nn.Module
+    model: ProPLNet
     name: str
     config: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -57,7 +56,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def save_checkpoint(
-    model: nn.Module,
+    model: ProPLNet,
     directory: str | Path,
     metadata: dict[str, Any] | None = None,
     dtype: torch.dtype | None = None,
@@ -81,7 +80,7 @@ def save_checkpoint(
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
         state[key] = t
-    config = model.config.to_dict() | {"pretrained": False}  # type: ignore[union-attr]
+    config = model.config.to_dict() | {"pretrained": False}
     doc = {
         "schema_version": SCHEMA_VERSION,
         "model": getattr(model, "registry_name", "propl"),

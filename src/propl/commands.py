@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -11,9 +10,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, atomic_write_bytes
+from .checkpoint import CheckpointError
 from .data.benchmark import BenchmarkFolder, DataFolderError, parse_labelled
 from .data.readers import ReaderError
+from .results import write_json
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -88,6 +88,7 @@ def run_train(args: argparse.Namespace) -> int:
         if args.json:
             print(event.to_json(), flush=True)
             continue
+        assert bar is not None
         if event.kind == "step":
             bar.n = event.step
             bar.set_postfix(
@@ -129,7 +130,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"{task:20s} Dice {row['dice']:6.2f}  IoU {row['iou']:6.2f}  HD95 {row['hd95']:7.2f}")
     print(f"{'mDice':20s} {result['mdice']:.2f}")
     if args.out:
-        atomic_write_bytes(Path(args.out), json.dumps(result, indent=2).encode())
+        write_json(args.out, result)
     return 0
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .checkpoint import load_checkpoint
 from .device import select_device
+from .models import ProPLNet
 from .models.fuse import fuse_batchnorm
 from .uncertainty import confidence_score, mc_statistics, uncertainty_map
 
@@ -73,7 +74,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: ProPLNet,
         device: str = "auto",
         batch_size: int = 8,
         uncertainty: str = "mc",
@@ -131,11 +132,12 @@ class Predictor:
         )
         t = torch.full((b,), task_id, dtype=torch.long, device=self.device)
         prob, unc = self._forward(x_in, t)
-        prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
-        unc = F.interpolate(unc, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+        # confidence on the decoder's native 1/4-scale maps (cheap); maps resized once to the scan
         conf = (
             confidence_score(prob, unc, threshold) if self.uncertainty != "none" else torch.ones(b)
         )
+        prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
+        unc = F.interpolate(unc, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
         return Prediction(
             mask=(prob > threshold).to(torch.uint8).cpu().numpy()[:, 0],
             probability=prob.float().cpu().numpy()[:, 0],
@@ -144,15 +146,19 @@ class Predictor:
         )
 
     def _forward(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Probabilities and uncertainty at input size, each ``(B, 1, S, S)``."""
+        """Probabilities and uncertainty at the decoder's native 1/4 scale, ``(B, 1, S/4, S/4)``.
+
+        Uncertainty statistics are computed before upsampling: T maps at 1/4 scale instead of T
+        full-size maps.
+        """
         model = self.model
         features = model.encode(x)
-        size = (x.shape[-2], x.shape[-1])
+        size = (features[0].shape[-2], features[0].shape[-1])
         p2 = torch.sigmoid(model.decode(features, t, 2, size=size))
         if self.uncertainty == "none":
             return p2, torch.zeros_like(p2)
         if self.uncertainty == "disagreement":
             p1 = torch.sigmoid(model.decode(features, t, 1, size=size))
             return p2, uncertainty_map(p2, None, p1)
-        mean, var = mc_statistics(model.mc_decoder1(features, t, self.mc_samples))
+        mean, var = mc_statistics(model.mc_decoder1(features, t, self.mc_samples, size=size))
         return p2, uncertainty_map(mean, var, p2)

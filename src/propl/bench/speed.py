@@ -8,13 +8,13 @@ fresh subprocess per candidate (peak resident set size above the idle interprete
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +22,38 @@ import numpy as np
 import torch
 
 from ..checkpoint import atomic_write_bytes
-from ..models import build_model
+from ..models import ProPLNet, build_model
 from ..models.unet import UNet
+from ..results import write_json
 
 TASKS = ("breast_lesion", "thyroid_nodule", "fetal_head", "left_heart", "ovarian_tumor")
 
 
-def _propl_model(input_size: int) -> torch.nn.Module:
+def _propl_model(input_size: int) -> ProPLNet:
     return build_model("propl", tasks=TASKS, input_size=input_size, pretrained=False)
 
 
-def inference_candidates(frame_size: int = 256) -> dict[str, Callable[[], Any]]:
-    """Callables that each segment one ``frame_size``² frame, end to end from a numpy array."""
+def inference_candidates(
+    frame_size: int = 256, only: str | None = None
+) -> dict[str, Callable[[], Any]]:
+    """Callables that each segment one ``frame_size``² frame, end to end from a numpy array.
+
+    ``propl<S>_<mode>``: the network at input size S with uncertainty mode (mc: T=4).
+    """
     from ..inference import Predictor
 
     frame = (np.random.default_rng(0).random((frame_size, frame_size)) * 255).astype(np.uint8)
     out: dict[str, Callable[[], Any]] = {}
     for size in (224, 256):
+        if only not in (None, *(f"propl{size}_{m}" for m in ("mc", "disagreement", "none"))):
+            continue
         model = _propl_model(size)
         for mode in ("mc", "disagreement", "none"):
-            pred = Predictor(model, device="cpu", uncertainty=mode, mc_samples=4)
-            out[f"propl{size}_{mode}"] = lambda p=pred: p.predict(frame, TASKS[0])
+            if only in (None, f"propl{size}_{mode}"):
+                pred = Predictor(model, device="cpu", uncertainty=mode, mc_samples=4)
+                out[f"propl{size}_{mode}"] = partial(pred.predict, frame, TASKS[0])
+    if only not in (None, "unet"):
+        return out
     unet = UNet().eval()
     x = torch.from_numpy(frame).float().div(255).view(1, 1, frame_size, frame_size)
 
@@ -54,8 +65,13 @@ def inference_candidates(frame_size: int = 256) -> dict[str, Callable[[], Any]]:
     return out
 
 
-def training_candidates(size: int = 224, batch: int = 8) -> dict[str, Callable[[], int]]:
-    """Callables that each run one optimiser step and return the number of images it used."""
+def training_candidates(
+    size: int = 224, batch: int = 8, only: str | None = None
+) -> dict[str, Callable[[], int]]:
+    """Callables that each run one optimiser step and return the number of images it used.
+
+    ProPL's step uses half the batch labelled and half unlabelled (T=3 dropout passes).
+    """
     from ..train.methods import Batch, MethodOptions, build_method
 
     gen = torch.Generator().manual_seed(0)
@@ -64,6 +80,8 @@ def training_candidates(size: int = 224, batch: int = 8) -> dict[str, Callable[[
     t = torch.arange(batch) % len(TASKS)
     out: dict[str, Callable[[], int]] = {}
     for method in ("supervised", "propl"):
+        if only not in (None, f"propl_{method}"):
+            continue
         model = _propl_model(size).train()
         opt = torch.optim.AdamW(model.parameters(), 1e-4)
         m = build_method(method, model, MethodOptions(), gen)
@@ -82,6 +100,8 @@ def training_candidates(size: int = 224, batch: int = 8) -> dict[str, Callable[[
             return batch
 
         out[f"propl_{method}"] = step
+    if only not in (None, "unet"):
+        return out
     unet = UNet().train()
     uopt = torch.optim.AdamW(unet.parameters(), 1e-4)
 
@@ -115,17 +135,28 @@ def alternate(
 
 
 def peak_memory_mb(kind: str, name: str) -> float:
-    """Peak RSS (MB) of a fresh process running candidate ``name`` 3 times, minus its idle RSS."""
+    """Peak RSS growth (MB) of a fresh process that builds only candidate ``name`` and runs it
+    3 times. The kernel's high-water mark is reset after imports (``/proc/self/clear_refs``), so
+    the import of torch itself does not hide the model's peak."""
     threads = torch.get_num_threads()
     code = (
-        f"import resource,torch;torch.set_num_threads({threads});"
-        f"from propl.bench.speed import {kind}_candidates as c;"
-        f"f=c()[{name!r}];base=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "[f() for _ in range(3)];"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss-base)/1024)"
+        f"import torch;torch.set_num_threads({threads});"
+        f"from propl.bench.speed import {kind}_candidates as c, _vm;"
+        "open('/proc/self/clear_refs','w').write('5');base=_vm('VmRSS');"
+        f"f=c(only={name!r})[{name!r}];[f() for _ in range(3)];"
+        "print((_vm('VmHWM')-base)/1024)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return round(float(out.stdout.strip().splitlines()[-1]), 1)
+
+
+def _vm(field: str) -> int:
+    """A ``/proc/self/status`` memory field in kB (Linux)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
 
 
 def run_speed_benchmark(args: argparse.Namespace) -> dict[str, Any]:
@@ -163,7 +194,7 @@ def run_speed_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "command": f"propl benchmark speed --repeats {args.repeats}",
     }
     results = Path(args.results)
-    atomic_write_bytes(results / "speed.json", json.dumps(result, indent=2).encode())
+    write_json(results / "speed.json", result)
     atomic_write_bytes(results / "speed.md", speed_markdown(result).encode())
     print(speed_markdown(result))
     return result

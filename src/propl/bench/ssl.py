@@ -24,6 +24,7 @@ from ..data.benchmark import BenchmarkFolder, parse_labelled
 from ..device import select_device
 from ..evaluate import evaluate_folder
 from ..inference import Predictor
+from ..results import write_json
 from ..train.methods import MethodOptions
 from ..train.recipe import init_model, prepare_data
 from ..train.trainer import TrainConfig, Trainer
@@ -42,7 +43,7 @@ class Profile:
 
 PROFILES = {
     "smoke": Profile(size=64, steps=4, batch=2, eval_every=2, arch="propl-small"),
-    "quick": Profile(size=128, steps=500, batch=8, eval_every=100),
+    "quick": Profile(size=128, steps=400, batch=8, eval_every=100),
     "full": Profile(size=224, steps=8000, batch=16, eval_every=500),
 }
 
@@ -153,7 +154,7 @@ def run_ssl_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             folder, tasks, method, lab, args.seed, profile, args.device, run_dir, args.cache, opts
         )
         doc["runs"] = [r for r in doc["runs"] if _key(r) != key] + [row]
-        atomic_write_bytes(out, json.dumps(doc, indent=2).encode())
+        write_json(out, doc)
         atomic_write_bytes(out.with_suffix(".md"), ssl_markdown(doc).encode())
         print(f"{method} {lab}: mDice {row['mdice']:.2f}", file=sys.stderr)
     print(ssl_markdown(doc))

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from torch import nn
-
 from .propl import ProPLConfig, ProPLNet
 
 __all__ = ["MODELS", "ProPLConfig", "ProPLNet", "build_model", "config_class", "list_models"]
@@ -24,7 +22,7 @@ def _propl_small(**kw: Any) -> ProPLNet:
     return ProPLNet(ProPLConfig(**kw))
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
+MODELS: dict[str, Callable[..., ProPLNet]] = {
     "propl": _propl,
     "propl-small": _propl_small,
 }
@@ -44,7 +42,7 @@ def _check(name: str) -> None:
         raise KeyError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
 
 
-def build_model(name: str, **kw: Any) -> nn.Module:
+def build_model(name: str, **kw: Any) -> ProPLNet:
     """Build a registered model.
 
     Args:
@@ -56,5 +54,5 @@ def build_model(name: str, **kw: Any) -> nn.Module:
     """
     _check(name)
     model = MODELS[name](**kw)
-    model.registry_name = name  # type: ignore[assignment]
+    model.registry_name = name
     return model

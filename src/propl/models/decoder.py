@@ -60,12 +60,24 @@ class PromptProjector(nn.Module):
 
 
 class PromptStage(nn.Module):
-    """Self-attention over visual tokens, then cross-attention to the prompt tokens."""
+    """Self-attention over visual tokens, then cross-attention to the prompt tokens.
+
+    On maps larger than ``max_kv_tokens`` the self-attention's keys and values are average-pooled
+    ×2 (spatial-reduction attention, as in PVT/SegFormer); queries keep full resolution. At 1/8
+    of a 224² input this cuts the stage's attention cost by 4× on CPU.
+    """
 
     def __init__(
-        self, channels: int, prompt_dim: int, prompt_tokens: int, heads: int, alpha_init: float
+        self,
+        channels: int,
+        prompt_dim: int,
+        prompt_tokens: int,
+        heads: int,
+        alpha_init: float,
+        max_kv_tokens: int = 256,
     ) -> None:
         super().__init__()
+        self.max_kv_tokens = max_kv_tokens
         self.prompt = PromptProjector(prompt_tokens, prompt_tokens, prompt_dim, channels)
         self.norm_self = nn.LayerNorm(channels)
         self.self_attn = Attention(channels, heads)
@@ -77,8 +89,13 @@ class PromptStage(nn.Module):
         """``z`` ``(B, C, H, W)``, ``prompt`` ``(B, L, D)`` → ``(B, C, H, W)``."""
         b, c, h, w = z.shape
         tokens = z.flatten(2).transpose(1, 2)
-        q = self.norm_self(tokens + sincos_position(h, w, c, z.device).to(z.dtype))
-        tokens = tokens + self.self_attn(q, q)
+        pos = sincos_position(h, w, c, z.device).to(z.dtype)
+        q = self.norm_self(tokens + pos)
+        kv = q
+        if h * w > self.max_kv_tokens and h % 2 == 0 and w % 2 == 0:
+            grid = (tokens + pos).transpose(1, 2).reshape(b, c, h, w)
+            kv = self.norm_self(F.avg_pool2d(grid, 2).flatten(2).transpose(1, 2))
+        tokens = tokens + self.self_attn(q, kv)
         p = self.prompt(prompt)
         tokens = tokens + self.alpha * self.norm_cross(self.cross_attn(tokens, p))
         return tokens.transpose(1, 2).reshape(b, c, h, w)

@@ -28,7 +28,11 @@ FEATURE_BLOCKS: tuple[int, ...] = (2, 4, 10, 15)
 FEATURE_CHANNELS: tuple[int, ...] = (24, 40, 112, 320)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_BN = {"eps": 1e-3, "momentum": 0.01}
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm with the TensorFlow-port settings the pretrained weights were trained with."""
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
 
 
 class MBConv(nn.Module):
@@ -40,13 +44,13 @@ class MBConv(nn.Module):
         self.has_expand = expansion != 1
         if self.has_expand:
             self._expand_conv = nn.Conv2d(c_in, mid, 1, bias=False)
-            self._bn0 = nn.BatchNorm2d(mid, **_BN)
+            self._bn0 = _bn(mid)
         self._depthwise_conv = nn.Conv2d(
             mid, mid, kernel, stride, padding=kernel // 2, groups=mid, bias=False
         )
-        self._bn1 = nn.BatchNorm2d(mid, **_BN)
+        self._bn1 = _bn(mid)
         self._project_conv = nn.Conv2d(mid, c_out, 1, bias=False)
-        self._bn2 = nn.BatchNorm2d(c_out, **_BN)
+        self._bn2 = _bn(c_out)
         self.residual = stride == 1 and c_in == c_out
 
     def forward(self, x: Tensor) -> Tensor:
@@ -69,7 +73,7 @@ class EfficientNetLite0(nn.Module):
     def __init__(self, include_head: bool = False) -> None:
         super().__init__()
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, padding=1, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        self._bn0 = _bn(32)
         blocks: list[nn.Module] = []
         c_in = 32
         for expansion, kernel, stride, c_out, repeats in LITE0_STAGES:
@@ -79,7 +83,7 @@ class EfficientNetLite0(nn.Module):
         self._blocks = nn.ModuleList(blocks)
         if include_head:
             self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
-            self._bn1 = nn.BatchNorm2d(1280, **_BN)
+            self._bn1 = _bn(1280)
             self._fc = nn.Linear(1280, 1000)
 
     def forward(self, x: Tensor) -> list[Tensor]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # (conv attribute, batch-norm attribute) pairs in the EfficientNet-Lite0 naming
+M = TypeVar("M", bound=nn.Module)
+
 _PAIRS = (
     ("_conv_stem", "_bn0"),
     ("_expand_conv", "_bn0"),
@@ -16,7 +19,7 @@ _PAIRS = (
 )
 
 
-def fuse_batchnorm(model: nn.Module) -> nn.Module:
+def fuse_batchnorm(model: M) -> M:
     """Return an eval-mode copy of ``model`` with every conv→BN pair folded into one conv.
 
     The original model is left untouched (it may still be trained).
@@ -30,7 +33,8 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
                 setattr(module, bn_name, nn.Identity())
         if isinstance(module, nn.Sequential):
             for i in range(len(module) - 1):
-                if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
-                    module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
+                conv, bn = module[i], module[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(conv, bn)
                     module[i + 1] = nn.Identity()
     return fused

@@ -74,9 +74,13 @@ class ProPLNet(nn.Module):
     sees clean features and learns from decoder 1's pseudo-labels; decoder 2 is the output.
     """
 
+    pixel_mean: Tensor
+    pixel_std: Tensor
+
     def __init__(self, config: ProPLConfig) -> None:
         super().__init__()
         self.config = config
+        self.registry_name = "propl"
         self.encoder = EfficientNetLite0()
         if config.pretrained:
             load_lite0_imagenet(self.encoder)
@@ -85,7 +89,7 @@ class ProPLNet(nn.Module):
         self.prompts = nn.Parameter(
             torch.randn(len(config.tasks), config.prompt_tokens, config.prompt_dim)
         )
-        kw = dict(
+        kw: dict[str, Any] = dict(
             skip_channels=FEATURE_CHANNELS,
             channels=config.channels,
             prompt_dim=config.prompt_dim,
@@ -159,14 +163,21 @@ class ProPLNet(nn.Module):
             "d2": self.decode(features, task_ids, 2, size=size),
         }
 
-    def mc_decoder1(self, features: list[Tensor], task_ids: Tensor, samples: int) -> Tensor:
+    def mc_decoder1(
+        self,
+        features: list[Tensor],
+        task_ids: Tensor,
+        samples: int,
+        size: tuple[int, int] | None = None,
+    ) -> Tensor:
         """``samples`` dropout passes of decoder 1 in one batched call → ``(T, B, 1, H, W)`` probs.
 
-        The encoder runs once; its features are repeated T times along the batch.
+        The encoder runs once; its features are repeated T times along the batch. ``size``
+        defaults to the input size; pass the 1/4-scale size to get the decoder's native maps.
         """
         b = task_ids.shape[0]
         rep = [f.repeat(samples, 1, 1, 1) for f in features]
-        logits = self.decode(rep, task_ids.repeat(samples), 1, mc=True)
+        logits = self.decode(rep, task_ids.repeat(samples), 1, mc=True, size=size)
         return torch.sigmoid(logits).view(samples, b, *logits.shape[1:])
 
     def add_tasks(self, new_tasks: tuple[str, ...]) -> ProPLNet:

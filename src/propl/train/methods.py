@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..data.augment import cutmix_boxes, photometric, random_affine
+from ..models import ProPLNet
 from ..uncertainty import hermes_mask, make_pseudo_label, mc_statistics
 from .losses import bce_dice, sigmoid_mse
 
@@ -56,7 +56,7 @@ def ramp(progress: float, length: float) -> float:
     return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
-def supervised_loss(model: nn.Module, x_l: Tensor, y_l: Tensor, t_l: Tensor) -> Tensor:
+def supervised_loss(model: ProPLNet, x_l: Tensor, y_l: Tensor, t_l: Tensor) -> Tensor:
     """Both decoders on ground truth (decoder 1 through its dropout)."""
     out = model(x_l, t_l)
     return bce_dice(out["d1"], y_l) + bce_dice(out["d2"], y_l)
@@ -73,11 +73,18 @@ class Method:
     name = "base"
     needs_unlabelled = False
 
-    def __init__(self, model: nn.Module, options: MethodOptions, gen: torch.Generator) -> None:
+    def __init__(self, model: ProPLNet, options: MethodOptions, gen: torch.Generator) -> None:
         self.model, self.opt, self.gen = model, options, gen
 
-    def weak(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return random_affine(x, y, self.gen)
+    def weak(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Weak view of labelled images and their masks (same geometry)."""
+        x_w, y_w = random_affine(x, y, self.gen)
+        assert y_w is not None
+        return x_w, y_w
+
+    def weak_u(self, x: Tensor) -> Tensor:
+        """Weak view of unlabelled images."""
+        return random_affine(x, None, self.gen)[0]
 
     def loss(self, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -111,12 +118,12 @@ class ProPL(Method):
         assert batch.x_u is not None and batch.t_u is not None
         model, opt = self.model, self.opt
         x_l, y_l = self.weak(batch.x_l, batch.y_l)
-        x_u_w, _ = self.weak(batch.x_u)
+        x_u_w = self.weak_u(batch.x_u)
         n_l = x_l.shape[0]
         feats = model.encode(torch.cat([x_l, x_u_w]))
         feats_l = [f[:n_l] for f in feats]
         feats_u = [f[n_l:] for f in feats]
-        size = tuple(x_l.shape[-2:])
+        size = (x_l.shape[-2], x_l.shape[-1])
         loss_sup = bce_dice(model.decode(feats_l, batch.t_l, 1, size=size), y_l)
         loss_sup = loss_sup + bce_dice(model.decode(feats_l, batch.t_l, 2, size=size), y_l)
 
@@ -129,7 +136,11 @@ class ProPL(Method):
         weight = opt.unsup_weight * ramp(progress, opt.rampup)
         loss = loss_sup + weight * loss_u
         kept = float(pseudo[1].mean())
-        return loss, {"sup": float(loss_sup.detach()), "unsup": float(loss_u.detach()), "kept": kept}
+        return loss, {
+            "sup": float(loss_sup.detach()),
+            "unsup": float(loss_u.detach()),
+            "kept": kept,
+        }
 
     def pseudo_label(
         self, mean_u: Tensor, var_u: Tensor, p2: Tensor, progress: float
@@ -147,7 +158,7 @@ class MeanTeacher(Method):
     name = "mean-teacher"
     needs_unlabelled = True
 
-    def __init__(self, model: nn.Module, options: MethodOptions, gen: torch.Generator) -> None:
+    def __init__(self, model: ProPLNet, options: MethodOptions, gen: torch.Generator) -> None:
         super().__init__(model, options, gen)
         self.teacher = copy.deepcopy(model).eval()
         for p in self.teacher.parameters():
@@ -157,7 +168,7 @@ class MeanTeacher(Method):
         assert batch.x_u is not None and batch.t_u is not None
         x_l, y_l = self.weak(batch.x_l, batch.y_l)
         loss_sup = supervised_loss(self.model, x_l, y_l, batch.t_l)
-        x_u_w, _ = self.weak(batch.x_u)
+        x_u_w = self.weak_u(batch.x_u)
         with torch.no_grad():
             x_u_t = photometric(x_u_w, self.gen, strength=0.3)
             p_teacher = torch.sigmoid(self.teacher(x_u_t, batch.t_u)["d2"])
@@ -171,8 +182,8 @@ class MeanTeacher(Method):
         decay = self.opt.ema_decay
         for t, s in zip(self.teacher.parameters(), self.model.parameters(), strict=True):
             t.mul_(decay).add_(s.detach(), alpha=1 - decay)
-        for t, s in zip(self.teacher.buffers(), self.model.buffers(), strict=True):
-            t.copy_(s)
+        for t_buf, s_buf in zip(self.teacher.buffers(), self.model.buffers(), strict=True):
+            t_buf.copy_(s_buf)
 
 
 class UniMatch(Method):
@@ -187,7 +198,7 @@ class UniMatch(Method):
         model, opt = self.model, self.opt
         x_l, y_l = self.weak(batch.x_l, batch.y_l)
         loss_x = supervised_loss(model, x_l, y_l, batch.t_l)
-        x_u_w, _ = self.weak(batch.x_u)
+        x_u_w = self.weak_u(batch.x_u)
         b, _, h, w = x_u_w.shape
         with torch.no_grad():
             model.eval()
@@ -219,7 +230,7 @@ class UniMatch(Method):
         }
 
 
-METHODS: dict[str, Callable[[nn.Module, MethodOptions, torch.Generator], Method]] = {
+METHODS: dict[str, type[Method]] = {
     "supervised": Supervised,
     "full": Supervised,
     "propl": ProPL,
@@ -229,7 +240,7 @@ METHODS: dict[str, Callable[[nn.Module, MethodOptions, torch.Generator], Method]
 
 
 def build_method(
-    name: str, model: nn.Module, options: MethodOptions, gen: torch.Generator
+    name: str, model: ProPLNet, options: MethodOptions, gen: torch.Generator
 ) -> Method:
     """Instantiate a training method by name (KeyError lists the valid names)."""
     if name not in METHODS:

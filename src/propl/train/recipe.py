@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from ..checkpoint import load_checkpoint
 from ..data.benchmark import (
@@ -19,7 +18,7 @@ from ..data.benchmark import (
     load_arrays,
     split_labelled,
 )
-from ..models import build_model
+from ..models import ProPLNet, build_model
 
 
 @dataclass
@@ -54,14 +53,14 @@ def prepare_data(
         train = folder.samples(task, "train")
         rest, val_part = carve_validation(train, fraction=val_fraction, seed=seed)
         if labelled == Fraction(1):
-            lab_part, unlab_part = list(rest), []
+            lab_part, unlab_part = list(rest), list[Any]()
         else:
             lab_part, unlab_part = split_labelled(rest, labelled, seed)
         lab += lab_part
         unlab += unlab_part
         val += val_part
     order = list(task_order or tasks)
-    load = dict(size=size, task_order=order, cache_dir=cache_dir, progress=progress)
+    load: dict[str, Any] = dict(size=size, task_order=order, cache_dir=cache_dir, progress=progress)
     return DataSplits(
         tasks=tuple(order),
         labelled=load_arrays(lab, **load),
@@ -85,7 +84,7 @@ def init_model(
     model_name: str = "propl",
     init: str | Path | None = None,
     **model_kw: Any,
-) -> nn.Module:
+) -> ProPLNet:
     """A fresh model (ImageNet encoder), or one started from a checkpoint.
 
     Starting from a checkpoint keeps its weights; tasks it does not know get new prompt tokens

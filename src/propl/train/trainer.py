@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from ..checkpoint import atomic_write_bytes, save_checkpoint
 from ..device import select_device
 from ..metrics import dice
+from ..models import ProPLNet
 from .methods import METHODS, Batch, MethodOptions, build_method
 
 
@@ -111,7 +111,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: ProPLNet,
         config: TrainConfig,
         labelled: Any,
         unlabelled: Any = None,
@@ -330,7 +330,7 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], doc: dict[str, Any]) -
 
 
 @torch.no_grad()
-def validate(model: nn.Module, val: Any, device: torch.device, batch: int = 16) -> dict[str, Any]:
+def validate(model: ProPLNet, val: Any, device: torch.device, batch: int = 16) -> dict[str, Any]:
     """Dice of decoder 2 on preloaded validation arrays (at the network's input size).
 
     Returns:
