@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="reproduce the README's numbers",
         description="ssl: the semi-supervised table; speed: CPU speed vs a U-Net.",
     )
-    bsub = b.add_subparsers(dest="which", required=True, metavar="{ssl,speed}")
+    bsub = b.add_subparsers(dest="which", required=True, metavar="{ssl,speed,report}")
     bs = bsub.add_parser("ssl", help="side-by-side semi-supervised benchmark")
     bs.add_argument("--data", required=True, type=Path)
     bs.add_argument("--profile", default="quick", choices=["quick", "full", "smoke"])
@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["uplc", "weighted", "agreement", "hermes"],
         help="ProPL's pseudo-label rule for this run (other methods ignore it)",
     )
+    br = bsub.add_parser("report", help="copy the results tables into README/docs")
+    br.add_argument(
+        "docs",
+        nargs="*",
+        type=Path,
+        default=[Path("README.md")],
+        help="markdown files with <!-- BEGIN name --> ... <!-- END name --> blocks",
+    )
+    br.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     bp = bsub.add_parser("speed", help="inference and training speed vs the U-Net reference")
     bp.add_argument("--repeats", type=int, default=7)
     bp.add_argument("--results", type=Path, default=Path("benchmarks/results"))

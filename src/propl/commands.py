@@ -162,6 +162,12 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
+    if args.which == "report":
+        from .bench.report import update_markdown
+
+        for doc in args.docs:
+            print(f"{doc}: updated {', '.join(update_markdown(doc, args.results)) or 'nothing'}")
+        return 0
     if args.which == "ssl":
         from .bench.ssl import run_ssl_benchmark
 

@@ -130,3 +130,18 @@ def test_benchmark_ssl_smoke(folder, tmp_path, monkeypatch):
     assert runs == {("supervised", "1/4"), ("propl", "1/4")}
     assert set(doc["runs"][0]["per_task"]["bright_blob"]) == {"dice", "iou", "hd95"}
     assert "| propl | 1/4 |" in (results / "ssl-smoke.md").read_text()
+
+
+def test_benchmark_report_fills_marked_blocks(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "speed.md").write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    doc = tmp_path / "README.md"
+    doc.write_text(
+        "intro\n<!-- BEGIN speed -->\nold\n<!-- END speed -->\n"
+        "<!-- BEGIN ssl-x -->\nkept\n<!-- END ssl-x -->\nend\n"
+    )
+    assert propl(f"benchmark report {doc} --results {results}") == 0
+    text = doc.read_text()
+    assert "| 1 | 2 |" in text and "old" not in text
+    assert "kept" in text and text.startswith("intro") and text.endswith("end\n")

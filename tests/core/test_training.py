@@ -174,8 +174,15 @@ def test_prompts_learn_the_right_target():
     from propl.metrics import dice
 
     model = new_model(pretrained=True)
-    cfg = TrainConfig(method="supervised", steps=100, batch_size=8, lr=3e-3, device="cpu",
-                      eval_every=1000, warmup=0.0)
+    cfg = TrainConfig(
+        method="supervised",
+        steps=100,
+        batch_size=8,
+        lr=3e-3,
+        device="cpu",
+        eval_every=1000,
+        warmup=0.0,
+    )
     list(Trainer(model, cfg, arrays(16, 0)).run())
     model.eval()
     rng = np.random.default_rng(7)

@@ -164,13 +164,13 @@ def run_ssl_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 def ssl_markdown(doc: dict[str, Any]) -> str:
     """The results as a markdown table: one row per run, Dice per task and mDice."""
     tasks = doc.get("tasks", [])
-    head = "| method | labels | " + " | ".join(tasks) + " | mDice | mIoU | val mDice |"
+    head = "| method | labels | " + " | ".join(tasks) + " | mDice | mIoU | mHD95 (px) | val mDice |"
     lines = [
         f"Profile `{doc['profile']}` on {doc.get('device')}, seed(s) "
         f"{sorted({r['seed'] for r in doc['runs']})}; Dice % on the test split.",
         "",
         head,
-        "|" + "---|" * (len(tasks) + 5),
+        "|" + "---|" * (len(tasks) + 6),
     ]
     order = {m: i for i, m in enumerate(METHODS)}
     runs = sorted(
@@ -182,9 +182,11 @@ def ssl_markdown(doc: dict[str, Any]) -> str:
             f" ({r['pseudo_label']})" if r.get("pseudo_label") not in (None, "uplc") else ""
         )
         cells = [f"{r['per_task'].get(t, {}).get('dice', float('nan')):.1f}" for t in tasks]
+        hd = [v["hd95"] for v in r["per_task"].values() if v.get("hd95") is not None]
+        mhd = f"{sum(hd) / len(hd):.1f}" if hd else "–"
         lines.append(
             f"| {name} | {r['labelled']} | "
             + " | ".join(cells)
-            + f" | **{r['mdice']:.2f}** | {r['miou']:.2f} | {r['val_mdice']:.2f} |"
+            + f" | **{r['mdice']:.2f}** | {r['miou']:.2f} | {mhd} | {r['val_mdice']:.2f} |"
         )
     return "\n".join(lines) + "\n"
