@@ -24,6 +24,12 @@ def _add_common_model(p: argparse.ArgumentParser) -> None:
         help="checkpoint directory (model.safetensors + model.json) written by `propl train`",
     )
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, mps or cpu")
+    p.add_argument(
+        "--uncertainty",
+        default="mc",
+        choices=["mc", "disagreement", "none"],
+        help="mc: MC dropout of decoder 1 (T=4); disagreement: decoder 1 vs 2 (faster); none",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "test"])
     e.add_argument("--tasks", nargs="+")
     e.add_argument("--out", type=Path, help="write metrics as JSON here")
-    e.add_argument("--uncertainty", default="mc", choices=["mc", "disagreement", "none"])
     _add_common_model(e)
 
     p = sub.add_parser(
@@ -98,7 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--format", default="tiff", choices=["tiff", "png"])
-    p.add_argument("--uncertainty", default="mc", choices=["mc", "disagreement", "none"])
     _add_common_model(p)
 
     b = sub.add_parser(

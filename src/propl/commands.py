@@ -32,10 +32,6 @@ def is_user_error(exc: BaseException) -> bool:
     )
 
 
-def _folder(path: Path) -> BenchmarkFolder:
-    return BenchmarkFolder(path)
-
-
 def _tasks(folder: BenchmarkFolder, wanted: list[str] | None) -> list[str]:
     known = folder.task_ids()
     for t in wanted or []:
@@ -49,7 +45,7 @@ def run_train(args: argparse.Namespace) -> int:
     from .train.recipe import init_model, prepare_data
     from .train.trainer import TrainConfig, Trainer
 
-    folder = _folder(args.data)
+    folder = BenchmarkFolder(args.data)
     tasks = _tasks(folder, args.tasks)
     labelled = Fraction(1) if args.method == "full" else parse_labelled(args.labelled)
     fresh = {} if args.init else {"input_size": args.size}  # a checkpoint keeps its own size
@@ -112,7 +108,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_folder
     from .inference import Predictor
 
-    folder = _folder(args.data)
+    folder = BenchmarkFolder(args.data)
     predictor = Predictor.from_checkpoint(
         args.model, device=args.device, uncertainty=args.uncertainty
     )

@@ -342,7 +342,7 @@ def validate(model: ProPLNet, val: Any, device: torch.device, batch: int = 16) -
         sl = slice(start, start + batch)
         x = to_tensor(val.images[sl], device)
         t = torch.from_numpy(val.task_index[sl]).to(device)
-        pred = (model(x, t)["d2"] > 0).cpu().numpy()[:, 0]
+        pred = (model.decode(model.encode(x), t, 2) > 0).cpu().numpy()[:, 0]  # decoder 2 only
         for p, m, ti in zip(pred, val.masks[sl], val.task_index[sl], strict=True):
             per_task.setdefault(model.config.tasks[int(ti)], []).append(dice(p, m > 0))
     means = {k: 100.0 * float(np.mean(v)) for k, v in per_task.items()}
