@@ -144,7 +144,7 @@ def run_predict(args: argparse.Namespace) -> int:
         try:
             frames, _ = read_scan(path)
         except ReaderError as exc:
-            print(f"propl predict: skipped: {exc}", file=sys.stderr)
+            tqdm.write(f"propl predict: skipped: {exc}", file=sys.stderr)  # own line, not the bar's
             failures += 1
             continue
         pred = predictor.predict(frames, args.task)
