@@ -6,7 +6,6 @@ import argparse
 import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
@@ -173,8 +172,3 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
         run_speed_benchmark(args)
     return 0
-
-
-def summary_line(result: dict[str, Any]) -> str:
-    per = ", ".join(f"{k} {v['dice']:.1f}" for k, v in result["per_task"].items())
-    return f"mDice {result['mdice']:.2f} ({per})"

@@ -7,7 +7,7 @@ from typing import Any
 
 from .propl import ProPLConfig, ProPLNet
 
-__all__ = ["MODELS", "ProPLConfig", "ProPLNet", "build_model", "config_class", "list_models"]
+__all__ = ["MODELS", "ProPLConfig", "ProPLNet", "build_model", "list_models"]
 
 
 def _propl(**kw: Any) -> ProPLNet:
@@ -30,11 +30,6 @@ MODELS: dict[str, Callable[..., ProPLNet]] = {
 
 def list_models() -> list[str]:
     return sorted(MODELS)
-
-
-def config_class(name: str) -> type[ProPLConfig]:
-    _check(name)
-    return ProPLConfig
 
 
 def _check(name: str) -> None:

@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -350,7 +350,3 @@ def validate(model: ProPLNet, val: Any, device: torch.device, batch: int = 16) -
         "mdice": float(np.mean(list(means.values()))) if means else float("nan"),
         "per_task": means,
     }
-
-
-def method_option_names() -> list[str]:
-    return [f.name for f in fields(MethodOptions)]
