@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["uplc", "weighted", "agreement", "hermes"],
         help="ProPL pseudo-label rule: the paper's UPLC, or an alternative",
     )
+    t.add_argument(
+        "--view",
+        default="weak",
+        choices=["weak", "strong"],
+        help="ProPL: decoder 2 learns the pseudo-labels on the weak view (paper) or on a "
+        "photometric + CutMix view",
+    )
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--freeze-encoder", action="store_true")
     t.add_argument("--eval-every", type=int, default=200)
@@ -125,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="uplc",
         choices=["uplc", "weighted", "agreement", "hermes"],
         help="ProPL's pseudo-label rule for this run (other methods ignore it)",
+    )
+    bs.add_argument(
+        "--view",
+        default="weak",
+        choices=["weak", "strong"],
+        help="ProPL's view for decoder 2 on unlabelled scans (other methods ignore it)",
     )
     br = bsub.add_parser("report", help="copy the results tables into README/docs")
     br.add_argument(

@@ -71,7 +71,7 @@ def run_train(args: argparse.Namespace) -> int:
         device=args.device,
         eval_every=args.eval_every,
         freeze_encoder=args.freeze_encoder,
-        options=MethodOptions(pseudo_label=args.pseudo_label),
+        options=MethodOptions(pseudo_label=args.pseudo_label, view=args.view),
     )
     trainer = Trainer(model, config, data.labelled, data.unlabelled, data.val, args.out)
     bar = (

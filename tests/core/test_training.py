@@ -70,8 +70,12 @@ def test_method_lowers_loss(method, data):
     assert {"loss", "lr", "img_per_s", "sup"} <= set(step.data)
 
 
-@pytest.mark.parametrize("mode", ["uplc", "weighted", "agreement", "hermes"])
-def test_propl_pseudo_label_modes_train(mode, data):
+@pytest.mark.parametrize(
+    ("mode", "view"),
+    [("uplc", "weak"), ("weighted", "weak"), ("agreement", "weak"), ("hermes", "weak")]
+    + [("uplc", "strong"), ("weighted", "strong")],
+)
+def test_propl_pseudo_label_modes_train(mode, view, data):
     lab, unlab, _ = data
     cfg = TrainConfig(
         method="propl",
@@ -80,7 +84,7 @@ def test_propl_pseudo_label_modes_train(mode, data):
         unlabelled_batch_size=2,
         eval_every=100,
         device="cpu",
-        options=MethodOptions(pseudo_label=mode),
+        options=MethodOptions(pseudo_label=mode, view=view),
     )
     events = list(Trainer(new_model(), cfg, lab, unlab).run())
     steps = [e for e in events if e.kind == "step"]
@@ -98,6 +102,8 @@ def test_bad_config_rejected():
         TrainConfig(method="magic")
     with pytest.raises(ValueError):
         TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="view"):
+        TrainConfig(options=MethodOptions(view="sideways"))
 
 
 def test_stop_then_resume_equals_uninterrupted(data, tmp_path):

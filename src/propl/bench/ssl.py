@@ -105,7 +105,14 @@ def run_one(
         "ece": scores["ece"],
         "uncertainty_auroc": scores["uncertainty_auroc"],
         "pseudo_label": (options or MethodOptions()).pseudo_label if method == "propl" else None,
+        "view": (options or MethodOptions()).view if method == "propl" else None,
     }
+
+
+def variant_name(opts: MethodOptions) -> str:
+    """Run-folder suffix of a non-default ProPL variant ("" for the paper's settings)."""
+    parts = [p for p in (opts.pseudo_label, opts.view) if p not in ("uplc", "weak")]
+    return "".join(f"-{p}" for p in parts)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -113,7 +120,13 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _key(run: dict[str, Any]) -> tuple:
-    return run["method"], run["labelled"], run["seed"], run.get("pseudo_label")
+    return (
+        run["method"],
+        run["labelled"],
+        run["seed"],
+        run.get("pseudo_label"),
+        run.get("view", "weak" if run["method"] == "propl" else None),
+    )
 
 
 def run_ssl_benchmark(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,15 +153,25 @@ def run_ssl_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if "full" in (args.methods or METHODS):
         plan.append(("full", "all"))
     for method, lab in plan:
-        opts = MethodOptions(pseudo_label=getattr(args, "pseudo_label", "uplc"))
-        key = (method, lab, args.seed, opts.pseudo_label if method == "propl" else None)
+        opts = MethodOptions(
+            pseudo_label=getattr(args, "pseudo_label", "uplc"), view=getattr(args, "view", "weak")
+        )
+        propl = method == "propl"
+        key = (
+            method,
+            lab,
+            args.seed,
+            opts.pseudo_label if propl else None,
+            opts.view if propl else None,
+        )
         if key in done:
             print(f"skip {method} {lab} (already in {out})", file=sys.stderr)
             continue
+        variant = variant_name(opts) if propl else ""
         run_dir = (
             Path("runs")
             / "bench"
-            / f"{args.profile}-{method}-{lab.replace('/', 'of')}-s{args.seed}"
+            / f"{args.profile}-{method}{variant}-{lab.replace('/', 'of')}-s{args.seed}"
         )
         row = run_one(
             folder, tasks, method, lab, args.seed, profile, args.device, run_dir, args.cache, opts
@@ -178,9 +201,10 @@ def ssl_markdown(doc: dict[str, Any]) -> str:
         key=lambda r: (r["labelled"] == "all", r["labelled"], order.get(r["method"], 99)),
     )
     for r in runs:
-        name = r["method"] + (
-            f" ({r['pseudo_label']})" if r.get("pseudo_label") not in (None, "uplc") else ""
-        )
+        parts = [
+            p for p in (r.get("pseudo_label"), r.get("view")) if p not in (None, "uplc", "weak")
+        ]
+        name = r["method"] + (f" ({', '.join(parts)})" if parts else "")
         cells = [f"{r['per_task'].get(t, {}).get('dice', float('nan')):.1f}" for t in tasks]
         hd = [v["hd95"] for v in r["per_task"].values() if v.get("hd95") is not None]
         mhd = f"{sum(hd) / len(hd):.1f}" if hd else "–"

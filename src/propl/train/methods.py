@@ -42,6 +42,7 @@ class MethodOptions:
     pseudo_label: str = "uplc"  # uplc | weighted | agreement | hermes
     gamma: float = 2.0  # UPLC exponent
     rampup: float = 0.1  # fraction of training over which unsupervised weights ramp up
+    view: str = "weak"  # ProPL: decoder 2 learns pseudo-labels on the weak or a strong view
     ema_decay: float = 0.99  # Mean Teacher
     mt_weight: float = 1.0  # Mean Teacher consistency weight
     conf_threshold: float = 0.95  # UniMatch
@@ -127,10 +128,13 @@ class ProPL(Method):
         loss_sup = bce_dice(model.decode(feats_l, batch.t_l, 1, size=size), y_l)
         loss_sup = loss_sup + bce_dice(model.decode(feats_l, batch.t_l, 2, size=size), y_l)
 
-        pred_u_2 = model.decode(feats_u, batch.t_u, 2, size=size)
         with torch.no_grad():
             detached = [f.detach() for f in feats_u]
             mean_u, var_u = mc_statistics(model.mc_decoder1(detached, batch.t_u, opt.mc_samples))
+        if opt.view == "strong":
+            pred_u_2, pseudo = self.strong_view(x_u_w, batch.t_u, mean_u, var_u, progress)
+        else:
+            pred_u_2 = model.decode(feats_u, batch.t_u, 2, size=size)
             pseudo = self.pseudo_label(mean_u, var_u, torch.sigmoid(pred_u_2.detach()), progress)
         loss_u = bce_dice(pred_u_2, pseudo[0], pseudo[1])
         weight = opt.unsup_weight * ramp(progress, opt.rampup)
@@ -141,6 +145,25 @@ class ProPL(Method):
             "unsup": float(loss_u.detach()),
             "kept": kept,
         }
+
+    def strong_view(
+        self, x_u_w: Tensor, t_u: Tensor, mean_u: Tensor, var_u: Tensor, progress: float
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Decoder 2 on a photometric + CutMix view; the weak view's pseudo-label is pasted the
+        same way (our option, borrowing UniMatch's perturbation; not in the ProPL paper)."""
+        b, _, h, w = x_u_w.shape
+        perm = torch.roll(torch.arange(b), 1)
+        box = cutmix_boxes(b, h, w, self.gen).to(x_u_w.device)
+        x_u_s = paste(photometric(x_u_w, self.gen), box, perm)
+        pred_u_s = self.model(x_u_s, t_u)["d2"]
+        with torch.no_grad():
+            target, weight = self.pseudo_label(
+                mean_u, var_u, torch.sigmoid(pred_u_s.detach()), progress
+            )
+            same = (t_u == t_u[perm]).float().view(b, 1, 1, 1)
+            target = paste(target, box, perm)
+            weight = paste(weight, box, perm) * (1 - box * (1 - same))
+        return pred_u_s, (target, weight)
 
     def pseudo_label(
         self, mean_u: Tensor, var_u: Tensor, p2: Tensor, progress: float

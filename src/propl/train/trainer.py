@@ -55,6 +55,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if isinstance(self.options, dict):
             object.__setattr__(self, "options", MethodOptions(**self.options))
+        if self.options.view not in ("weak", "strong"):
+            raise ValueError(f"view must be 'weak' or 'strong', got {self.options.view!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
