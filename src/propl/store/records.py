@@ -1,0 +1,67 @@
+"""What the store hands out: plain, immutable records (the arrays are copies)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What the store knows about one imported scan (everything but its pixels)."""
+
+    id: str
+    name: str
+    shape: tuple[int, ...]
+    source: str | None = None
+    sha256: str = ""
+    spacing_mm: tuple[float, float] | None = None
+    frame_time_ms: float | None = None
+    modality: str | None = None
+    is_color: bool = False
+    header: dict[str, Any] | None = None
+    imported: float = 0.0
+
+    @property
+    def n_frames(self) -> int:
+        return self.shape[0]
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    """The current prediction of one task on one scan."""
+
+    mask: np.ndarray  # (F, H, W) uint8
+    uncertainty: np.ndarray  # (F, H, W) float16
+    confidence: np.ndarray  # (F,) float
+    model_version: str
+    time: float
+
+    @property
+    def scan_confidence(self) -> float:
+        return float(np.mean(self.confidence))
+
+
+@dataclass(frozen=True)
+class Review:
+    """The current review of one task on one scan, with its provenance."""
+
+    status: str
+    author: str
+    time: float
+    model_version: str | None
+    edited_pixels: int
+    seconds: float
+    reason: str
+    revision: str
+    mask: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    scan_id: str
+    name: str
+    confidence: float | None  # None: not predicted yet
+    status: str  # "unreviewed" or one of STATUSES
