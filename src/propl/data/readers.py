@@ -1,45 +1,33 @@
-"""Read ultrasound scans (DICOM, PNG, JPEG, BMP, TIFF) into arrays plus metadata.
+"""Read ultrasound scans (DICOM, PNG, JPEG, BMP, TIFF, video) into arrays plus metadata.
 
 Every reader returns frames "as acquired": ``(F, H, W)`` uint8/uint16 grayscale or
 ``(F, H, W, 3)`` uint8 RGB, with ``F >= 1``. The format is decided by the file's content
 (magic bytes) when it is recognisable, else by its suffix; every failure is a
-:class:`ReaderError` whose message names the file.
+:class:`ReaderError` whose message names the file. :func:`read_folder` reads every scan of a
+folder, reporting bad files instead of stopping at them.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-SUPPORTED_SUFFIXES: tuple[str, ...] = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".dcm",
-    ".dicom",
-)
-_SUFFIX_FORMAT = {
-    ".png": "png",
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-    ".bmp": "bmp",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-    ".dcm": "dicom",
-    ".dicom": "dicom",
-}
+_SUFFIX_FORMAT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp"}
+_SUFFIX_FORMAT |= {".tif": "tiff", ".tiff": "tiff", ".dcm": "dicom", ".dicom": "dicom"}
+_SUFFIX_FORMAT |= dict.fromkeys((".mp4", ".avi", ".mov", ".mkv"), "video")
+SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(_SUFFIX_FORMAT)
 _FORMAT_NAME = {
     "png": "PNG image",
     "jpeg": "JPEG image",
     "bmp": "BMP image",
     "tiff": "TIFF image",
     "dicom": "DICOM file",
+    "video": "video file (MP4, MOV, AVI or MKV)",
 }
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -49,9 +37,11 @@ _MAGIC = (
     (b"MM\x00*", "tiff"),
     (b"II+\x00", "tiff"),
     (b"MM\x00+", "tiff"),
+    (b"\x1a\x45\xdf\xa3", "video"),  # Matroska / WebM (EBML)
 )
+# ISO base media / QuickTime: a box type at byte 4 ('ftyp' first in MP4, older MOV may not)
+_QUICKTIME_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
 LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as Pillow's "L"
-JPEG_HINT = "pip install pylibjpeg pylibjpeg-libjpeg (and pylibjpeg-openjpeg for JPEG 2000)"
 
 
 class ReaderError(ValueError):
@@ -73,14 +63,19 @@ class ScanMeta:
 
     Attributes:
         path: the file read.
-        format: ``"png" | "jpeg" | "bmp" | "tiff" | "dicom"``.
+        format: ``"png" | "jpeg" | "bmp" | "tiff" | "dicom" | "video"``.
         n_frames: ``F``, the first axis of the returned frames.
         is_color: frames are ``(F, H, W, 3)`` RGB.
         spacing_mm: ``(row, col)`` millimetres per pixel when the file says so, else None.
         frame_time_ms: time between frames in milliseconds when known.
         modality: DICOM Modality (e.g. ``"US"``), None for other formats.
-        photometric: the file's photometric interpretation (DICOM) or Pillow mode.
-        extra: small JSON-serialisable extras (e.g. SOPClassUID, Rows, Columns).
+        photometric: the file's photometric interpretation (DICOM), Pillow mode or the
+            video's pixel format (e.g. ``"yuv420p"``; its frames are still returned as RGB).
+        extra: small JSON-serialisable extras (e.g. SOPClassUID, Rows, Columns; the video's
+            container, codec and declared frame count).
+        header: DICOM only: the header as JSON-serialisable ``{keyword: value}``, without
+            patient, staff and institution identity unless read with ``keep_phi=True``
+            (see :func:`propl.data.dicom.dicom_header`).
     """
 
     path: str
@@ -92,6 +87,7 @@ class ScanMeta:
     modality: str | None = None
     photometric: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    header: dict[str, Any] = field(default_factory=dict)
 
 
 def _sniff(head: bytes) -> str | None:
@@ -100,6 +96,8 @@ def _sniff(head: bytes) -> str | None:
     for magic, fmt in _MAGIC:
         if head.startswith(magic):
             return fmt
+    if head[4:8] in _QUICKTIME_BOXES or (head[:4] == b"RIFF" and head[8:12] == b"AVI "):
+        return "video"
     return None
 
 
@@ -274,89 +272,11 @@ def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, ScanMeta]:
 # -- pydicom: DICOM ------------------------------------------------------------------------
 
 
-def _dicom_spacing(ds: Any) -> tuple[float, float] | None:
-    """(row, col) mm: ultrasound regions (units 3 = cm) first, then PixelSpacing."""
-    regions = ds.get("SequenceOfUltrasoundRegions")
-    if regions:
-        r = regions[0]
-        if r.get("PhysicalUnitsXDirection") == 3 and r.get("PhysicalUnitsYDirection") == 3:
-            dx, dy = r.get("PhysicalDeltaX"), r.get("PhysicalDeltaY")
-            if dx and dy:
-                return (abs(float(dy)) * 10.0, abs(float(dx)) * 10.0)
-    spacing = ds.get("PixelSpacing")
-    if spacing is not None and len(spacing) == 2 and all(float(s) > 0 for s in spacing):
-        return (float(spacing[0]), float(spacing[1]))
-    return None
-
-
-def _dicom_frame_time(ds: Any) -> float | None:
-    frame_time = ds.get("FrameTime")
-    if frame_time not in (None, "") and float(frame_time) > 0:
-        return float(frame_time)
-    cine_rate = ds.get("CineRate")
-    if cine_rate not in (None, "") and float(cine_rate) > 0:
-        return 1000.0 / float(cine_rate)
-    return None
-
-
-def _dicom_extra(ds: Any) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
-    for key in (
-        "SOPClassUID",
-        "Rows",
-        "Columns",
-        "NumberOfFrames",
-        "BitsStored",
-        "SamplesPerPixel",
-        "Manufacturer",
-        "ManufacturerModelName",
-    ):
-        value = ds.get(key)
-        if value not in (None, ""):
-            extra[key] = int(value) if isinstance(value, int) else str(value)
-    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if tsyntax is not None:
-        extra["TransferSyntaxUID"] = str(tsyntax)
-    return extra
-
-
-def _dicom_decode(path: Path, ds: Any) -> tuple[np.ndarray, str]:
-    """Decoded pixels (as RGB when YBR) and the photometric interpretation they are in."""
-    from pydicom.pixels import get_decoder
-
-    tsyntax = ds.file_meta.TransferSyntaxUID
-    decoder = get_decoder(tsyntax)
-    if decoder is None:
-        raise ReaderError(path, f"unsupported DICOM transfer syntax {tsyntax.name} ({tsyntax})")
-    if not decoder.is_available:
-        raise ReaderError(path, f"no decoder installed for {tsyntax.name} pixel data: {JPEG_HINT}")
-    try:
-        arr, info = decoder.as_array(ds, as_rgb=True)  # type: ignore[arg-type]
-    except MemoryError:
-        raise
-    except Exception as exc:  # pydicom and its plugins raise many types for broken data
-        raise ReaderError(path, f"cannot decode the DICOM pixel data ({exc})") from exc
-    return arr, str(info.get("photometric_interpretation", ds.PhotometricInterpretation))
-
-
 def _dicom_pixels(path: Path, ds: Any) -> np.ndarray:
     """Frames as (F, H, W) uint8/uint16 or (F, H, W, 3) uint8 RGB."""
-    from pydicom.pixels import apply_color_lut, convert_color_space
+    from .dicom import decode_pixels
 
-    arr, photometric = _dicom_decode(path, ds)
-    samples = int(ds.get("SamplesPerPixel", 1))
-    bits = int(ds.get("BitsStored", arr.dtype.itemsize * 8))
-    if photometric.startswith("YBR"):
-        arr = convert_color_space(arr, photometric, "RGB")
-    if photometric == "PALETTE COLOR":
-        arr, samples, bits = apply_color_lut(arr, ds), 3, 16
-    elif photometric == "MONOCHROME1":
-        # unsigned: invert within the stored bit depth; signed: within the data's range
-        unsigned = np.issubdtype(arr.dtype, np.unsignedinteger)
-        top = (1 << bits) - 1 if unsigned else int(arr.max()) + int(arr.min())
-        arr = top - arr.astype(np.int64)
-        if unsigned:
-            arr = arr.clip(0, None)
+    arr, samples, bits = decode_pixels(path, ds)
     if arr.ndim == (3 if samples == 3 else 2):
         arr = arr[np.newaxis]
     if samples == 3:
@@ -364,8 +284,10 @@ def _dicom_pixels(path: Path, ds: Any) -> np.ndarray:
     return _to_storage_dtype(arr)
 
 
-def _read_dicom(path: Path, max_pixels: int) -> tuple[np.ndarray, ScanMeta]:
+def _read_dicom(path: Path, max_pixels: int, keep_phi: bool) -> tuple[np.ndarray, ScanMeta]:
     import pydicom
+
+    from .dicom import scan_meta_fields  # imports this module: import it late
 
     try:
         ds = pydicom.dcmread(path, defer_size="1 MB")
@@ -379,42 +301,37 @@ def _read_dicom(path: Path, max_pixels: int) -> tuple[np.ndarray, ScanMeta]:
     except Exception as exc:  # InvalidDicomError, EOFError, struct.error, ValueError, ...
         raise ReaderError(path, f"truncated or corrupt DICOM file ({exc})") from exc
     if not has_pixels:
-        raise ReaderError(path, "the DICOM file has no pixel data (PixelData is missing)")
+        raise ReaderError(path, "no pixel data (PixelData is missing, or the file is truncated)")
     _check_pixels(path, n_frames * rows * cols, max_pixels)
     arr = _dicom_pixels(path, ds)
     if arr.size == 0:
         raise ReaderError(path, "the DICOM pixel data is empty")
-    photometric = str(ds.get("PhotometricInterpretation", "")) or None
-    meta = ScanMeta(
-        str(path),
-        "dicom",
-        arr.shape[0],
-        arr.ndim == 4,
-        spacing_mm=_dicom_spacing(ds),
-        frame_time_ms=_dicom_frame_time(ds),
-        modality=str(ds.get("Modality", "")) or None,
-        photometric=photometric,
-        extra=_dicom_extra(ds),
-    )
-    return arr, meta
+    fields = scan_meta_fields(ds, keep_phi=keep_phi)
+    return arr, ScanMeta(str(path), "dicom", arr.shape[0], arr.ndim == 4, **fields)
 
 
 # -- public API ----------------------------------------------------------------------------
 
 
-def read_scan(path: str | Path, *, max_pixels: int = 2_000_000_000) -> tuple[np.ndarray, ScanMeta]:
+def read_scan(
+    path: str | Path, *, max_pixels: int = 2_000_000_000, keep_phi: bool = False
+) -> tuple[np.ndarray, ScanMeta]:
     """Read a scan file into frames and metadata.
 
-    The format comes from the content (DICOM 'DICM' marker, PNG/JPEG/BMP/TIFF magic bytes),
-    so a file with an unusual suffix still reads; a supported suffix with other content fails.
+    The format comes from the content (DICOM 'DICM' marker, PNG/JPEG/BMP/TIFF magic bytes,
+    MP4/MOV 'ftyp', AVI 'RIFF', Matroska EBML), so a file with an unusual suffix still reads;
+    a supported suffix with other content fails.
     DICOM: YBR colour converted to RGB, palette colour expanded, MONOCHROME1 inverted,
-    spacing from the ultrasound regions (cm -> mm) or PixelSpacing. Signed or wider-than-16-bit
-    integers are shifted to start at 0 (uint16); floats are min-max scaled to uint16.
+    spacing from the ultrasound regions (cm -> mm) or PixelSpacing, the de-identified header
+    in ``meta.header``. Signed or wider-than-16-bit integers are shifted to start at 0
+    (uint16); floats are min-max scaled to uint16. Video (PyAV): every frame as RGB.
 
     Args:
         path: the file.
         max_pixels: refuse scans with more than this many pixels ``F * H * W``; checked
-            from the header before the pixels are decoded.
+            from the header before the pixels are decoded (for a video whose container does
+            not declare its frame count: while decoding).
+        keep_phi: DICOM: keep patient, staff and institution identity in ``meta.header``.
 
     Returns:
         ``frames`` ``(F, H, W)`` uint8/uint16 or ``(F, H, W, 3)`` uint8 RGB (``F >= 1``),
@@ -423,12 +340,17 @@ def read_scan(path: str | Path, *, max_pixels: int = 2_000_000_000) -> tuple[np.
     Raises:
         ReaderError: missing (:class:`ReaderFileNotFoundError`), empty, truncated, corrupt,
             unsupported or too large files; a directory; a DICOM without pixel data or
-            without an installed decoder. The message names the file.
+            without an installed decoder; a video without frames or without PyAV. The
+            message names the file.
     """
     path = Path(path)
     fmt = _detect_format(path)
     if fmt == "dicom":
-        frames, meta = _read_dicom(path, max_pixels)
+        frames, meta = _read_dicom(path, max_pixels, keep_phi)
+    elif fmt == "video":
+        from .video import read_video  # imports this module: import it late
+
+        frames, meta = read_video(path, max_pixels)
     elif fmt == "tiff":
         frames, meta = _read_tiff(path, max_pixels)
     else:
@@ -436,6 +358,92 @@ def read_scan(path: str | Path, *, max_pixels: int = 2_000_000_000) -> tuple[np.
     if frames.size == 0:
         raise ReaderError(path, "the image has no pixels")
     return frames, meta
+
+
+def iter_scan_files(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """The scan files of a folder, sorted by path; empty when there are none.
+
+    A file counts when its suffix is in :data:`SUPPORTED_SUFFIXES` (whatever its content:
+    :func:`read_folder` reports the broken ones) or, whatever its suffix (none, or a UID-like
+    ``.1234``), when its content is DICOM. Hidden files and folders (``.name``) and
+    ``DICOMDIR`` indexes are skipped; symbolic links to folders are not followed.
+
+    Args:
+        folder: the folder to list.
+        recursive: also list sub-folders.
+
+    Raises:
+        ReaderError: the folder is missing (:class:`ReaderFileNotFoundError`) or a file.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise ReaderFileNotFoundError(folder, "no such folder")
+    if not folder.is_dir():
+        raise ReaderError(folder, "not a folder")
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
+        for name in files:
+            path = Path(root, name)
+            if name.startswith(".") or name.upper() == "DICOMDIR":
+                continue
+            if path.suffix.lower() in _SUFFIX_FORMAT or _is_dicom(path):
+                found.append(path)
+    return sorted(found, key=str)
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+ScanResult = tuple[Path, np.ndarray, ScanMeta] | tuple[Path, ReaderError]
+
+
+def read_folder(
+    folder: str | Path,
+    *,
+    recursive: bool = True,
+    max_pixels: int = 2_000_000_000,
+    keep_phi: bool = False,
+) -> Iterator[ScanResult]:
+    """Read every scan file of a folder (:func:`iter_scan_files`), one at a time.
+
+    The folder is checked and listed when this is called; the files are read lazily.
+
+    Args:
+        folder: the folder to read.
+        recursive: also read sub-folders.
+        max_pixels: as :func:`read_scan`, per file.
+        keep_phi: as :func:`read_scan`.
+
+    Returns:
+        An iterator of ``(path, frames, meta)`` for each file read, or ``(path, error)`` for
+        a file that cannot be read, so a caller can skip it and name it.
+
+    Raises:
+        ReaderError: the folder is missing (:class:`ReaderFileNotFoundError`), not a folder,
+            or holds no scan file.
+    """
+    paths = iter_scan_files(folder, recursive=recursive)
+    if not paths:
+        raise ReaderError(
+            folder, f"no scan files in the folder (supported: {', '.join(SUPPORTED_SUFFIXES)})"
+        )
+    return _read_each(paths, max_pixels, keep_phi)
+
+
+def _read_each(paths: list[Path], max_pixels: int, keep_phi: bool) -> Iterator[ScanResult]:
+    for path in paths:
+        try:
+            frames, meta = read_scan(path, max_pixels=max_pixels, keep_phi=keep_phi)
+        except ReaderError as exc:
+            yield path, exc
+        else:
+            yield path, frames, meta
 
 
 def to_grayscale(frames: np.ndarray) -> np.ndarray:

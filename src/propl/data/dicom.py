@@ -1,0 +1,384 @@
+"""What a DICOM header says, and how its pixels are decoded and coloured.
+
+:func:`dicom_header` turns a pydicom ``Dataset`` into a JSON-serialisable dict (keyword ->
+value) and, by default, drops what identifies the patient, the people and the place, in the
+spirit of the DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile.
+:func:`decode_pixels` applies what the header says about the pixels (transfer syntax,
+photometric interpretation, palette). :func:`propl.data.readers.read_scan` uses both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .readers import ReaderError
+
+JPEG_HINT = "pip install pylibjpeg pylibjpeg-libjpeg (and pylibjpeg-openjpeg for JPEG 2000)"
+
+# Dropped unless keep_phi=True: identifying attributes of the PS3.15 Table E.1-1 basic profile
+# that are plain values (sequences are dropped anyway, see _KEPT_SEQUENCES). Every person name
+# (VR PN), date and time (DA, DT, TM) and instance UID outside KEPT_UIDS goes too, by VR.
+PHI_KEYWORDS: frozenset[str] = frozenset(
+    {
+        # the patient: identity, contacts, characteristics and history
+        "PatientName",
+        "PatientID",
+        "IssuerOfPatientID",
+        "TypeOfPatientID",
+        "PatientBirthDate",
+        "PatientBirthTime",
+        "PatientBirthName",
+        "PatientMotherBirthName",
+        "OtherPatientIDs",
+        "OtherPatientNames",
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "PatientTelecomInformation",
+        "PatientAge",
+        "PatientSex",
+        "PatientSize",
+        "PatientWeight",
+        "PatientSexNeutered",
+        "EthnicGroup",
+        "Occupation",
+        "PatientReligiousPreference",
+        "MilitaryRank",
+        "BranchOfService",
+        "MedicalRecordLocator",
+        "CountryOfResidence",
+        "RegionOfResidence",
+        "AdditionalPatientHistory",
+        "PatientComments",
+        "MedicalAlerts",
+        "Allergies",
+        "SmokingStatus",
+        "PregnancyStatus",
+        "LastMenstrualDate",
+        "SpecialNeeds",
+        "PatientState",
+        "ResponsiblePerson",
+        "ResponsibleOrganization",
+        "CurrentPatientLocation",
+        "PatientInstitutionResidence",
+        "AdmissionID",
+        "IssuerOfAdmissionID",
+        "AdmittingDiagnosesDescription",
+        "ServiceEpisodeID",
+        "ServiceEpisodeDescription",
+        "VisitComments",
+        # the people who referred, performed, read or ordered the study
+        "ReferringPhysicianName",
+        "ReferringPhysicianAddress",
+        "ReferringPhysicianTelephoneNumbers",
+        "ConsultingPhysicianName",
+        "PhysiciansOfRecord",
+        "PerformingPhysicianName",
+        "NameOfPhysiciansReadingStudy",
+        "OperatorsName",
+        "RequestingPhysician",
+        "ScheduledPerformingPhysicianName",
+        "PersonName",
+        "PersonAddress",
+        "PersonTelephoneNumbers",
+        "ContentCreatorName",
+        "OrderEnteredBy",
+        "OrderEntererLocation",
+        "OrderCallbackPhoneNumber",
+        # the place and the device that can locate it
+        "InstitutionName",
+        "InstitutionAddress",
+        "InstitutionalDepartmentName",
+        "StationName",
+        "DeviceSerialNumber",
+        "DetectorID",
+        "GantryID",
+        # visit identifiers and free text that often carries names
+        "AccessionNumber",
+        "StudyID",
+        "RequestedProcedureID",
+        "PerformedProcedureStepID",
+        "ScheduledProcedureStepID",
+        "FillerOrderNumberImagingServiceRequest",
+        "PlacerOrderNumberImagingServiceRequest",
+        "StudyDescription",
+        "SeriesDescription",
+        "ProtocolName",
+        "PerformedProcedureStepDescription",
+        "RequestedProcedureDescription",
+        "ScheduledProcedureStepDescription",
+        "ReasonForTheRequestedProcedure",
+        "ReasonForStudy",
+        "ImageComments",
+        "FrameComments",
+        "DerivationDescription",
+        "IdentifyingComments",
+        "TextComments",
+        "TimezoneOffsetFromUTC",
+        # dates and times (also dropped by VR; listed as the profile names them)
+        "StudyDate",
+        "SeriesDate",
+        "AcquisitionDate",
+        "ContentDate",
+        "StudyTime",
+        "SeriesTime",
+        "AcquisitionTime",
+        "ContentTime",
+        "AcquisitionDateTime",
+        "InstanceCreationDate",
+        "InstanceCreationTime",
+    }
+)
+PHI_VRS: frozenset[str] = frozenset({"PN", "DA", "DT", "TM"})
+# The basic profile replaces instance UIDs; we keep these four because DICOM-SEG export must
+# reference the source study, series, instance and frame of reference. UIDs are not names, but
+# they link records: other instance UIDs are dropped by default (class UIDs are kept).
+KEPT_UIDS: frozenset[str] = frozenset(
+    {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"}
+)
+# Never in the header (keep_phi or not): pixels and other bulk binary values, every sequence
+# but the ultrasound regions (their items flattened to their plain values), private tags,
+# overlays (60xx) and curves (50xx).
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_KEPT_SEQUENCES = frozenset({"SequenceOfUltrasoundRegions"})
+_BULK_GROUPS = (range(0x5000, 0x5100), range(0x6000, 0x6100))
+_EXTRA_KEYS = (
+    "SOPClassUID",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "BitsStored",
+    "SamplesPerPixel",
+    "Manufacturer",
+    "ManufacturerModelName",
+)
+
+
+def dicom_header(ds: Any, *, keep_phi: bool = False) -> dict[str, Any]:
+    """The useful part of a DICOM header as a JSON-serialisable dict, de-identified by default.
+
+    Values become ``str``, ``int``, ``float`` (non-finite -> None) or lists of them; the
+    ultrasound region sequence becomes a list of dicts. Pixel data, other bulk binary values,
+    other sequences, private tags, overlays, curves and empty values are left out. Reading the
+    header never loads deferred bulk values (pixels, LUT data).
+
+    Args:
+        ds: a pydicom ``Dataset`` (read with or without its pixels).
+        keep_phi: keep what identifies the patient, the staff and the institution
+            (:data:`PHI_KEYWORDS`, person names, dates and times, other instance UIDs).
+            By default they are dropped; :data:`KEPT_UIDS` are always kept.
+
+    Returns:
+        ``{keyword: value}`` in the dataset's order.
+    """
+    return _elements(ds, keep_phi=keep_phi, nested=False)
+
+
+def _elements(ds: Any, *, keep_phi: bool, nested: bool) -> dict[str, Any]:
+    from pydicom.datadict import dictionary_VR, keyword_for_tag
+
+    out: dict[str, Any] = {}
+    for tag in list(ds.keys()):
+        if tag.is_private or tag.element == 0 or tag.group == 0x7FE0:
+            continue
+        if any(tag.group in groups for groups in _BULK_GROUPS):
+            continue
+        keyword = keyword_for_tag(tag)
+        if not keyword:
+            continue
+        vr = getattr(ds.get_item(tag, keep_deferred=True), "VR", None) or dictionary_VR(tag)
+        if not keep_phi and _is_phi(keyword, vr):
+            continue
+        if vr == "SQ":
+            if keyword in _KEPT_SEQUENCES and not nested:
+                items = [_elements(item, keep_phi=keep_phi, nested=True) for item in ds[tag]]
+                out[keyword] = items
+            continue
+        if any(part in _BINARY_VRS for part in vr.split(" or ")):
+            continue
+        try:
+            value = _json_value(ds[tag].value, vr)
+        except Exception:  # a malformed value must not stop the rest of the header
+            continue
+        if value not in (None, "", []):
+            out[keyword] = value
+    return out
+
+
+def _is_phi(keyword: str, vr: str) -> bool:
+    if keyword in PHI_KEYWORDS or vr in PHI_VRS:
+        return True
+    return vr == "UI" and keyword not in KEPT_UIDS and not keyword.endswith("ClassUID")
+
+
+def _json_value(value: Any, vr: str) -> Any:
+    """A pydicom value as str/int/float/None or a list of them."""
+    if value is None or isinstance(value, (bytes, bytearray)):
+        return None
+    if isinstance(value, Sequence) and not isinstance(value, str):  # MultiValue, list
+        return [_json_value(v, vr) for v in value]
+    if vr == "AT":
+        return str(value)  # a tag, e.g. "(0018,6011)"
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, (float, Decimal)):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return str(value)
+
+
+def scan_meta_fields(ds: Any, *, keep_phi: bool = False) -> dict[str, Any]:
+    """The :class:`~propl.data.readers.ScanMeta` fields a DICOM header fills.
+
+    Args:
+        ds: a pydicom ``Dataset``.
+        keep_phi: as :func:`dicom_header`.
+
+    Returns:
+        ``spacing_mm``, ``frame_time_ms``, ``modality``, ``photometric``, ``extra`` and
+        ``header`` (:func:`dicom_header`) as keyword arguments.
+    """
+    return {
+        "spacing_mm": _spacing_mm(ds),
+        "frame_time_ms": _frame_time_ms(ds),
+        "modality": str(ds.get("Modality", "")) or None,
+        "photometric": str(ds.get("PhotometricInterpretation", "")) or None,
+        "extra": _extra(ds),
+        "header": dicom_header(ds, keep_phi=keep_phi),
+    }
+
+
+def _spacing_mm(ds: Any) -> tuple[float, float] | None:
+    """(row, col) mm per pixel: ultrasound regions (units 3 = cm) first, then PixelSpacing."""
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    if regions:
+        r = regions[0]
+        if r.get("PhysicalUnitsXDirection") == 3 and r.get("PhysicalUnitsYDirection") == 3:
+            dx, dy = r.get("PhysicalDeltaX"), r.get("PhysicalDeltaY")
+            if dx and dy:
+                return (abs(float(dy)) * 10.0, abs(float(dx)) * 10.0)
+    spacing = ds.get("PixelSpacing")
+    if spacing is not None and len(spacing) == 2 and all(float(s) > 0 for s in spacing):
+        return (float(spacing[0]), float(spacing[1]))
+    return None
+
+
+def _frame_time_ms(ds: Any) -> float | None:
+    """Milliseconds between frames from FrameTime, else CineRate; None when neither is set."""
+    frame_time = ds.get("FrameTime")
+    if frame_time not in (None, "") and float(frame_time) > 0:
+        return float(frame_time)
+    cine_rate = ds.get("CineRate")
+    if cine_rate not in (None, "") and float(cine_rate) > 0:
+        return 1000.0 / float(cine_rate)
+    return None
+
+
+def _extra(ds: Any) -> dict[str, Any]:
+    """A few technical attributes (SOP class, size, bit depth, maker, transfer syntax)."""
+    extra: dict[str, Any] = {}
+    for key in _EXTRA_KEYS:
+        value = ds.get(key)
+        if value not in (None, ""):
+            extra[key] = int(value) if isinstance(value, int) else str(value)
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if tsyntax is not None:
+        extra["TransferSyntaxUID"] = str(tsyntax)
+    return extra
+
+
+def decode_pixels(path: str | Path, ds: Any) -> tuple[np.ndarray, int, int]:
+    """Decode the pixel data and convert YBR and palette colour to RGB, invert MONOCHROME1.
+
+    Args:
+        path: the file ``ds`` was read from, for error messages.
+        ds: a pydicom ``Dataset`` with pixel data.
+
+    Returns:
+        ``(arr, samples, bits)``: ``(H, W)``/``(F, H, W)`` or ``(..., 3)`` RGB pixels in the
+        decoder's dtype, the samples per pixel (1 or 3) and their significant bits.
+
+    Raises:
+        ReaderError: no decoder for the transfer syntax, or the pixel data cannot be decoded.
+    """
+    from pydicom.pixels import convert_color_space
+
+    arr, photometric = _decode(path, ds)
+    samples = int(ds.get("SamplesPerPixel", 1))
+    bits = int(ds.get("BitsStored", arr.dtype.itemsize * 8))
+    if photometric.startswith("YBR"):
+        arr = convert_color_space(arr, photometric, "RGB")
+    if photometric == "PALETTE COLOR":
+        arr, samples, bits = palette_to_rgb(arr, ds), 3, 16
+    elif photometric == "MONOCHROME1":
+        # unsigned: invert within the stored bit depth; signed: within the data's range
+        unsigned = np.issubdtype(arr.dtype, np.unsignedinteger)
+        top = (1 << bits) - 1 if unsigned else int(arr.max()) + int(arr.min())
+        arr = top - arr.astype(np.int64)
+        if unsigned:
+            arr = arr.clip(0, None)
+    return arr, samples, bits
+
+
+def _decode(path: str | Path, ds: Any) -> tuple[np.ndarray, str]:
+    """Decoded pixels (as RGB when YBR) and the photometric interpretation they are in."""
+    from pydicom.pixels import get_decoder
+
+    tsyntax = ds.file_meta.TransferSyntaxUID
+    decoder = get_decoder(tsyntax)
+    if decoder is None:
+        raise ReaderError(path, f"unsupported DICOM transfer syntax {tsyntax.name} ({tsyntax})")
+    if not decoder.is_available:
+        raise ReaderError(path, f"no decoder installed for {tsyntax.name} pixel data: {JPEG_HINT}")
+    try:
+        arr, info = decoder.as_array(ds, as_rgb=True)  # type: ignore[arg-type]
+    except MemoryError:
+        raise
+    except Exception as exc:  # pydicom and its plugins raise many types for broken data
+        raise ReaderError(path, f"cannot decode the DICOM pixel data ({exc})") from exc
+    return arr, str(info.get("photometric_interpretation", ds.PhotometricInterpretation))
+
+
+def palette_to_rgb(arr: np.ndarray, ds: Any) -> np.ndarray:
+    """PALETTE COLOR pixels to RGB with the dataset's LUTs (``apply_color_lut``).
+
+    pydicom 3.0 reads (non-segmented) 16-bit LUT data as little endian whatever the transfer
+    syntax, so big-endian files get little-endian copies in a dataset that says so.
+
+    Args:
+        arr: ``(..., H, W)`` palette indices.
+        ds: the pydicom ``Dataset`` holding the palette colour lookup tables.
+
+    Returns:
+        ``(..., H, W, 3)`` (or 4 with an alpha LUT) uint8 or uint16 colours.
+    """
+    from pydicom import Dataset, FileMetaDataset
+    from pydicom.pixels import apply_color_lut
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    if ds.original_encoding[1] is not False or "RedPaletteColorLookupTableData" not in ds:
+        return apply_color_lut(arr, ds)
+    luts = Dataset()
+    luts.file_meta = FileMetaDataset()
+    luts.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    for colour in ("Red", "Green", "Blue", "Alpha"):
+        desc, data = (
+            f"{colour}PaletteColorLookupTableDescriptor",
+            f"{colour}PaletteColorLookupTableData",
+        )
+        if data not in ds:
+            continue
+        luts[desc] = ds[desc]
+        value = bytes(ds[data].value)
+        entries = int(ds[desc].value[0]) or 65536
+        if len(value) == 2 * entries:
+            value = np.frombuffer(value, ">u2").astype("<u2").tobytes()
+        luts.add_new(data, "OW", value)
+    return apply_color_lut(arr, luts)
