@@ -123,6 +123,20 @@ def _refuse_pickle(weights: Path) -> None:
         )
 
 
+def read_tasks(path: str | Path) -> list[str]:
+    """The task ids a checkpoint was trained for, from its JSON config (no weights loaded).
+
+    Raises:
+        CheckpointError: no readable config; the message names the file.
+    """
+    _, config_path = _resolve(path)
+    try:
+        doc = json.loads(config_path.read_text())
+        return [str(t) for t in doc["config"]["tasks"]]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{config_path}: no readable model config ({exc})") from exc
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load a checkpoint directory (or its ``model.safetensors`` / ``model.json``).
 

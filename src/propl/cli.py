@@ -112,6 +112,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="tiff", choices=["tiff", "png"])
     _add_common_model(p)
 
+    x = sub.add_parser(
+        "export",
+        help="export a project's masks and measurements",
+        description="Accepted and corrected masks of one task as TIFF stacks, per-frame PNG, "
+        "NIfTI and DICOM-SEG (DICOM sources, where the standard allows), plus a CSV of "
+        "area, ellipse axes and circumference per frame (mm when the spacing is known).",
+    )
+    x.add_argument("--project", required=True, type=Path, help="project folder (.zarr)")
+    x.add_argument("--task", required=True)
+    x.add_argument("--out", required=True, type=Path)
+    x.add_argument(
+        "--format",
+        nargs="+",
+        default=["tiff", "png", "nifti", "dicom-seg"],
+        choices=["tiff", "png", "nifti", "dicom-seg"],
+    )
+    x.add_argument(
+        "--include-unreviewed",
+        action="store_true",
+        help="also export the current prediction of scans nobody reviewed",
+    )
+    x.add_argument("--overwrite", action="store_true", help="replace existing files in OUT")
+
     b = sub.add_parser(
         "benchmark",
         help="reproduce the README's numbers",

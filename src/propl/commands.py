@@ -13,6 +13,7 @@ from .checkpoint import CheckpointError
 from .data.benchmark import BenchmarkFolder, DataFolderError, parse_labelled
 from .data.readers import ReaderError
 from .results import write_json
+from .store import Project, StoreError, StoreLockedError
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -27,6 +28,9 @@ def is_user_error(exc: BaseException) -> bool:
             ValueError,
             FileNotFoundError,
             FloatingPointError,
+            FileExistsError,
+            StoreError,
+            StoreLockedError,
         ),
     )
 
@@ -154,6 +158,33 @@ def run_predict(args: argparse.Namespace) -> int:
             f"{', '.join(str(w) for w in written)}"
         )
     return 1 if failures else 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .project_export import iter_export
+
+    with Project.open(args.project, read_only=True) as project:
+        gen = iter_export(
+            project,
+            args.task,
+            args.out,
+            args.format,
+            include_unreviewed=args.include_unreviewed,
+            overwrite=args.overwrite,
+        )
+        bar = tqdm(desc="export", unit="scan", file=sys.stderr)
+        try:
+            while True:
+                done, total = next(gen)
+                bar.total = total
+                bar.update(done - bar.n)
+        except StopIteration as stop:
+            report = stop.value
+        bar.close()
+    for note in report.skipped:
+        print(f"skipped {note}", file=sys.stderr)
+    print(f"wrote {len(report.written)} files and {report.csv} to {args.out}")
+    return 0
 
 
 def run_benchmark(args: argparse.Namespace) -> int:

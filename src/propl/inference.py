@@ -18,6 +18,12 @@ from .models.fuse import fuse_batchnorm
 from .uncertainty import confidence_score, mc_statistics, uncertainty_map
 
 UNCERTAINTY_MODES = ("mc", "disagreement", "none")
+SHIPPED_MODEL = Path(__file__).parent / "weights" / "universal"
+
+
+def default_model_path() -> Path | None:
+    """The model shipped inside the package, or None when this build has none."""
+    return SHIPPED_MODEL if (SHIPPED_MODEL / "model.safetensors").is_file() else None
 
 
 @dataclass
