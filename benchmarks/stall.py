@@ -1,0 +1,112 @@
+"""Longest napari event-loop stall while the Segment widget segments a 120-frame cine on CPU.
+
+A QTimer heartbeat fires every 10 ms on the GUI thread; the longest gap between two beats,
+minus the 10 ms period, is the stall (target: <= 100 ms). The cine is pydicom-data's
+120-frame apical four-chamber echo (``color3d_jpeg_baseline.dcm``) when installed, else
+pydicom's 30-frame echo repeated four times. The model has the shipped architecture
+("propl", 224 px input) with untrained weights: timing does not depend on the weights.
+
+    xvfb-run -a python benchmarks/stall.py [--repeats 3]     (writes benchmarks/results/stall.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results" / "stall.json"
+
+
+def cine() -> tuple[np.ndarray, str]:
+    from pydicom.data import get_testdata_file
+
+    from napari_propl._sample_data import pydicom_data_file
+    from propl.data.readers import read_scan
+
+    path = pydicom_data_file("color3d_jpeg_baseline.dcm")
+    if path is not None:
+        return read_scan(path)[0], path.name
+    small = read_scan(str(get_testdata_file("examples_ybr_color.dcm", download=False)))[0]
+    return np.concatenate([small] * 4), "examples_ybr_color.dcm x4"
+
+
+def measure(viewer, widget, qt_app) -> dict[str, float]:
+    from qtpy.QtCore import QTimer
+
+    beats: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: beats.append(time.perf_counter()))
+    timer.start()
+    t0 = time.perf_counter()
+    widget.run()
+    while not widget.run_button.isEnabled() or time.perf_counter() - t0 < 0.2:
+        qt_app.processEvents()
+        time.sleep(0.001)
+    for _ in range(50):  # let the layer updates after the worker finish show up in the beats
+        qt_app.processEvents()
+        time.sleep(0.002)
+    timer.stop()
+    gaps = np.diff(beats) * 1000.0
+    return {
+        "seconds": round(time.perf_counter() - t0, 2),
+        "max_stall_ms": round(float(gaps.max()) - 10.0, 1),
+        "p99_gap_ms": round(float(np.percentile(gaps, 99)), 1),
+        "beats": len(beats),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    import napari
+    import torch
+
+    from propl.checkpoint import save_checkpoint
+    from propl.models import build_model
+    from propl.results import write_json
+    from propl.tasks import DEFAULT_TASKS
+
+    frames, source = cine()
+    model_dir = Path(tempfile.mkdtemp()) / "model"
+    tasks = tuple(t.id for t in DEFAULT_TASKS)
+    save_checkpoint(build_model("propl", tasks=tasks, pretrained=False), model_dir)
+    viewer = napari.Viewer(show=True)
+    layer = viewer.add_image(frames, rgb=frames.ndim == 4, name="cine")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-propl", "Segment (ProPL)")
+    widget.model_edit.setText(str(model_dir))
+    widget._refresh_tasks()
+    widget.task_combo.setCurrentText("left_heart")
+    widget.scope_combo.setCurrentText("all frames")
+    widget.image_combo.setCurrentText(layer.name)
+    app = napari.qt.get_qapp()
+    runs = [measure(viewer, widget, app) for _ in range(args.repeats)]
+    doc = {
+        "benchmark": "napari event-loop stall while segmenting a cine (Segment widget, all frames)",
+        "device": f"cpu ({torch.get_num_threads()} threads, {platform.machine()})",
+        "cine": {"source": source, "shape": list(frames.shape)},
+        "model": "propl (224 px, untrained weights)",
+        "heartbeat_ms": 10,
+        "runs": runs,
+        "max_stall_ms_median": statistics.median(r["max_stall_ms"] for r in runs),
+        "max_stall_ms_worst": max(r["max_stall_ms"] for r in runs),
+        "target_ms": 100,
+        "command": "xvfb-run -a python benchmarks/stall.py",
+    }
+    write_json(args.out, doc)
+    print(json.dumps(doc, indent=2))
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""The "Review (ProPL)" dock widget: a project, a queue (least confident first), accept/correct.
+
+Every edit of the review Labels layer is saved (debounced, in a worker) as a correction with
+its provenance; accept, reject and skip are saved at once. The store does the crash safety.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtGui import QKeySequence
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QShortcut,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import _layers
+from ._session import Session, session_for
+
+if TYPE_CHECKING:
+    import napari
+
+AUTOSAVE_MS = 800
+
+
+class ReviewWidget(QWidget):
+    """Open a project, walk its review queue, accept or correct each scan."""
+
+    saved = Signal(object, bool)  # (Review, advance), emitted from the save thread
+    save_failed = Signal(str)
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.setObjectName("QtProplReviewWidget")
+        self.scan_id: str | None = None
+        self.labels_layer: Any = None
+        self._opened_at = 0.0
+        self._edited = False
+        # one save thread: saves reach the store in the order they were made
+        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="propl-save")
+        self._session: Session | None = None
+        self.saved.connect(self._on_saved)
+        self.save_failed.connect(show_error)
+        self._build()
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.project_label = QLabel("no project open")
+        self.project_label.setWordWrap(True)
+        new, open_, imp, add = (
+            QPushButton(t) for t in ("New…", "Open…", "Import files…", "Add open images")
+        )
+        new.clicked.connect(self._new_dialog)
+        open_.clicked.connect(self._open_dialog)
+        imp.clicked.connect(self._import_dialog)
+        add.clicked.connect(self.add_open_images)
+        self.task_combo = QComboBox()
+        self.task_combo.currentTextChanged.connect(lambda _t: self.refresh_queue())
+        self.unreviewed_only = QCheckBox("unreviewed only")
+        self.unreviewed_only.setChecked(True)
+        self.unreviewed_only.toggled.connect(lambda _c: self.refresh_queue())
+        self.queue_list = QListWidget()
+        self.queue_list.itemActivated.connect(lambda item: self.load(item.data(Qt.UserRole)))
+        self.progress_label = QLabel("")
+        self.status_label = QLabel("")
+        self.reason_edit = QLineEdit()
+        self.reason_edit.setPlaceholderText("reason (for reject / skip)")
+        buttons = {
+            "previous": ("◀ Previous", lambda: self.step(-1)),
+            "next": ("Next ▶", lambda: self.step(1)),
+            "accept": ("Accept (Ctrl+Enter)", self.accept),
+            "save": ("Save correction", lambda: self.save("corrected")),
+            "reject": ("Reject", lambda: self.save("rejected", advance=True)),
+            "skip": ("Skip", lambda: self.save("skipped", advance=True)),
+            "export": ("Export…", self._export_dialog),
+        }
+        self.buttons = {}
+        grid = QGridLayout()
+        for i, (key, (text, slot)) in enumerate(buttons.items()):
+            b = QPushButton(text)
+            b.clicked.connect(slot)
+            self.buttons[key] = b
+            grid.addWidget(b, i // 2, i % 2)
+        shortcut = QShortcut(QKeySequence("Ctrl+Return"), self)
+        shortcut.setContext(Qt.ApplicationShortcut)
+        shortcut.activated.connect(self.accept)
+        self._autosave_timer = QTimer(self)
+        self._autosave_timer.setSingleShot(True)
+        self._autosave_timer.timeout.connect(lambda: self.save("corrected"))
+
+        row1, row2 = QHBoxLayout(), QHBoxLayout()
+        for b in (new, open_):
+            row1.addWidget(b)
+        for b in (imp, add):
+            row2.addWidget(b)
+        layout = QVBoxLayout(self)
+        for w in (self.project_label, row1, row2, QLabel("task"), self.task_combo):
+            layout.addLayout(w) if isinstance(w, QHBoxLayout) else layout.addWidget(w)
+        layout.addWidget(self.unreviewed_only)
+        layout.addWidget(self.queue_list, 1)
+        layout.addWidget(self.progress_label)
+        layout.addLayout(grid)
+        layout.addWidget(self.reason_edit)
+        layout.addWidget(self.status_label)
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = session_for(self)
+            self._session.project_changed.connect(self._on_project_changed)
+            self._session.predictions_changed.connect(self.refresh_queue)
+        return self._session
+
+    # -- project ---------------------------------------------------------------------------
+
+    def _new_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "New project", "project.zarr")
+        if path:
+            self.open_project(path, create=True)
+
+    def _open_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open project (a .zarr folder)")
+        if path:
+            self.open_project(path)
+
+    def open_project(self, path: str | Path, create: bool = False) -> None:
+        try:
+            self.session.open_project(path, create=create)
+        except (ValueError, RuntimeError, OSError) as exc:  # StoreError, StoreLockedError
+            show_error(str(exc))
+
+    def _on_project_changed(self) -> None:
+        project = self.session.project
+        self.scan_id, self.labels_layer = None, None
+        self.task_combo.blockSignals(True)
+        self.task_combo.clear()
+        if project is not None:
+            self.project_label.setText(f"project: {project.root}")
+            self.task_combo.addItems([t.id for t in project.tasks])
+        else:
+            self.project_label.setText("no project open")
+        self.task_combo.blockSignals(False)
+        self.refresh_queue()
+
+    def _import_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Import scans")
+        if files:
+            self.import_files(files)
+
+    def import_files(self, files: list[str]) -> Any:
+        """Import scan files into the project in a worker (bad files are named and skipped)."""
+        project = self.session.project
+        if project is None:
+            show_error("open or create a project first")
+            return None
+
+        def work() -> Any:
+            from propl.data.readers import ReaderError
+
+            failed = []
+            for i, f in enumerate(files):
+                try:
+                    project.add_file(f)
+                except ReaderError as exc:
+                    failed.append(str(exc))
+                yield i + 1
+            return failed
+
+        worker = create_worker(work, _progress={"total": len(files), "desc": "importing"})
+        worker.returned.connect(self._on_imported)
+        worker.start()
+        return worker
+
+    def _on_imported(self, failed: list[str]) -> None:
+        for message in failed:
+            show_error(message)
+        self.refresh_queue()
+
+    def add_open_images(self) -> None:
+        """Import the viewer's image layers into the project (they remember their scan id)."""
+        from napari.layers import Image
+
+        project = self.session.project
+        if project is None:
+            show_error("open or create a project first")
+            return
+        for layer in [lyr for lyr in self.viewer.layers if isinstance(lyr, Image)]:
+            if layer.metadata.get("propl_scan_id") or " uncertainty [" in layer.name:
+                continue
+            frames = np.asarray(layer.data)
+            spacing = layer.metadata.get("propl_spacing_mm")
+            layer.metadata["propl_scan_id"] = project.add_scan(
+                frames, layer.name, source=layer.metadata.get("propl_source"), spacing_mm=spacing
+            )
+        self.refresh_queue()
+
+    def _export_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export masks and measurements to")
+        if folder:
+            self.export(folder)
+
+    def export(self, folder: str | Path) -> Any:
+        """Export the reviewed masks of the chosen task in a worker (napari progress bar)."""
+        from propl.project_export import iter_export
+
+        project, task = self.session.project, self.task_combo.currentText()
+        if project is None or not task:
+            show_error("open a project and choose a task first")
+            return None
+        worker = create_worker(
+            iter_export, project, task, folder, _progress={"desc": f"exporting {task}"}
+        )
+        worker.returned.connect(self._on_exported)
+        worker.errored.connect(lambda exc: show_error(f"export failed: {exc}"))
+        worker.start()
+        return worker
+
+    def _on_exported(self, report: Any) -> None:
+        text = f"exported {len(report.written)} files and {report.csv}"
+        self.status_label.setText(
+            text + (f"; {len(report.skipped)} skipped" if report.skipped else "")
+        )
+        show_info(text)
+
+    # -- queue -----------------------------------------------------------------------------
+
+    def refresh_queue(self) -> None:
+        project, task = self.session.project, self.task_combo.currentText()
+        self.queue_list.clear()
+        if project is None or not task:
+            self.progress_label.setText("")
+            return
+        items = project.queue(task, include_reviewed=not self.unreviewed_only.isChecked())
+        for q in items:
+            conf = "not segmented" if q.confidence is None else f"confidence {q.confidence:.2f}"
+            item = QListWidgetItem(f"{q.name}  ·  {conf}  ·  {q.status}")
+            item.setData(Qt.UserRole, q.scan_id)
+            self.queue_list.addItem(item)
+            if q.scan_id == self.scan_id:
+                self.queue_list.setCurrentItem(item)
+        done, total = project.progress(task)
+        self.progress_label.setText(f"reviewed {done} of {total}")
+
+    def queue_ids(self) -> list[str]:
+        return [self.queue_list.item(i).data(Qt.UserRole) for i in range(self.queue_list.count())]
+
+    def step(self, delta: int) -> None:
+        ids = self.queue_ids()
+        if not ids:
+            self.status_label.setText("the queue is empty")
+            return
+        index = ids.index(self.scan_id) + delta if self.scan_id in ids else 0
+        self.load(ids[max(0, min(index, len(ids) - 1))])
+
+    # -- one scan --------------------------------------------------------------------------
+
+    def load(self, scan_id: str) -> None:
+        """Show a scan with its current label (or prediction) for review."""
+        self._flush()
+        project, task = self.session.project, self.task_combo.currentText()
+        assert project is not None
+        scan = project.scan(scan_id)
+        image = project.image(scan_id)
+        pred = project.prediction(scan_id, task)
+        review = project.review(scan_id, task)
+        shape = scan.shape[:3]
+        if review is not None and review.mask is not None:
+            mask = review.mask
+        elif pred is not None:
+            mask = pred.mask
+        else:
+            mask = np.zeros(shape, np.uint8)
+        unc = (
+            pred.uncertainty.astype(np.float32) if pred is not None else np.zeros(shape, np.float32)
+        )
+        scale = (1.0, *(scan.spacing_mm or (1.0, 1.0)))
+        name = f"review: {scan.name}"
+        for layer in [lyr for lyr in self.viewer.layers if lyr.name.startswith("review: ")]:
+            if not layer.name.startswith(name):
+                self.viewer.layers.remove(layer)
+        _layers.upsert(self.viewer, "image", name, image, rgb=scan.is_color, scale=scale)
+        self.viewer.layers[name].metadata["propl_scan_id"] = scan_id
+        colour = next((t.colour for t in project.tasks if t.id == task), "#ff0000")
+        layers = _layers.show_prediction(self.viewer, name, task, colour, mask, unc, scale, 0.5)
+        self.labels_layer = layers["mask"]
+        self.labels_layer.events.paint.connect(self._on_paint)
+        self.scan_id, self._opened_at, self._edited = scan_id, time.monotonic(), False
+        status = review.status if review else "unreviewed"
+        self.status_label.setText(f"{scan.name}: {status}")
+        for i in range(self.queue_list.count()):
+            if self.queue_list.item(i).data(Qt.UserRole) == scan_id:
+                self.queue_list.setCurrentRow(i)
+
+    def _on_paint(self, _event: Any = None) -> None:
+        self._edited = True
+        self._autosave_timer.start(AUTOSAVE_MS)
+
+    def _flush(self) -> None:
+        """Save a pending edit now (before showing another scan)."""
+        if self._autosave_timer.isActive():
+            self._autosave_timer.stop()
+            self.save("corrected")
+
+    def accept(self) -> None:
+        """Accept the shown mask: "accepted" if unedited, else "corrected"; then the next scan."""
+        self.save("corrected" if self._edited else "accepted", advance=True)
+
+    def save(self, status: str, advance: bool = False) -> Future | None:
+        """Save the current scan's review in the save thread (returns its future)."""
+        project, task, scan_id = self.session.project, self.task_combo.currentText(), self.scan_id
+        if project is None or scan_id is None:
+            show_error("no scan is shown for review")
+            return None
+        if status in ("rejected", "skipped") and not self.reason_edit.text().strip():
+            self.reason_edit.setText(status)
+        mask = (
+            np.array(self.labels_layer.data, np.uint8)
+            if status in ("accepted", "corrected")
+            else None
+        )
+        seconds = time.monotonic() - self._opened_at
+        reason = self.reason_edit.text().strip() if mask is None else ""
+
+        def work() -> None:
+            try:
+                review = project.save_review(
+                    scan_id, task, status, mask, seconds=seconds, reason=reason
+                )
+            except Exception as exc:  # reported in the GUI; nothing already saved is touched
+                self.save_failed.emit(f"could not save scan {scan_id}: {exc}")
+                return
+            self.saved.emit(review, advance)
+
+        self._autosave_timer.stop()
+        if advance:
+            self.reason_edit.clear()
+        return self._saver.submit(work)
+
+    def wait_saved(self) -> None:
+        """Block until every save made so far is in the store (tests, closing)."""
+        self._saver.submit(lambda: None).result()
+
+    def _on_saved(self, review: Any, advance: bool) -> None:
+        self.status_label.setText(
+            f"saved: {review.status} ({review.edited_pixels} edited pixels, "
+            f"{review.seconds:.0f} s) by {review.author}"
+        )
+        current = self.scan_id
+        self.refresh_queue()
+        if advance:
+            ids = self.queue_ids()
+            following = [i for i in ids if i != current]
+            if following:
+                self.load(following[0])
+            else:
+                show_info("review queue done")

@@ -1,0 +1,313 @@
+"""The "Segment (ProPL)" dock widget: a task prompt, a model, a scope; runs in a worker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import _layers
+from ._session import Session, session_for
+
+if TYPE_CHECKING:
+    import napari
+
+SCOPES = ("this frame", "all frames", "all scans in the project")
+
+
+def default_model_path() -> str:
+    from propl.inference import default_model_path as core_default
+
+    path = core_default()
+    return str(path) if path is not None else ""
+
+
+def task_colour(task: str) -> str:
+    from propl.tasks import DEFAULT_TASKS
+
+    return next((t.colour for t in DEFAULT_TASKS if t.id == task), "#ff0000")
+
+
+class SegmentWidget(QWidget):
+    """Segment the selected image (or the project) with a task prompt.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer this widget belongs to (napari passes a proxy of it).
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.setObjectName("QtProplSegmentWidget")
+        self._worker: Any = None
+
+        self.image_combo = QComboBox()
+        self.model_edit = QLineEdit(default_model_path())
+        self.model_edit.setPlaceholderText("checkpoint folder (model.safetensors + model.json)")
+        browse = QPushButton("…")
+        browse.clicked.connect(self._browse_model)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_edit)
+        model_row.addWidget(browse)
+        self.task_combo = QComboBox()
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cuda", "cpu"])
+        self.device_label = QLabel("device: (not loaded)")
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems(SCOPES)
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.05, 1.0)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(0.5)
+        self.run_button = QPushButton("Segment")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.result_label = QLabel("")
+        self.result_label.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("model", model_row)
+        form.addRow("task prompt", self.task_combo)
+        form.addRow("device", self.device_combo)
+        form.addRow("", self.device_label)
+        form.addRow("scope", self.scope_combo)
+        form.addRow("outline uncertainty ≥", self.threshold)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.result_label)
+        layout.addStretch(1)
+
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.model_edit.editingFinished.connect(self._refresh_tasks)
+        self.viewer.layers.events.inserted.connect(self._refresh_images)
+        self.viewer.layers.events.removed.connect(self._refresh_images)
+        self._refresh_images()
+        self._refresh_tasks()
+
+    @property
+    def session(self) -> Session:
+        return session_for(self)
+
+    # -- choices ---------------------------------------------------------------------------
+
+    def _browse_model(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Model checkpoint folder")
+        if folder:
+            self.model_edit.setText(folder)
+            self._refresh_tasks()
+
+    def _refresh_images(self, *_: Any) -> None:
+        current = self.image_combo.currentText()
+        self.image_combo.clear()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        names = [n for n in names if " uncertainty [" not in n]
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+
+    def _refresh_tasks(self) -> None:
+        """Tasks come from the model's config (read without loading the weights)."""
+        from propl.checkpoint import read_tasks
+        from propl.tasks import DEFAULT_TASKS
+
+        current = self.task_combo.currentText()
+        try:
+            tasks = read_tasks(self.model_edit.text())
+        except ValueError:
+            tasks = [t.id for t in DEFAULT_TASKS]
+        self.task_combo.clear()
+        self.task_combo.addItems(tasks)
+        if current in tasks:
+            self.task_combo.setCurrentText(current)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self) -> Any:
+        """Start segmentation in a worker; returns the worker (tests wait on it)."""
+        model, task = self.model_edit.text().strip(), self.task_combo.currentText()
+        device, scope = self.device_combo.currentText(), self.scope_combo.currentText()
+        if not model or not Path(model).exists():
+            show_error(f"no model at '{model}': choose a checkpoint folder")
+            return None
+        session = self.session  # resolved here: workers must not touch Qt objects
+        project = session.project
+        if scope == SCOPES[2]:
+            if project is None:
+                show_error("no project is open: open or create one in the Review widget")
+                return None
+            gen = self._segment_project(session, model, device, task)
+        else:
+            name = self.image_combo.currentText()
+            if name not in self.viewer.layers:
+                show_error("choose an image layer to segment")
+                return None
+            layer = self.viewer.layers[name]
+            frames = np.asarray(layer.data)  # copied here, on the GUI thread
+            if not layer.rgb and frames.ndim == 2:
+                frames = frames[None]
+            if layer.rgb and frames.ndim == 3:
+                frames = frames[None]
+            first = int(self.viewer.dims.current_step[0]) if scope == SCOPES[0] else 0
+            first = min(first, len(frames) - 1)
+            count = 1 if scope == SCOPES[0] else len(frames)
+            gen = self._segment_frames(session, model, device, task, frames, first, count, layer)
+        self._start(gen)
+        return self._worker
+
+    def _start(self, gen: Iterator[Any]) -> None:
+        self._worker = create_worker(lambda: (yield from gen))
+        self._worker.yielded.connect(self._on_progress)
+        self._worker.returned.connect(self._on_done)
+        self._worker.errored.connect(lambda exc: show_error(f"segmentation failed: {exc}"))
+        self._worker.finished.connect(self._on_finished)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self._worker.start()
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+            self.result_label.setText("cancelled")
+
+    def _on_progress(self, value: tuple[int, int]) -> None:
+        done, total = value
+        self.progress.setMaximum(max(total, 1))
+        self.progress.setValue(done)
+
+    def _on_finished(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self._worker = None
+
+    def _segment_frames(
+        self,
+        session: Session,
+        model: str,
+        device: str,
+        task: str,
+        frames: np.ndarray,
+        first: int,
+        count: int,
+        layer: Any,
+    ) -> Iterator[tuple[int, int]]:
+        """Worker body: predict ``frames[first:first+count]``; returns what to show."""
+        predictor = session.predictor(model, device)
+        parts = []
+        yield (0, count)
+        for part in predictor.iter_predict(frames[first : first + count], task):
+            parts.append(part)
+            yield (sum(len(p.mask) for p in parts), count)
+        mask = np.concatenate([p.mask for p in parts])
+        unc = np.concatenate([p.uncertainty for p in parts])
+        conf = np.concatenate([p.confidence for p in parts])
+        scan_id = layer.metadata.get("propl_scan_id")
+        project = session.project
+        if project is not None and scan_id and count == len(frames):
+            project.save_prediction(scan_id, task, mask, unc, conf, predictor.version or "?")
+        return {
+            "layer": layer,
+            "task": task,
+            "first": first,
+            "mask": mask,
+            "uncertainty": unc,
+            "confidence": conf,
+            "n_frames": len(frames),
+            "device": str(predictor.device),
+            "saved": project is not None and bool(scan_id) and count == len(frames),
+        }
+
+    def _segment_project(
+        self, session: Session, model: str, device: str, task: str
+    ) -> Iterator[tuple[int, int]]:
+        predictor = session.predictor(model, device)
+        project = session.project
+        assert project is not None
+        ids = project.scan_ids()
+        yield (0, len(ids))
+        for i, scan_id in enumerate(ids):
+            pred = predictor.predict(project.image(scan_id), task)
+            project.save_prediction(
+                scan_id,
+                task,
+                pred.mask,
+                pred.uncertainty,
+                pred.confidence,
+                predictor.version or "?",
+            )
+            yield (i + 1, len(ids))
+        return {"project": True, "task": task, "n_scans": len(ids), "device": str(predictor.device)}
+
+    def _on_done(self, result: dict[str, Any]) -> None:
+        self.device_label.setText(f"device: {result['device']}")
+        if result.get("project"):
+            self.result_label.setText(f"{result['n_scans']} scans segmented for {result['task']}")
+            self.session.predictions_changed.emit()
+            return
+        self._show(result)
+        if result["saved"]:
+            self.session.predictions_changed.emit()
+
+    def _show(self, r: dict[str, Any]) -> None:
+        layer, task, first, n = r["layer"], r["task"], r["first"], r["n_frames"]
+        names = _layers.names(layer.name, task)
+        shape = (n, *r["mask"].shape[1:])
+        mask = self._full(names["mask"], shape, np.uint8)
+        unc = self._full(names["uncertainty"], shape, np.float32)
+        mask[first : first + len(r["mask"])] = r["mask"]
+        unc[first : first + len(r["mask"])] = r["uncertainty"]
+        scale = tuple(layer.scale[-2:])
+        scale = (1.0, *scale)
+        _layers.show_prediction(
+            self.viewer,
+            layer.name,
+            task,
+            task_colour(task),
+            mask,
+            unc,
+            scale,
+            self.threshold.value(),
+        )
+        conf = r["confidence"]
+        worst = int(np.argmin(conf))
+        text = f"{task}: confidence {float(np.mean(conf)):.2f}"
+        if len(conf) > 1:
+            text += f" (lowest {float(conf[worst]):.2f} at frame {first + worst})"
+        self.result_label.setText(text)
+        show_info(text)
+
+    def _full(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """The existing layer's data when it fits (updating one frame keeps the others)."""
+        if name in self.viewer.layers:
+            data = np.asarray(self.viewer.layers[name].data)
+            if data.shape == shape:
+                return data.astype(dtype, copy=True)
+        return np.zeros(shape, dtype)

@@ -1,0 +1,83 @@
+"""One annotation session per viewer: the open project, the loaded model, the device.
+
+The session is a QObject parented to the viewer's main window, so both dock widgets find the
+same one (``session_for``) and it lives exactly as long as the window: no module globals.
+It holds no GUI: widgets read it and connect to its signals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QWidget
+
+if TYPE_CHECKING:
+    from propl.inference import Predictor
+    from propl.store import Project
+
+SESSION_NAME = "propl_session"
+
+
+class Session(QObject):
+    """Project + predictor shared by the plugin's widgets."""
+
+    project_changed = Signal()
+    predictions_changed = Signal()  # the store has new predictions (queue must re-order)
+    model_changed = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName(SESSION_NAME)
+        self.project: Project | None = None
+        self._predictor: Predictor | None = None
+        self._predictor_key: tuple[str, str, str] | None = None
+
+    # -- project -------------------------------------------------------------------------
+
+    def open_project(self, path: str | Path, create: bool = False) -> Project:
+        """Open (or create) a project for writing; the previous one is closed first."""
+        from propl.store import Project
+
+        self.close_project()
+        self.project = Project.create(path) if create else Project.open(path)
+        self.project_changed.emit()
+        return self.project
+
+    def close_project(self) -> None:
+        if self.project is not None:
+            self.project.close()
+            self.project = None
+            self.project_changed.emit()
+
+    # -- model ---------------------------------------------------------------------------
+
+    def predictor(self, model_path: str | Path, device: str, uncertainty: str = "mc") -> Predictor:
+        """The predictor for a checkpoint folder on a device (loaded once, then reused).
+
+        Called from worker threads: loading a model takes a moment.
+        """
+        from propl.inference import Predictor
+
+        key = (str(Path(model_path).resolve()), device, uncertainty)
+        if self._predictor is None or self._predictor_key != key:
+            self._predictor = Predictor.from_checkpoint(
+                model_path, device=device, uncertainty=uncertainty
+            )
+            self._predictor_key = key
+            self.model_changed.emit()
+        return self._predictor
+
+    @property
+    def loaded_predictor(self) -> Predictor | None:
+        return self._predictor
+
+
+def session_for(widget: QWidget) -> Session:
+    """The session of the window ``widget`` is docked in (created on first use)."""
+    top = widget.window()
+    found = top.findChild(Session, SESSION_NAME)
+    if found is None:
+        found = Session(top)
+    return found

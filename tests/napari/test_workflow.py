@@ -1,0 +1,157 @@
+"""The annotation loop in a real viewer: open a DICOM cine, segment, review, reopen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from pydicom.data import get_testdata_file  # noqa: E402
+
+from propl.checkpoint import save_checkpoint  # noqa: E402
+from propl.models import build_model  # noqa: E402
+from propl.store import Project  # noqa: E402
+
+PLUGIN = "napari-propl"
+TASK = "left_heart"
+CINE = Path(str(get_testdata_file("examples_ybr_color.dcm", download=False)))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A small untrained model: the loop is tested, not the model's accuracy."""
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model("propl-small", tasks=("fetal_head", TASK), input_size=64, pretrained=False)
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    save_checkpoint(model, out, metadata={"version": "tiny-v1"})
+    return out
+
+
+def open_cine(viewer) -> object:
+    from napari_propl._reader import get_reader
+
+    reader = get_reader(str(CINE))
+    assert reader is not None
+    [(data, kwargs, kind)] = reader(str(CINE))
+    return viewer.add_image(data, **kwargs)
+
+
+def dock(viewer, name: str):
+    return viewer.window.add_plugin_dock_widget(PLUGIN, name)[1]
+
+
+def wait_idle(qtbot, widget) -> None:
+    qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=120_000)
+
+
+def test_reader_opens_the_real_cine_and_names_bad_files(tmp_path, monkeypatch) -> None:
+    from napari_propl import _reader
+
+    errors: list[str] = []
+    monkeypatch.setattr(_reader, "show_error", errors.append)
+    [(data, kwargs, kind)] = _reader.get_reader(str(CINE))(str(CINE))
+    assert kind == "image" and data.shape == (30, 240, 320, 3) and kwargs["rgb"]
+    bad = tmp_path / "broken.dcm"
+    bad.write_bytes(CINE.read_bytes()[:3000])
+    assert _reader.get_reader(str(bad))(str(bad)) == [(None,)]
+    assert len(errors) == 1 and "broken.dcm" in errors[0]
+    assert _reader.get_reader(str(tmp_path / "project.zarr")) is None
+
+
+def test_sample_cine_is_real_echo() -> None:
+    from napari_propl._sample_data import echo_cine
+
+    [(data, kwargs, kind)] = echo_cine()
+    assert data.shape == (30, 240, 320, 3) and kwargs["rgb"] and kind == "image"
+
+
+def test_segment_cine_shows_mask_uncertainty_and_outlines(make_napari_viewer, qtbot, model_dir):
+    viewer = make_napari_viewer()
+    layer = open_cine(viewer)
+    seg = dock(viewer, "Segment (ProPL)")
+    seg.model_edit.setText(str(model_dir))
+    seg._refresh_tasks()
+    seg.task_combo.setCurrentText(TASK)
+    seg.scope_combo.setCurrentText("all frames")
+    seg.image_combo.setCurrentText(layer.name)
+    assert seg.run() is not None
+    wait_idle(qtbot, seg)
+    mask = viewer.layers[f"{layer.name} [{TASK}]"]
+    unc = viewer.layers[f"{layer.name} uncertainty [{TASK}]"]
+    low = viewer.layers[f"{layer.name} low confidence [{TASK}]"]
+    assert mask.data.shape == unc.data.shape == low.data.shape == (30, 240, 320)
+    assert set(np.unique(mask.data)) <= {0, 1} and 0 <= unc.data.min() <= unc.data.max() <= 1
+    assert unc.colormap.name == "inferno" and low.contour > 0
+    assert "confidence" in seg.result_label.text() and "cpu" in seg.device_label.text()
+    # this frame only: the other frames keep their masks
+    before = np.array(mask.data)
+    viewer.dims.set_current_step(0, 5)
+    seg.scope_combo.setCurrentText("this frame")
+    seg.run()
+    wait_idle(qtbot, seg)
+    np.testing.assert_array_equal(viewer.layers[mask.name].data, before)
+
+
+def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp_path) -> None:
+    path = tmp_path / "study.zarr"
+    viewer = make_napari_viewer()
+    cine = open_cine(viewer)
+    viewer.add_image(np.random.default_rng(0).integers(0, 255, (2, 64, 80), np.uint8), name="b")
+    review = dock(viewer, "Review (ProPL)")
+    seg = dock(viewer, "Segment (ProPL)")
+    review.open_project(path, create=True)
+    review.task_combo.setCurrentText(TASK)
+    review.add_open_images()
+    assert cine.metadata["propl_scan_id"] and review.queue_list.count() == 2
+    seg.model_edit.setText(str(model_dir))
+    seg._refresh_tasks()
+    seg.task_combo.setCurrentText(TASK)
+    seg.scope_combo.setCurrentText("all scans in the project")
+    seg.run()
+    wait_idle(qtbot, seg)
+    assert all("confidence" in review.queue_list.item(i).text() for i in range(2))
+    project = review.session.project
+    confs = [project.prediction_confidence(i, TASK) for i in review.queue_ids()]
+    assert confs == sorted(confs)  # least confident first
+
+    first, second = review.queue_ids()
+    review.load(first)
+    review.accept()  # unedited: accepted, then the next scan is shown
+    review.wait_saved()
+    qtbot.waitUntil(lambda: review.scan_id == second)
+    assert project.review(first, TASK).status == "accepted"
+    labels = review.labels_layer
+    labels.paint((0, 10, 10), 1)  # an edit through napari's painting API
+    qtbot.waitUntil(lambda: project.review(second, TASK) is not None, timeout=10_000)
+    review.wait_saved()
+    saved = project.review(second, TASK)
+    assert saved.status == "corrected" and saved.edited_pixels > 0
+    np.testing.assert_array_equal(saved.mask, np.asarray(labels.data))
+    assert review.progress_label.text() == "reviewed 2 of 2"
+    review.session.close_project()
+
+    viewer2 = make_napari_viewer()
+    review2 = dock(viewer2, "Review (ProPL)")
+    review2.open_project(path)
+    review2.task_combo.setCurrentText(TASK)
+    review2.unreviewed_only.setChecked(False)
+    assert sorted(review2.queue_ids()) == sorted([first, second])
+    review2.load(second)
+    np.testing.assert_array_equal(np.asarray(review2.labels_layer.data), saved.mask)
+    with Project.open(path, read_only=True) as p:
+        assert p.progress(TASK) == (2, 2)
+    csv_path = tmp_path / "export" / f"measurements_{TASK}.csv"
+    assert review2.export(tmp_path / "export") is not None
+    qtbot.waitUntil(csv_path.is_file, timeout=60_000)  # the CSV is written last
+    import tifffile
+
+    b_name = p.scan(second).name
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "export" / f"{b_name}_{TASK}.tif"), saved.mask
+    )
+    qtbot.waitUntil(lambda: "exported" in review2.status_label.text(), timeout=10_000)
