@@ -123,6 +123,16 @@ def _refuse_pickle(weights: Path) -> None:
         )
 
 
+def _known_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Drop config keys this version no longer has (``extra`` in early schema-1 files)."""
+    from dataclasses import fields
+
+    from .models.propl import ProPLConfig
+
+    known = {f.name for f in fields(ProPLConfig)}
+    return {k: v for k, v in config.items() if k in known}
+
+
 def read_tasks(path: str | Path) -> list[str]:
     """The task ids a checkpoint was trained for, from its JSON config (no weights loaded).
 
@@ -156,7 +166,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise CheckpointError(f"{config_path}: unsupported schema {doc.get('schema_version')!r}")
     try:
-        model = build_model(doc["model"], **(doc["config"] | {"pretrained": False}))
+        model = build_model(doc["model"], **(_known_config(doc["config"]) | {"pretrained": False}))
         state = load_file(str(weights))
     except (KeyError, TypeError, ValueError, SafetensorError) as exc:
         raise CheckpointError(f"{weights}: cannot rebuild the model ({exc})") from exc

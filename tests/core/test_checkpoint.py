@@ -82,3 +82,18 @@ def test_config_weights_mismatch(model, tmp_path):
     (tmp_path / "ck" / "model.json").write_text(json.dumps(doc))
     with pytest.raises(CheckpointError, match="do not match"):
         load_checkpoint(tmp_path / "ck")
+
+
+def test_config_keys_from_older_versions_are_ignored(tmp_path) -> None:
+    import json
+
+    from propl.checkpoint import load_checkpoint, save_checkpoint
+    from propl.models import build_model
+
+    model = build_model("propl-small", tasks=("a",), input_size=64, pretrained=False)
+    out = save_checkpoint(model, tmp_path / "ck")
+    meta = tmp_path / "ck" / "model.json"
+    doc = json.loads(meta.read_text())
+    doc["config"]["extra"] = {}  # written by 0.1.0 development builds
+    meta.write_text(json.dumps(doc))
+    assert load_checkpoint(out).model.config.tasks == ("a",)
