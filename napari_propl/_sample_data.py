@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ._reader import LayerData, layer_data
 
@@ -45,6 +44,3 @@ def apical_four_chamber() -> LayerData:
         show_warning("this sample needs the pydicom-data package: pip install pydicom-data")
         return [(None,)]
     return _read(path, "apical 4-chamber echo (pydicom-data)")
-
-
-__all__: list[Any] = ["apical_four_chamber", "echo_cine"]

@@ -25,7 +25,6 @@ class Session(QObject):
 
     project_changed = Signal()
     predictions_changed = Signal()  # the store has new predictions (queue must re-order)
-    model_changed = Signal()
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -66,11 +65,6 @@ class Session(QObject):
                 model_path, device=device, uncertainty=uncertainty
             )
             self._predictor_key = key
-            self.model_changed.emit()
-        return self._predictor
-
-    @property
-    def loaded_predictor(self) -> Predictor | None:
         return self._predictor
 
 

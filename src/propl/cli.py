@@ -17,6 +17,23 @@ class CLIError(Exception):
     """A user-facing error: printed as ``propl: error: ...`` without a traceback."""
 
 
+def _add_propl_options(p: argparse.ArgumentParser) -> None:
+    """ProPL's variants: --pseudo-label and --view (other methods ignore them)."""
+    p.add_argument(
+        "--pseudo-label",
+        default="uplc",
+        choices=["uplc", "weighted", "agreement", "hermes"],
+        help="ProPL pseudo-label rule: the paper's UPLC, or an alternative",
+    )
+    p.add_argument(
+        "--view",
+        default="weak",
+        choices=["weak", "strong"],
+        help="ProPL: decoder 2 learns the pseudo-labels on the weak view (paper) or on a "
+        "photometric + CutMix view",
+    )
+
+
 def _add_common_model(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -68,19 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=8, help="labelled (and unlabelled) per step")
     t.add_argument("--arch", default="propl", help="registered model name (propl, propl-small)")
     t.add_argument("--init", type=Path, help="start from this checkpoint (incremental training)")
-    t.add_argument(
-        "--pseudo-label",
-        default="uplc",
-        choices=["uplc", "weighted", "agreement", "hermes"],
-        help="ProPL pseudo-label rule: the paper's UPLC, or an alternative",
-    )
-    t.add_argument(
-        "--view",
-        default="weak",
-        choices=["weak", "strong"],
-        help="ProPL: decoder 2 learns the pseudo-labels on the weak view (paper) or on a "
-        "photometric + CutMix view",
-    )
+    _add_propl_options(t)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--freeze-encoder", action="store_true")
     t.add_argument("--eval-every", type=int, default=200)
@@ -150,18 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     bs.add_argument("--device", default="auto")
     bs.add_argument("--cache", type=Path)
-    bs.add_argument(
-        "--pseudo-label",
-        default="uplc",
-        choices=["uplc", "weighted", "agreement", "hermes"],
-        help="ProPL's pseudo-label rule for this run (other methods ignore it)",
-    )
-    bs.add_argument(
-        "--view",
-        default="weak",
-        choices=["weak", "strong"],
-        help="ProPL's view for decoder 2 on unlabelled scans (other methods ignore it)",
-    )
+    _add_propl_options(bs)
     br = bsub.add_parser("report", help="copy the results tables into README/docs")
     br.add_argument(
         "docs",

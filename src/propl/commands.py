@@ -161,26 +161,25 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .project_export import iter_export
+    from .project_export import export_project
+
+    bar = tqdm(desc="export", unit="scan", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
 
     with Project.open(args.project, read_only=True) as project:
-        gen = iter_export(
+        report = export_project(
             project,
             args.task,
             args.out,
-            args.format,
+            progress,
+            formats=args.format,
             include_unreviewed=args.include_unreviewed,
             overwrite=args.overwrite,
         )
-        bar = tqdm(desc="export", unit="scan", file=sys.stderr)
-        try:
-            while True:
-                done, total = next(gen)
-                bar.total = total
-                bar.update(done - bar.n)
-        except StopIteration as stop:
-            report = stop.value
-        bar.close()
+    bar.close()
     for note in report.skipped:
         print(f"skipped {note}", file=sys.stderr)
     print(f"wrote {len(report.written)} files and {report.csv} to {args.out}")

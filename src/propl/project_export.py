@@ -5,7 +5,7 @@ Used by ``propl export`` and the Review widget (which runs :func:`iter_export` i
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,11 +148,19 @@ def _seg(
         report.skipped.append(f"{scan.name}: no DICOM-SEG: {exc}")
 
 
-def export_project(project: Project, task: str, out_dir: str | Path, **kw: Any) -> ExportReport:
-    """:func:`iter_export` run to the end."""
+def export_project(
+    project: Project,
+    task: str,
+    out_dir: str | Path,
+    on_progress: Callable[[int, int], None] | None = None,
+    **kw: Any,
+) -> ExportReport:
+    """:func:`iter_export` run to the end, reporting ``(done, total)`` to ``on_progress``."""
     gen = iter_export(project, task, out_dir, **kw)
     while True:
         try:
-            next(gen)
+            done, total = next(gen)
         except StopIteration as stop:
             return stop.value
+        if on_progress is not None:
+            on_progress(done, total)

@@ -153,9 +153,7 @@ def run_ssl_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if "full" in (args.methods or METHODS):
         plan.append(("full", "all"))
     for method, lab in plan:
-        opts = MethodOptions(
-            pseudo_label=getattr(args, "pseudo_label", "uplc"), view=getattr(args, "view", "weak")
-        )
+        opts = MethodOptions(pseudo_label=args.pseudo_label, view=args.view)
         propl = method == "propl"
         key = (
             method,

@@ -217,12 +217,6 @@ class Project:
         self.scan(scan_id)
         return np.asarray(zarr.open_array(self._store, path=f"scans/{scan_id}/image", mode="r")[:])
 
-    def find_sha256(self, sha256: str) -> str | None:
-        for scan_id in self.scan_ids():
-            if self.scan(scan_id).sha256 == sha256:
-                return scan_id
-        return None
-
     def add_scan(
         self,
         frames: np.ndarray,
@@ -250,10 +244,9 @@ class Project:
             raise StoreError(f"cannot import {name!r}: frames of shape {frames.shape}")
         sha = sha256 or content_sha256(frames)
         with self._mutex:
-            existing = self.find_sha256(sha)
-            if existing is not None:
-                return existing
-            scan_id = sha[:16]
+            scan_id = sha[:16]  # the id is the content hash: the same scan maps to one folder
+            if (self.root / "scans" / scan_id / "zarr.json").is_file():
+                return scan_id
             attrs: dict[str, Any] = {
                 "name": name,
                 "shape": list(frames.shape),
