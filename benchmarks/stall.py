@@ -98,6 +98,12 @@ def main() -> None:
         "model": "propl (224 px, untrained weights)",
         "heartbeat_ms": 10,
         "runs": runs,
+        # the first run creates the three layers (napari's own cost per layer); later runs
+        # replace their data, which is what every re-segmentation does
+        "max_stall_ms_first": runs[0]["max_stall_ms"],
+        "max_stall_ms_repeat_median": statistics.median(r["max_stall_ms"] for r in runs[1:])
+        if len(runs) > 1
+        else None,
         "max_stall_ms_median": statistics.median(r["max_stall_ms"] for r in runs),
         "max_stall_ms_worst": max(r["max_stall_ms"] for r in runs),
         "target_ms": 100,

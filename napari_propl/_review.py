@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import napari
 
 AUTOSAVE_MS = 800
+REVIEW_OUTLINE_THRESHOLD = 0.5
 
 
 class ReviewWidget(QWidget):
@@ -76,6 +77,10 @@ class ReviewWidget(QWidget):
         add.clicked.connect(self.add_open_images)
         self.task_combo = QComboBox()
         self.task_combo.currentTextChanged.connect(lambda _t: self.refresh_queue())
+        self.keep_phi = QCheckBox("keep patient data from DICOM headers")
+        self.keep_phi.setToolTip(
+            "Off (default): imported DICOM headers are de-identified (no names, IDs, dates)"
+        )
         self.unreviewed_only = QCheckBox("unreviewed only")
         self.unreviewed_only.setChecked(True)
         self.unreviewed_only.toggled.connect(lambda _c: self.refresh_queue())
@@ -114,7 +119,7 @@ class ReviewWidget(QWidget):
         for b in (imp, add):
             row2.addWidget(b)
         layout = QVBoxLayout(self)
-        for w in (self.project_label, row1, row2, QLabel("task"), self.task_combo):
+        for w in (self.project_label, row1, row2, self.keep_phi, QLabel("task"), self.task_combo):
             layout.addLayout(w) if isinstance(w, QHBoxLayout) else layout.addWidget(w)
         layout.addWidget(self.unreviewed_only)
         layout.addWidget(self.queue_list, 1)
@@ -173,6 +178,7 @@ class ReviewWidget(QWidget):
         if project is None:
             show_error("open or create a project first")
             return None
+        keep_phi = self.keep_phi.isChecked()
 
         def work() -> Any:
             from propl.data.readers import ReaderError
@@ -180,7 +186,7 @@ class ReviewWidget(QWidget):
             failed = []
             for i, f in enumerate(files):
                 try:
-                    project.add_file(f)
+                    project.add_file(f, keep_phi=keep_phi)
                 except ReaderError as exc:
                     failed.append(str(exc))
                 yield i + 1
@@ -274,42 +280,60 @@ class ReviewWidget(QWidget):
 
     # -- one scan --------------------------------------------------------------------------
 
-    def load(self, scan_id: str) -> None:
-        """Show a scan with its current label (or prediction) for review."""
+    def load(self, scan_id: str) -> Any:
+        """Show a scan with its current label (or prediction) for review.
+
+        The scan is read from the store in a worker and shown when read (``scan_id`` changes
+        then); returns the worker.
+        """
         self._flush()
         project, task = self.session.project, self.task_combo.currentText()
-        assert project is not None
-        scan = project.scan(scan_id)
-        image = project.image(scan_id)
-        pred = project.prediction(scan_id, task)
-        review = project.review(scan_id, task)
-        shape = scan.shape[:3]
-        if review is not None and review.mask is not None:
-            mask = review.mask
-        elif pred is not None:
-            mask = pred.mask
-        else:
-            mask = np.zeros(shape, np.uint8)
-        unc = (
-            pred.uncertainty.astype(np.float32) if pred is not None else np.zeros(shape, np.float32)
-        )
-        scale = (1.0, *(scan.spacing_mm or (1.0, 1.0)))
-        name = f"review: {scan.name}"
-        for layer in [lyr for lyr in self.viewer.layers if lyr.name.startswith("review: ")]:
-            if not layer.name.startswith(name):
+        if project is None or not task:
+            show_error("open a project and choose a task first")
+            return None
+        worker = create_worker(_read_for_review, project, scan_id, task)
+        worker.returned.connect(self._show_scan)
+        worker.errored.connect(lambda exc: show_error(f"could not open scan {scan_id}: {exc}"))
+        worker.start()
+        return worker
+
+    def _show_scan(self, read: dict[str, Any]) -> None:
+        """Reuse the review layers of the previous scan (renamed, data replaced): replacing
+        data is cheap, creating layers is not."""
+        self._flush()
+        scan = read["scan"]
+        wanted = {"image": read["image"].name, **read["names"]}
+        for layer in list(self.viewer.layers):
+            role = layer.metadata.get("propl_review")
+            if role is None:
+                continue
+            if role in wanted and wanted[role] not in self.viewer.layers:
+                layer.name = wanted[role]
+            elif role not in wanted or layer.name != wanted[role]:
                 self.viewer.layers.remove(layer)
-        _layers.upsert(self.viewer, "image", name, image, rgb=scan.is_color, scale=scale)
-        self.viewer.layers[name].metadata["propl_scan_id"] = scan_id
-        colour = next((t.colour for t in project.tasks if t.id == task), "#ff0000")
-        layers = _layers.show_prediction(self.viewer, name, task, colour, mask, unc, scale, 0.5)
-        self.labels_layer = layers["mask"]
-        self.labels_layer.events.paint.connect(self._on_paint)
-        self.scan_id, self._opened_at, self._edited = scan_id, time.monotonic(), False
-        status = review.status if review else "unreviewed"
-        self.status_label.setText(f"{scan.name}: {status}")
-        for i in range(self.queue_list.count()):
-            if self.queue_list.item(i).data(Qt.UserRole) == scan_id:
-                self.queue_list.setCurrentRow(i)
+        self.scan_id = None  # no autosave into the old scan while its layers change
+
+        def done(shown: dict[str, Any]) -> None:
+            for role, name in wanted.items():
+                shown[name].metadata["propl_review"] = role
+            shown[wanted["image"]].metadata["propl_scan_id"] = read["scan_id"]
+            mask_layer = shown[wanted["mask"]]
+            if mask_layer is not self.labels_layer:
+                mask_layer.events.paint.connect(self._on_paint)
+            self.labels_layer = mask_layer
+            self.viewer.layers.selection.active = mask_layer
+            self.scan_id, self._opened_at, self._edited = read["scan_id"], time.monotonic(), False
+            text = f"{scan.name}: {read['status']}"
+            if read["worst_frame"] is not None:  # a cine opens at its least confident frame
+                worst, conf = read["worst_frame"]
+                self.viewer.dims.set_current_step(0, worst)
+                text += f"; least confident frame {worst} ({conf:.2f})"
+            self.status_label.setText(text)
+            for i in range(self.queue_list.count()):
+                if self.queue_list.item(i).data(Qt.UserRole) == self.scan_id:
+                    self.queue_list.setCurrentRow(i)
+
+        _layers.run_staged(self.viewer, [read["image"], *read["updates"]], done)
 
     def _on_paint(self, _event: Any = None) -> None:
         self._edited = True
@@ -374,3 +398,44 @@ class ReviewWidget(QWidget):
                 self.load(following[0])
             else:
                 show_info("review queue done")
+
+
+def _read_for_review(project: Any, scan_id: str, task: str) -> dict[str, Any]:
+    """Worker body: everything the review layers of one scan need, read from the store."""
+    _layers.warm_imports()
+    scan = project.scan(scan_id)
+    image = project.image(scan_id)
+    pred = project.prediction(scan_id, task)
+    review = project.review(scan_id, task)
+    shape = scan.shape[:3]
+    if review is not None and review.mask is not None:
+        mask = review.mask
+    elif pred is not None:
+        mask = pred.mask
+    else:
+        mask = np.zeros(shape, np.uint8)
+    unc = pred.uncertainty if pred is not None else np.zeros(shape, np.float16)
+    scale = (1.0, *(scan.spacing_mm or (1.0, 1.0)))
+    name = f"review: {scan.name}"
+    colour = next((t.colour for t in project.tasks if t.id == task), "#ff0000")
+    low = _layers.low_confidence(unc, REVIEW_OUTLINE_THRESHOLD)
+    return {
+        "scan_id": scan_id,
+        "scan": scan,
+        "task": task,
+        "status": review.status if review else "unreviewed",
+        "worst_frame": _worst_frame(pred),
+        "names": _layers.names(name, task),
+        "image": _layers.LayerUpdate("image", name, image, dict(rgb=scan.is_color, scale=scale)),
+        "updates": _layers.prediction_updates(
+            name, task, colour, np.asarray(mask, np.uint8), unc, low, scale
+        ),
+    }
+
+
+def _worst_frame(pred: Any) -> tuple[int, float] | None:
+    """(frame, confidence) of a cine's least confident frame; None for stills/no prediction."""
+    if pred is None or len(pred.confidence) < 2:
+        return None
+    worst = int(np.argmin(pred.confidence))
+    return worst, float(pred.confidence[worst])

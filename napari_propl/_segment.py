@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,7 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.setObjectName("QtProplSegmentWidget")
         self._worker: Any = None
+        self._displaying = False
 
         self.image_combo = QComboBox()
         self.model_edit = QLineEdit(default_model_path())
@@ -170,7 +172,7 @@ class SegmentWidget(QWidget):
                 show_error("choose an image layer to segment")
                 return None
             layer = self.viewer.layers[name]
-            frames = np.asarray(layer.data)  # copied here, on the GUI thread
+            frames = np.asarray(layer.data)
             if not layer.rgb and frames.ndim == 2:
                 frames = frames[None]
             if layer.rgb and frames.ndim == 3:
@@ -178,9 +180,28 @@ class SegmentWidget(QWidget):
             first = int(self.viewer.dims.current_step[0]) if scope == SCOPES[0] else 0
             first = min(first, len(frames) - 1)
             count = 1 if scope == SCOPES[0] else len(frames)
-            gen = self._segment_frames(session, model, device, task, frames, first, count, layer)
+            job = _FramesJob(
+                frames=frames,
+                first=first,
+                count=count,
+                task=task,
+                base=name,
+                scale=(1.0, *tuple(layer.scale[-2:])),
+                threshold=self.threshold.value(),
+                scan_id=layer.metadata.get("propl_scan_id"),
+                # one frame into layers that already hold the whole scan: update in place
+                in_place=count < len(frames) and self._has_layers(name, task, frames.shape[:3]),
+            )
+            gen = self._segment_frames(session, model, device, job)
         self._start(gen)
         return self._worker
+
+    def _has_layers(self, base: str, task: str, shape: tuple[int, ...]) -> bool:
+        layers = self.viewer.layers
+        return all(
+            n in layers and tuple(np.shape(layers[n].data)) == shape
+            for n in _layers.names(base, task).values()
+        )
 
     def _start(self, gen: Iterator[Any]) -> None:
         self._worker = create_worker(lambda: (yield from gen))
@@ -204,45 +225,53 @@ class SegmentWidget(QWidget):
         self.progress.setValue(done)
 
     def _on_finished(self) -> None:
+        self._worker = None
+        if not self._displaying:
+            self._idle()
+
+    def _idle(self) -> None:
+        self._displaying = False
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        self._worker = None
 
     def _segment_frames(
-        self,
-        session: Session,
-        model: str,
-        device: str,
-        task: str,
-        frames: np.ndarray,
-        first: int,
-        count: int,
-        layer: Any,
+        self, session: Session, model: str, device: str, job: _FramesJob
     ) -> Iterator[tuple[int, int]]:
-        """Worker body: predict ``frames[first:first+count]``; returns what to show."""
+        """Worker body: predict the job's frames and build every array the layers need."""
         predictor = session.predictor(model, device)
+        _layers.warm_imports()
         parts = []
-        yield (0, count)
-        for part in predictor.iter_predict(frames[first : first + count], task):
+        yield (0, job.count)
+        for part in predictor.iter_predict(job.frames[job.first : job.first + job.count], job.task):
             parts.append(part)
-            yield (sum(len(p.mask) for p in parts), count)
+            yield (sum(len(p.mask) for p in parts), job.count)
         mask = np.concatenate([p.mask for p in parts])
-        unc = np.concatenate([p.uncertainty for p in parts])
+        unc = np.concatenate([p.uncertainty for p in parts]).astype(np.float16)
         conf = np.concatenate([p.confidence for p in parts])
-        scan_id = layer.metadata.get("propl_scan_id")
+        whole = job.count == len(job.frames)
         project = session.project
-        if project is not None and scan_id and count == len(frames):
-            project.save_prediction(scan_id, task, mask, unc, conf, predictor.version or "?")
+        saved = project is not None and bool(job.scan_id) and whole
+        if saved:
+            assert project is not None and job.scan_id is not None
+            version = predictor.version or "?"
+            project.save_prediction(job.scan_id, job.task, mask, unc, conf, version)
+        low = _layers.low_confidence(unc, job.threshold)
+        first: int | None = job.first
+        if not job.in_place and not whole:  # new layers: the scan's size, this frame filled
+            mask, unc, low = (_padded(a, job.first, len(job.frames)) for a in (mask, unc, low))
+            first = None
+        elif whole:
+            first = None
+        updates = _layers.prediction_updates(
+            job.base, job.task, task_colour(job.task), mask, unc, low, job.scale, first
+        )
         return {
-            "layer": layer,
-            "task": task,
-            "first": first,
-            "mask": mask,
-            "uncertainty": unc,
+            "task": job.task,
+            "first": job.first,
             "confidence": conf,
-            "n_frames": len(frames),
+            "updates": updates,
             "device": str(predictor.device),
-            "saved": project is not None and bool(scan_id) and count == len(frames),
+            "saved": saved,
         }
 
     def _segment_project(
@@ -272,42 +301,43 @@ class SegmentWidget(QWidget):
             self.result_label.setText(f"{result['n_scans']} scans segmented for {result['task']}")
             self.session.predictions_changed.emit()
             return
-        self._show(result)
+        self._displaying = True
+        _layers.run_staged(self.viewer, result["updates"], lambda shown: self._shown(result, shown))
         if result["saved"]:
             self.session.predictions_changed.emit()
 
-    def _show(self, r: dict[str, Any]) -> None:
-        layer, task, first, n = r["layer"], r["task"], r["first"], r["n_frames"]
-        names = _layers.names(layer.name, task)
-        shape = (n, *r["mask"].shape[1:])
-        mask = self._full(names["mask"], shape, np.uint8)
-        unc = self._full(names["uncertainty"], shape, np.float32)
-        mask[first : first + len(r["mask"])] = r["mask"]
-        unc[first : first + len(r["mask"])] = r["uncertainty"]
-        scale = tuple(layer.scale[-2:])
-        scale = (1.0, *scale)
-        _layers.show_prediction(
-            self.viewer,
-            layer.name,
-            task,
-            task_colour(task),
-            mask,
-            unc,
-            scale,
-            self.threshold.value(),
-        )
-        conf = r["confidence"]
+    def _shown(self, r: dict[str, Any], shown: dict[str, Any]) -> None:
+        """All layers are up to date: select the mask, report the confidence."""
+        mask_layer = shown[r["updates"][-1].name]
+        if mask_layer in self.viewer.layers:
+            self.viewer.layers.selection.active = mask_layer
+        conf, first, task = r["confidence"], r["first"], r["task"]
         worst = int(np.argmin(conf))
         text = f"{task}: confidence {float(np.mean(conf)):.2f}"
         if len(conf) > 1:
             text += f" (lowest {float(conf[worst]):.2f} at frame {first + worst})"
         self.result_label.setText(text)
         show_info(text)
+        self._idle()
 
-    def _full(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        """The existing layer's data when it fits (updating one frame keeps the others)."""
-        if name in self.viewer.layers:
-            data = np.asarray(self.viewer.layers[name].data)
-            if data.shape == shape:
-                return data.astype(dtype, copy=True)
-        return np.zeros(shape, dtype)
+
+@dataclass(frozen=True)
+class _FramesJob:
+    """What the worker needs from the GUI, read on the GUI thread before it starts."""
+
+    frames: np.ndarray
+    first: int
+    count: int
+    task: str
+    base: str  # the image layer's name
+    scale: tuple[float, ...]
+    threshold: float
+    scan_id: str | None
+    in_place: bool
+
+
+def _padded(chunk: np.ndarray, first: int, n_frames: int) -> np.ndarray:
+    """``chunk`` placed at frame ``first`` of an all-zero stack of ``n_frames``."""
+    out = np.zeros((n_frames, *chunk.shape[1:]), chunk.dtype)
+    out[first : first + len(chunk)] = chunk
+    return out

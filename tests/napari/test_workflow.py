@@ -120,12 +120,25 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
     assert confs == sorted(confs)  # least confident first
 
     first, second = review.queue_ids()
-    review.load(first)
+    review.load(first)  # read in a worker, shown when read
+    qtbot.waitUntil(lambda: review.scan_id == first, timeout=30_000)
+    worst = int(np.argmin(project.prediction(first, TASK).confidence))
+    assert viewer.dims.current_step[0] == worst  # opens at the least confident frame
+    first_layers = {lyr.metadata.get("propl_review"): lyr for lyr in viewer.layers}
+    first_mask_name = first_layers["mask"].name
     review.accept()  # unedited: accepted, then the next scan is shown
     review.wait_saved()
     qtbot.waitUntil(lambda: review.scan_id == second)
     assert project.review(first, TASK).status == "accepted"
     labels = review.labels_layer
+    # the next scan reuses the review layers, renamed (creating layers is what stalls napari)
+    assert first_layers["mask"].name == labels.name != first_mask_name
+    assert labels.name.endswith(f"[{TASK}]")
+    shown = [lyr for lyr in viewer.layers if lyr.metadata.get("propl_review")]
+    assert len(shown) == 4 and len({lyr.name for lyr in shown}) == 4
+    second_image = next(lyr for lyr in shown if lyr.metadata["propl_review"] == "image")
+    assert second_image.metadata["propl_scan_id"] == second
+    np.testing.assert_array_equal(np.asarray(labels.data), project.prediction(second, TASK).mask)
     labels.paint((0, 10, 10), 1)  # an edit through napari's painting API
     qtbot.waitUntil(lambda: project.review(second, TASK) is not None, timeout=10_000)
     review.wait_saved()
@@ -142,6 +155,7 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
     review2.unreviewed_only.setChecked(False)
     assert sorted(review2.queue_ids()) == sorted([first, second])
     review2.load(second)
+    qtbot.waitUntil(lambda: review2.scan_id == second, timeout=30_000)
     np.testing.assert_array_equal(np.asarray(review2.labels_layer.data), saved.mask)
     with Project.open(path, read_only=True) as p:
         assert p.progress(TASK) == (2, 2)
@@ -155,3 +169,27 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
         tifffile.imread(tmp_path / "export" / f"{b_name}_{TASK}.tif"), saved.mask
     )
     qtbot.waitUntil(lambda: "exported" in review2.status_label.text(), timeout=10_000)
+
+
+@pytest.mark.parametrize("keep_phi", [False, True])
+def test_import_files_deidentifies_unless_asked_and_names_bad_files(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch, keep_phi
+) -> None:
+    from napari_propl import _review
+
+    errors: list[str] = []
+    monkeypatch.setattr(_review, "show_error", errors.append)
+    bad = tmp_path / "truncated.dcm"
+    bad.write_bytes(CINE.read_bytes()[:3000])
+    viewer = make_napari_viewer()
+    review = dock(viewer, "Review (ProPL)")
+    review.open_project(tmp_path / "p.zarr", create=True)
+    review.keep_phi.setChecked(keep_phi)
+    assert review.import_files([str(CINE), str(bad)]) is not None  # a worker
+    qtbot.waitUntil(lambda: review.queue_list.count() == 1 and len(errors) == 1, timeout=60_000)
+    assert "truncated.dcm" in errors[0]
+    project = review.session.project
+    [scan_id] = project.scan_ids()
+    header = project.scan(scan_id).header or {}
+    assert ("PatientName" in header) == keep_phi
+    assert ("PatientID" in header) == keep_phi
