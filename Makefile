@@ -3,7 +3,7 @@
 #   make test       import contract, manifest check, fast tests (what CI runs)
 #   make test-slow  tests that need the real us-universal data or long runs
 #   make lint       ruff check + format check + mypy on the core
-#   make demo       run the demo
+#   make demo       napari + sample echo cine segmented (headless: files in demo-output/)
 #   make clean      remove build outputs and caches (make distclean also removes .venv)
 
 SHELL := /bin/bash
@@ -48,8 +48,9 @@ lint: env
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy src/propl
 
+# napari with the sample echo cine segmented; without a display: masks + overlay PNG files
 demo: env
-	$(BIN)/propl --help
+	$(PY) -m napari_propl.demo
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache .tox .import_linter_cache

@@ -37,8 +37,8 @@ def _add_propl_options(p: argparse.ArgumentParser) -> None:
 def _add_common_model(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
-        required=True,
-        help="checkpoint directory (model.safetensors + model.json) written by `propl train`",
+        help="checkpoint directory (model.safetensors + model.json) written by `propl train` "
+        "(default: the shipped universal model)",
     )
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, mps or cpu")
     p.add_argument(
@@ -84,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--size", type=int, default=224, help="input side (multiple of 32)")
     t.add_argument("--batch-size", type=int, default=8, help="labelled (and unlabelled) per step")
     t.add_argument("--arch", default="propl", help="registered model name (propl, propl-small)")
-    t.add_argument("--init", type=Path, help="start from this checkpoint (incremental training)")
+    t.add_argument(
+        "--init",
+        help="start from this checkpoint folder, or 'shipped' for the universal model "
+        "(incremental training; new tasks get new prompt tokens)",
+    )
     _add_propl_options(t)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--freeze-encoder", action="store_true")
@@ -139,6 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="also export the current prediction of scans nobody reviewed",
     )
     x.add_argument("--overwrite", action="store_true", help="replace existing files in OUT")
+
+    k = sub.add_parser(
+        "pack",
+        help="store a checkpoint in half precision (the shipped model's format)",
+        description="Cast a checkpoint's floating weights to float16 (safetensors + JSON): "
+        "half the size, same predictions up to rounding.",
+    )
+    k.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. RUN/best")
+    k.add_argument("--out", required=True, type=Path, help="folder to write")
+    k.add_argument("--version", help="model version recorded in the metadata (default: OUT name)")
+
+    d = sub.add_parser(
+        "demo",
+        help="segment the sample echo cine and write masks, uncertainty and an overlay",
+        description="Headless demo: pydicom's 30-frame echo cine, segmented with the shipped "
+        "model (or --model) for the left heart; writes TIFF stacks and an overlay PNG.",
+    )
+    d.add_argument("--out", type=Path, default=Path("demo-output"))
+    d.add_argument("--task", default="left_heart")
+    d.add_argument("--overwrite", action="store_true", help="replace files from an earlier run")
+    _add_common_model(d)
 
     b = sub.add_parser(
         "benchmark",

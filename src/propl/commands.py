@@ -44,6 +44,7 @@ def _tasks(folder: BenchmarkFolder, wanted: list[str] | None) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .inference import resolve_model
     from .train.methods import MethodOptions
     from .train.recipe import init_model, prepare_data
     from .train.trainer import TrainConfig, Trainer
@@ -52,7 +53,8 @@ def run_train(args: argparse.Namespace) -> int:
     tasks = _tasks(folder, args.tasks)
     labelled = Fraction(1) if args.method == "full" else parse_labelled(args.labelled)
     fresh = {} if args.init else {"input_size": args.size}  # a checkpoint keeps its own size
-    model = init_model(tasks, args.arch, args.init, **fresh)
+    init = resolve_model(args.init) if args.init else None
+    model = init_model(tasks, args.arch, init, **fresh)
     size = int(model.config.input_size)
     data = prepare_data(
         folder,
@@ -109,11 +111,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_folder
-    from .inference import Predictor
+    from .inference import Predictor, resolve_model
 
     folder = BenchmarkFolder(args.data)
     predictor = Predictor.from_checkpoint(
-        args.model, device=args.device, uncertainty=args.uncertainty
+        resolve_model(args.model), device=args.device, uncertainty=args.uncertainty
     )
     tasks = _tasks(folder, args.tasks)
     bar = tqdm(desc=f"evaluate {args.split}", unit="scan", file=sys.stderr)
@@ -124,7 +126,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_folder(predictor, folder, args.split, tasks, progress)
     bar.close()
-    result["model"] = str(args.model)
+    result["model"] = str(resolve_model(args.model))
     for task, row in result["per_task"].items():
         print(f"{task:20s} Dice {row['dice']:6.2f}  IoU {row['iou']:6.2f}  HD95 {row['hd95']:7.2f}")
     print(f"{'mDice':20s} {result['mdice']:.2f}")
@@ -136,10 +138,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from .data.readers import read_scan
     from .export import write_prediction
-    from .inference import Predictor
+    from .inference import Predictor, resolve_model
 
     predictor = Predictor.from_checkpoint(
-        args.model, device=args.device, uncertainty=args.uncertainty
+        resolve_model(args.model), device=args.device, uncertainty=args.uncertainty
     )
     predictor.model.task_index(args.task)  # fail fast on an unknown task
     failures = 0
@@ -183,6 +185,34 @@ def run_export(args: argparse.Namespace) -> int:
     for note in report.skipped:
         print(f"skipped {note}", file=sys.stderr)
     print(f"wrote {len(report.written)} files and {report.csv} to {args.out}")
+    return 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    metadata = ckpt.metadata | {
+        "version": args.version or args.out.name,
+        "packed_from": str(args.checkpoint),
+        "dtype": "float16",
+    }
+    weights = save_checkpoint(ckpt.model, args.out, metadata, dtype=torch.float16)
+    print(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB, float16)")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo as demo
+
+    result = demo(args.out, args.model, args.task, args.device, overwrite=args.overwrite)
+    print(
+        f"{result.source}: {result.frames} frames, task {result.task}, model {result.model}\n"
+        f"mean confidence {result.confidence:.2f}; least confident frame "
+        f"{result.least_confident_frame}\n" + "\n".join(f"wrote {p}" for p in result.files)
+    )
     return 0
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 from .device import select_device
 from .models import ProPLNet
 from .models.fuse import fuse_batchnorm
@@ -24,6 +24,23 @@ SHIPPED_MODEL = Path(__file__).parent / "weights" / "universal"
 def default_model_path() -> Path | None:
     """The model shipped inside the package, or None when this build has none."""
     return SHIPPED_MODEL if (SHIPPED_MODEL / "model.safetensors").is_file() else None
+
+
+def resolve_model(path: str | Path | None) -> Path:
+    """A checkpoint folder from the user's choice: a path, or None / "shipped" for the
+    universal model inside the package.
+
+    Raises:
+        CheckpointError: the shipped model was asked for and this build has none.
+    """
+    if path is not None and str(path) != "shipped":
+        return Path(path)
+    shipped = default_model_path()
+    if shipped is None:
+        raise CheckpointError(
+            f"this build has no shipped model ({SHIPPED_MODEL}): pass a checkpoint folder"
+        )
+    return shipped
 
 
 @dataclass

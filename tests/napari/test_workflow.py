@@ -193,3 +193,21 @@ def test_import_files_deidentifies_unless_asked_and_names_bad_files(
     header = project.scan(scan_id).header or {}
     assert ("PatientName" in header) == keep_phi
     assert ("PatientID" in header) == keep_phi
+
+
+def test_demo_viewer_opens_the_sample_and_segments_it(
+    make_napari_viewer, qtbot, model_dir, monkeypatch
+) -> None:
+    """`make demo` with a display: the sample cine, both widgets, every frame segmented."""
+    import napari
+
+    from napari_propl.demo import open_viewer
+
+    monkeypatch.setattr(napari, "Viewer", lambda **kw: make_napari_viewer(**kw))
+    viewer = open_viewer(TASK, model=str(model_dir))
+    seg = viewer.window.dock_widgets["Segment (ProPL) (napari-propl)"]
+    wait_idle(qtbot, seg)
+    mask = viewer.layers[f"echo cine (pydicom) [{TASK}]"]
+    assert mask.data.shape == (30, 240, 320)
+    assert "Review (ProPL) (napari-propl)" in viewer.window.dock_widgets
+    assert seg.device_label.text() == "device: cpu"
