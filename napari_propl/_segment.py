@@ -240,14 +240,25 @@ class SegmentWidget(QWidget):
         """Worker body: predict the job's frames and build every array the layers need."""
         predictor = session.predictor(model, device)
         _layers.warm_imports()
-        parts = []
+        # every chunk is converted as it arrives, into arrays allocated once: a big numpy
+        # copy at the end would hold the GIL (and freeze the GUI) for most of a second
+        shape = (job.count, *job.frames.shape[1:3])
+        mask, unc, low = (
+            np.empty(shape, np.uint8),
+            np.empty(shape, np.float16),
+            np.empty(shape, np.uint8),
+        )
+        conf = np.empty(job.count, np.float32)
+        done = 0
         yield (0, job.count)
         for part in predictor.iter_predict(job.frames[job.first : job.first + job.count], job.task):
-            parts.append(part)
-            yield (sum(len(p.mask) for p in parts), job.count)
-        mask = np.concatenate([p.mask for p in parts])
-        unc = np.concatenate([p.uncertainty for p in parts]).astype(np.float16)
-        conf = np.concatenate([p.confidence for p in parts])
+            n = len(part.mask)
+            mask[done : done + n] = part.mask
+            unc[done : done + n] = part.uncertainty
+            low[done : done + n] = part.uncertainty >= job.threshold
+            conf[done : done + n] = part.confidence
+            done += n
+            yield (done, job.count)
         whole = job.count == len(job.frames)
         project = session.project
         saved = project is not None and bool(job.scan_id) and whole
@@ -255,7 +266,6 @@ class SegmentWidget(QWidget):
             assert project is not None and job.scan_id is not None
             version = predictor.version or "?"
             project.save_prediction(job.scan_id, job.task, mask, unc, conf, version)
-        low = _layers.low_confidence(unc, job.threshold)
         first: int | None = job.first
         if not job.in_place and not whole:  # new layers: the scan's size, this frame filled
             mask, unc, low = (_padded(a, job.first, len(job.frames)) for a in (mask, unc, low))
