@@ -56,6 +56,7 @@ class ReviewWidget(QWidget):
         self.labels_layer: Any = None
         self._opened_at = 0.0
         self._edited = False
+        self._shown_shape: tuple[int, ...] | None = None
         # one save thread: saves reach the store in the order they were made
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="propl-save")
         self._session: Session | None = None
@@ -134,6 +135,7 @@ class ReviewWidget(QWidget):
             self._session = session_for(self)
             self._session.project_changed.connect(self._on_project_changed)
             self._session.predictions_changed.connect(self.refresh_queue)
+            self._session.closing.connect(self._on_closing)
         return self._session
 
     # -- project ---------------------------------------------------------------------------
@@ -322,6 +324,9 @@ class ReviewWidget(QWidget):
                 mask_layer.events.paint.connect(self._on_paint)
             self.labels_layer = mask_layer
             self.viewer.layers.selection.active = mask_layer
+            if scan.shape != self._shown_shape:  # a reused layer keeps the old camera
+                self.viewer.reset_view()
+                self._shown_shape = scan.shape
             self.scan_id, self._opened_at, self._edited = read["scan_id"], time.monotonic(), False
             text = f"{scan.name}: {read['status']}"
             if read["worst_frame"] is not None:  # a cine opens at its least confident frame
@@ -334,6 +339,12 @@ class ReviewWidget(QWidget):
                     self.queue_list.setCurrentRow(i)
 
         _layers.run_staged(self.viewer, [read["image"], *read["updates"]], done)
+
+    def _on_closing(self) -> None:
+        """napari is closing: save a pending edit and wait until every save is stored."""
+        if self._session is not None and self._session.project is not None:
+            self._flush()
+            self.wait_saved()
 
     def _on_paint(self, _event: Any = None) -> None:
         self._edited = True

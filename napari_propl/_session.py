@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QEvent, QObject, Signal
 from qtpy.QtWidgets import QWidget
 
 if TYPE_CHECKING:
@@ -25,13 +25,24 @@ class Session(QObject):
 
     project_changed = Signal()
     predictions_changed = Signal()  # the store has new predictions (queue must re-order)
+    closing = Signal()  # the window is closing: save what is pending now
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.setObjectName(SESSION_NAME)
+        if parent is not None:
+            parent.installEventFilter(self)
         self.project: Project | None = None
         self._predictor: Predictor | None = None
         self._predictor_key: tuple[str, str, str] | None = None
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        """When the window closes: widgets finish their saves, then the project (and its
+        writer lock) is closed, so the next viewer, here or elsewhere, can open it."""
+        if obj is self.parent() and event.type() == QEvent.Type.Close:
+            self.closing.emit()
+            self.close_project()
+        return False
 
     # -- project -------------------------------------------------------------------------
 

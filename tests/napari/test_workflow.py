@@ -211,3 +211,27 @@ def test_demo_viewer_opens_the_sample_and_segments_it(
     assert mask.data.shape == (30, 240, 320)
     assert "Review (ProPL) (napari-propl)" in viewer.window.dock_widgets
     assert seg.device_label.text() == "device: cpu"
+
+
+def test_closing_napari_saves_pending_edits_and_releases_the_project(
+    make_napari_viewer, qtbot, tmp_path
+) -> None:
+    """A brush stroke still waiting for its autosave is stored when the window closes, and
+    the writer lock goes with the window (a new viewer in the same process can open it)."""
+    path = tmp_path / "study.zarr"
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 40, 50), np.uint8), name="still")
+    review = dock(viewer, "Review (ProPL)")
+    review.open_project(path, create=True)
+    review.task_combo.setCurrentText(TASK)
+    review.add_open_images()
+    [scan_id] = review.queue_ids()
+    review.load(scan_id)
+    qtbot.waitUntil(lambda: review.scan_id == scan_id, timeout=30_000)
+    review.labels_layer.paint((1, 20, 25), 1)
+    assert review._autosave_timer.isActive()  # not saved yet: the autosave waits 0.8 s
+    viewer.close()
+    with Project.open(path) as project:  # for writing: the lock was released
+        saved = project.review(scan_id, TASK)
+        assert saved is not None and saved.status == "corrected"
+        assert saved.mask[1, 20, 25] == 1 and saved.edited_pixels > 0

@@ -1,0 +1,166 @@
+"""A new user's session, driven through napari's real menus, buttons and shortcut, with the
+shipped model; writes the user-guide screenshots and checks what the store and export hold.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/walkthrough.py [WORKDIR]
+
+1. File > Open Sample > both echo cines (the 120-frame one needs the `samples` extra).
+2. Plugins > Segment (ProPL) and Review (ProPL); New project; "Add open images".
+3. Segment, scope "all scans in the project" (shipped model, left heart).
+4. Review: the queue (least confident first); Next; Ctrl+Enter accepts; paint corrections on a
+   few frames of the next scan (autosaved).
+5. Close napari. A new viewer: open the project, find the reviews, export.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import napari
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtTest import QTest
+
+IMAGES = Path(__file__).parent / "images"
+TASK = "left_heart"
+
+
+def pump(seconds: float = 0.5) -> None:
+    app = napari.qt.get_qapp()
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def wait(until, timeout: float = 600.0) -> None:
+    t0 = time.time()
+    while not until():
+        if time.time() - t0 > timeout:
+            raise TimeoutError(until)
+        pump(0.05)
+
+
+def menu_action(viewer, *path: str):
+    """The QAction at menu ``path`` (texts without '&'), as a user would click it."""
+    actions = viewer.window._qt_window.menuBar().actions()
+    for i, text in enumerate(path):
+        found = next(
+            (a for a in actions if a.text().replace("&", "").startswith(text)),
+            None,
+        )
+        if found is None:
+            names = [a.text() for a in actions]
+            raise LookupError(f"no menu entry {text!r} in {names}")
+        if i == len(path) - 1:
+            return found
+        found.menu().aboutToShow.emit()  # napari fills some submenus when they open
+        actions = found.menu().actions()
+    raise LookupError(path)
+
+
+def shot(viewer, name: str) -> Path:
+    pump(1.0)
+    out = IMAGES / f"walkthrough-{name}.png"
+    viewer.screenshot(str(out), canvas_only=False)
+    print("screenshot", out)
+    return out
+
+
+def dock(viewer, title: str):
+    return next(w for k, w in viewer.window.dock_widgets.items() if k.startswith(title))
+
+
+def main() -> None:
+    work = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp())
+    project_path, export_dir = work / "study.zarr", work / "export"
+    viewer = napari.Viewer(show=True, title="napari")
+    viewer.window.resize(1600, 1000)
+    pump()
+    # 1. sample data from the File menu
+    menu_action(viewer, "File", "Open Sample", "ProPL", "Echo cine loop").trigger()
+    try:
+        menu_action(viewer, "File", "Open Sample", "ProPL", "Apical four-chamber").trigger()
+    except LookupError:
+        print("pydicom-data not installed: one sample cine")
+    wait(lambda: len(viewer.layers) >= 1)
+    print("layers:", [lyr.name for lyr in viewer.layers])
+    # 2. the widgets from the Plugins menu
+    menu_action(viewer, "Plugins", "ProPL", "Segment (ProPL)").trigger()
+    menu_action(viewer, "Plugins", "ProPL", "Review (ProPL)").trigger()
+    pump()
+    print("docked:", list(viewer.window.dock_widgets))
+    seg, review = dock(viewer, "Segment (ProPL)"), dock(viewer, "Review (ProPL)")
+    review.open_project(project_path, create=True)  # what New… does after its file dialog
+    review.task_combo.setCurrentText(TASK)
+    review.buttons  # noqa: B018 - the grid exists
+    add = next(b for b in review.findChildren(type(review.buttons["next"])) if "Add open" in b.text())
+    add.click()
+    print("queue:", review.queue_list.count(), "scans")
+    # 3. segment every scan of the project with the shipped model
+    assert seg.model_edit.text().endswith("weights/universal"), seg.model_edit.text()
+    seg.task_combo.setCurrentText(TASK)
+    seg.scope_combo.setCurrentText("all scans in the project")
+    seg.run_button.click()
+    wait(seg.run_button.isEnabled)
+    print(seg.result_label.text(), "|", seg.device_label.text())
+    # 4. review: the least confident scan first
+    review.buttons["next"].click()
+    wait(lambda: review.scan_id is not None)
+    first = review.scan_id
+    shot(viewer, "1-review-first")
+    window = viewer.window._qt_window
+    window.activateWindow()
+    window.raise_()
+    pump(0.3)
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key_Return, Qt.ControlModifier)  # accept
+    print("Ctrl+Enter sent; focus:", type(napari.qt.get_qapp().focusWidget()).__name__)
+    pump(2.0)
+    print("after Ctrl+Enter:", review.status_label.text(), "|", review.scan_id, first)
+    wait(lambda: review.scan_id not in (None, first), timeout=60)
+    second = review.scan_id
+    labels = review.labels_layer
+    for frame in (3, 10, 20):  # brush strokes on three frames: widen the mask to the right
+        viewer.dims.set_current_step(0, frame)
+        ys, xs = np.nonzero(np.asarray(labels.data[frame]))
+        y, x = int(ys.mean()), int(xs.max()) + 4
+        for dy in range(-12, 13, 4):
+            labels.paint((frame, y + dy, x), 1)
+        pump(0.2)
+    unc = next(lyr for lyr in viewer.layers if " uncertainty [" in lyr.name)
+    unc.visible = True
+    wait(lambda: "corrected" in review.status_label.text())
+    shot(viewer, "2-corrected")
+    review.wait_saved()
+    print("status:", review.status_label.text(), "|", review.progress_label.text())
+    viewer.close()
+    pump()
+    # 5. a new napari: reopen, find the reviews, export
+    viewer = napari.Viewer(show=True, title="napari")
+    viewer.window.resize(1600, 1000)
+    menu_action(viewer, "Plugins", "ProPL", "Review (ProPL)").trigger()
+    review = dock(viewer, "Review (ProPL)")
+    review.open_project(project_path)  # what Open… does after its folder dialog
+    review.task_combo.setCurrentText(TASK)
+    review.unreviewed_only.setChecked(False)
+    print("reopened:", [review.queue_list.item(i).text() for i in range(review.queue_list.count())])
+    review.load(second)
+    wait(lambda: review.scan_id == second)
+    project = review.session.project
+    saved = project.review(second, TASK)
+    assert saved.status == "corrected" and saved.edited_pixels > 0
+    assert np.array_equal(np.asarray(review.labels_layer.data), saved.mask)
+    assert project.review(first, TASK).status == "accepted"
+    review.export(export_dir)
+    wait(lambda: "exported" in review.status_label.text())
+    shot(viewer, "3-reopened-exported")
+    print("export:", sorted(p.name for p in export_dir.iterdir()))
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
