@@ -95,8 +95,8 @@ def main() -> None:
     seg, review = dock(viewer, "Segment (ProPL)"), dock(viewer, "Review (ProPL)")
     review.open_project(project_path, create=True)  # what New… does after its file dialog
     review.task_combo.setCurrentText(TASK)
-    review.buttons  # noqa: B018 - the grid exists
-    add = next(b for b in review.findChildren(type(review.buttons["next"])) if "Add open" in b.text())
+    buttons = review.findChildren(type(review.buttons["next"]))
+    add = next(b for b in buttons if "Add open" in b.text())
     add.click()
     print("queue:", review.queue_list.count(), "scans")
     # 3. segment every scan of the project with the shipped model
