@@ -320,8 +320,11 @@ class ReviewWidget(QWidget):
                 shown[name].metadata["propl_review"] = role
             shown[wanted["image"]].metadata["propl_scan_id"] = read["scan_id"]
             mask_layer = shown[wanted["mask"]]
-            if mask_layer is not self.labels_layer:
+            # napari hands plugins proxies (``is`` never matches): mark the layer instead,
+            # so a reused layer is hooked once
+            if not mask_layer.metadata.get("propl_paint_hooked"):
                 mask_layer.events.paint.connect(self._on_paint)
+                mask_layer.metadata["propl_paint_hooked"] = True
             self.labels_layer = mask_layer
             self.viewer.layers.selection.active = mask_layer
             if scan.shape != self._shown_shape:  # a reused layer keeps the old camera
