@@ -32,6 +32,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from propl.tasks import task_colour
+
 from . import _layers
 from ._session import Session, session_for
 
@@ -431,7 +433,7 @@ def _read_for_review(project: Any, scan_id: str, task: str) -> dict[str, Any]:
     unc = pred.uncertainty if pred is not None else np.zeros(shape, np.float16)
     scale = (1.0, *(scan.spacing_mm or (1.0, 1.0)))
     name = f"review: {scan.name}"
-    colour = next((t.colour for t in project.tasks if t.id == task), "#ff0000")
+    colour = task_colour(task, project.tasks)
     low = _layers.low_confidence(unc, REVIEW_OUTLINE_THRESHOLD)
     return {
         "scan_id": scan_id,

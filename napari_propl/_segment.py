@@ -25,6 +25,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from propl.tasks import task_colour
+
 from . import _layers
 from ._session import Session, session_for
 
@@ -39,12 +41,6 @@ def default_model_path() -> str:
 
     path = core_default()
     return str(path) if path is not None else ""
-
-
-def task_colour(task: str) -> str:
-    from propl.tasks import DEFAULT_TASKS
-
-    return next((t.colour for t in DEFAULT_TASKS if t.id == task), "#ff0000")
 
 
 class SegmentWidget(QWidget):
@@ -255,7 +251,7 @@ class SegmentWidget(QWidget):
             n = len(part.mask)
             mask[done : done + n] = part.mask
             unc[done : done + n] = part.uncertainty
-            low[done : done + n] = part.uncertainty >= job.threshold
+            low[done : done + n] = _layers.low_confidence(part.uncertainty, job.threshold)
             conf[done : done + n] = part.confidence
             done += n
             yield (done, job.count)

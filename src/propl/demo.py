@@ -81,7 +81,7 @@ def run_demo(
         CheckpointError: no usable model; FileExistsError: outputs exist and not ``overwrite``.
     """
     from .inference import Predictor, resolve_model
-    from .tasks import DEFAULT_TASKS
+    from .tasks import task_colour
 
     out = Path(out)
     model_path = resolve_model(model)
@@ -96,7 +96,7 @@ def run_demo(
             raise FileExistsError(f"{p} exists (pass --overwrite to replace it)")
     out.mkdir(parents=True, exist_ok=True)
     worst = int(np.argmin(pred.confidence))
-    hex_colour = next((t.colour for t in DEFAULT_TASKS if t.id == task), "#ff0000")
+    hex_colour = task_colour(task)
     colour = (int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16))
     strip = overlay_strip(frames[worst], pred.mask[worst], pred.uncertainty[worst], colour)
     write_mask_tiff(pred.mask, paths[0], overwrite=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,11 @@ def load_tasks_json(path: str | Path) -> list[Task]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected an object mapping task ids to task descriptions")
     return [_task_from_entry(k, v, i, path) for i, (k, v) in enumerate(data.items())]
+
+
+def task_colour(task: str, tasks: Iterable[Task] | None = None) -> str:
+    """The display colour of ``task`` among ``tasks`` (default: the five built-in tasks);
+    red for a task that is not there."""
+    return next(
+        (t.colour for t in (DEFAULT_TASKS if tasks is None else tasks) if t.id == task), "#ff0000"
+    )
