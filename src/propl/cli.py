@@ -60,12 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train",
-        help="train on a benchmark-layout folder",
-        description="Train a ProPL network (or a baseline) on a us-universal-style "
-        "folder: labelled subset drawn per task with --seed, validation carved from "
-        "the train split, the best checkpoint by validation Dice saved to OUT/best.",
+        help="train on a benchmark-layout folder, or retrain from a project's reviews",
+        description="With --data: train a ProPL network (or a baseline) on a us-universal-style "
+        "folder: labelled subset drawn per task with --seed, validation carved from the train "
+        "split, the best checkpoint by validation Dice saved to OUT/best. With --project: "
+        "retrain from the project's reviewed scans (labelled; a stable part held back to judge "
+        "the result) and the unreviewed ones (unlabelled), starting from the project's current "
+        "model; the run becomes a new model version, promoted to current only if it beats its "
+        "parent on the held-back scans.",
     )
-    t.add_argument("--data", required=True, type=Path, help="folder with tasks.json, splits.json")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="folder with tasks.json, splits.json")
+    src.add_argument("--project", type=Path, help="project folder (.zarr) to retrain from")
     t.add_argument(
         "--method",
         default="propl",
@@ -74,30 +80,74 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--labelled",
         default="1/16",
-        help="labelled part of each task's train split: a fraction (1/16, 0.125) or a "
+        help="--data: labelled part of each task's train split: a fraction (1/16, 0.125) or a "
         "count (10); ignored by --method full",
     )
-    t.add_argument("--tasks", nargs="+", help="task ids to train on (default: all in the folder)")
+    t.add_argument(
+        "--tasks",
+        nargs="+",
+        help="task ids to train on (default: all in the folder, "
+        "or every project task with reviewed scans)",
+    )
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", required=True, type=Path, help="run directory")
-    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--out", type=Path, help="--data: run directory (required)")
+    t.add_argument("--steps", type=int, help="optimiser steps (default 2000; 150 with --project)")
     t.add_argument("--size", type=int, default=224, help="input side (multiple of 32)")
     t.add_argument("--batch-size", type=int, default=8, help="labelled (and unlabelled) per step")
     t.add_argument("--arch", default="propl", help="registered model name (propl, propl-small)")
     t.add_argument(
         "--init",
         help="start from this checkpoint folder, or 'shipped' for the universal model "
-        "(incremental training; new tasks get new prompt tokens)",
+        "(incremental training; new tasks get new prompt tokens). --project: default is the "
+        "project's current version",
     )
     _add_propl_options(t)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--freeze-encoder", action="store_true")
-    t.add_argument("--eval-every", type=int, default=200)
+    t.add_argument("--lr", type=float, help="learning rate (default 1e-3; 5e-4 with --project)")
+    freeze = t.add_mutually_exclusive_group()
+    freeze.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        default=None,
+        help="train decoders and prompt tokens only (default with --project)",
+    )
+    freeze.add_argument(
+        "--train-encoder",
+        dest="freeze_encoder",
+        action="store_false",
+        help="--project: train the encoder too (slower, can adapt more)",
+    )
+    t.add_argument("--eval-every", type=int, help="validation every N steps (200; 25 --project)")
     t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument(
+        "--hold-back",
+        type=float,
+        default=0.2,
+        help="--project: part of the reviewed scans held back to judge the new version",
+    )
+    t.add_argument(
+        "--frames-per-scan", type=int, default=4, help="--project: frames sampled per cine"
+    )
+    t.add_argument(
+        "--no-promote",
+        action="store_true",
+        help="--project: write the version but leave promotion to the program holding the "
+        "project (the napari plugin runs training this way)",
+    )
     t.add_argument("--device", default="auto")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    t.add_argument("--resume", action="store_true", help="--data: continue from OUT/last")
     t.add_argument("--cache", type=Path, help="cache folder for resized arrays")
     t.add_argument("--json", action="store_true", help="print progress as JSON lines")
+
+    m = sub.add_parser(
+        "models",
+        help="list a project's model versions; roll back to one",
+        description="Every version a retraining wrote (outcome, held-back Dice, parent, scans) "
+        "and which one is current. --use makes another version current (a rollback), "
+        "'shipped' returns to the model inside the package.",
+    )
+    m.add_argument("--project", required=True, type=Path)
+    m.add_argument("--use", metavar="VERSION", help="make this version current (or 'shipped')")
+    m.add_argument("--json", action="store_true", help="print the list as JSON")
 
     e = sub.add_parser(
         "evaluate",

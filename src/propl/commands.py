@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from .data.benchmark import BenchmarkFolder, DataFolderError, parse_labelled
 from .data.readers import ReaderError
 from .results import write_json
 from .store import Project, StoreError, StoreLockedError
+from .train.project import RetrainError
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -31,6 +35,7 @@ def is_user_error(exc: BaseException) -> bool:
             FileExistsError,
             StoreError,
             StoreLockedError,
+            RetrainError,
         ),
     )
 
@@ -44,6 +49,10 @@ def _tasks(folder: BenchmarkFolder, wanted: list[str] | None) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if args.project is not None:
+        return _retrain_project(args)
+    if args.out is None:
+        raise ValueError("propl train --data needs --out (the run directory)")
     from .inference import resolve_model
     from .train.methods import MethodOptions
     from .train.recipe import init_model, prepare_data
@@ -69,14 +78,14 @@ def run_train(args: argparse.Namespace) -> int:
     )
     config = TrainConfig(
         method=args.method,
-        steps=args.steps,
+        steps=args.steps or 2000,
         batch_size=args.batch_size,
         unlabelled_batch_size=args.batch_size,
-        lr=args.lr,
+        lr=args.lr or 1e-3,
         seed=args.seed,
         device=args.device,
-        eval_every=args.eval_every,
-        freeze_encoder=args.freeze_encoder,
+        eval_every=args.eval_every or 200,
+        freeze_encoder=bool(args.freeze_encoder),
         options=MethodOptions(pseudo_label=args.pseudo_label, view=args.view),
     )
     trainer = Trainer(model, config, data.labelled, data.unlabelled, data.val, args.out)
@@ -106,6 +115,115 @@ def run_train(args: argparse.Namespace) -> int:
             f"best checkpoint: {args.out / 'best'} (validation mDice "
             f"{trainer.best['mdice']:.2f} at step {trainer.best['step']})"
         )
+    return 0
+
+
+def _retrain_project(args: argparse.Namespace) -> int:
+    from .train.methods import MethodOptions
+    from .train.project import RetrainConfig, promote_if_better, retrain
+
+    if args.method == "full":
+        raise ValueError("--method full is for --data; a project trains on its reviews")
+    defaults = RetrainConfig()
+    config = RetrainConfig(
+        steps=args.steps or defaults.steps,
+        batch_size=args.batch_size,
+        lr=args.lr or defaults.lr,
+        freeze_encoder=defaults.freeze_encoder
+        if args.freeze_encoder is None
+        else args.freeze_encoder,
+        frames_per_scan=args.frames_per_scan,
+        hold_back=args.hold_back,
+        method=args.method,
+        seed=args.seed,
+        device=args.device,
+        eval_every=args.eval_every or defaults.eval_every,
+        tasks=tuple(args.tasks) if args.tasks else None,
+        options=MethodOptions(pseudo_label=args.pseudo_label, view=args.view),
+    )
+    # Take the writer lock first (unless the caller holds it and promotes): a second writer
+    # is refused before any training time is spent.
+    project = None if args.no_promote else Project.open(args.project)
+    # SIGTERM (the plugin's Cancel) stops at the next step: nothing is written, nothing lost.
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    bar = (
+        None
+        if args.json
+        else tqdm(total=config.steps, desc="retrain", unit="step", file=sys.stderr)
+    )
+    result = None
+    try:
+        for event in retrain(args.project, config, init=args.init, should_stop=stop.is_set):
+            if args.json:
+                print(event.to_json(), flush=True)
+            elif event.kind == "prepare":
+                d = event.data
+                tqdm.write(
+                    f"from {d['parent']}: {d['labelled']} reviewed scans to learn from, "
+                    f"{d['held_back']} held back, {d['unlabelled_frames']} unlabelled frames "
+                    f"({d['method']})",
+                    file=sys.stderr,
+                )
+            elif event.kind == "step" and bar is not None:
+                bar.n = event.step
+                bar.set_postfix(loss=f"{event.data['loss']:.3f}", refresh=False)
+                bar.refresh()
+            elif event.kind == "eval" and bar is not None:
+                bar.write(f"step {event.step}: held-back Dice {event.data.get('mdice', 0):.2f}")
+            if event.kind == "version":
+                result = event.data
+        if bar is not None:
+            bar.close()
+        if result is None:
+            print("propl train: cancelled; no version written", file=sys.stderr)
+            return 1
+        promoted = project is not None and promote_if_better(project, result["version"])
+        if args.json:
+            print(
+                json.dumps(
+                    {"kind": "promotion", "version": result["version"], "promoted": promoted}
+                ),
+                flush=True,
+            )
+        else:
+            score = "n/a" if result["score"] is None else f"{result['score']:.2f}"
+            print(
+                f"{result['version']}: {result['outcome']} (held-back Dice {score} vs "
+                f"{result['baseline_score']:.2f} for {result['baseline']}); "
+                + ("promoted to current" if promoted else "current model unchanged")
+                + (f" - {result['message']}" if result["message"] else "")
+            )
+        return 0 if result["outcome"] != "failed" else 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if project is not None:
+            project.close()
+
+
+def run_models(args: argparse.Namespace) -> int:
+    with Project.open(args.project, read_only=args.use is None) as project:
+        if args.use is not None:
+            project.set_current(args.use, "chosen with propl models --use")
+        current = project.current_version()
+        current_name = current.name if current else "shipped"
+        rows = project.versions()
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "current": current_name,
+                        "versions": [
+                            {k: v for k, v in r.record.items() if k != "curve"} for r in rows
+                        ],
+                        "history": project.model_history(),
+                    }
+                )
+            )
+            return 0
+        print(f"current: {current_name}")
+        for r in rows:
+            print(("* " if r.name == current_name else "  ") + r.describe())
     return 0
 
 

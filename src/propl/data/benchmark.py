@@ -242,7 +242,7 @@ def _load_image(path: Path) -> np.ndarray:
     return frame[0]
 
 
-def _resize(img: np.ndarray, size: int, *, mask: bool) -> np.ndarray:
+def resize_square(img: np.ndarray, size: int, *, mask: bool) -> np.ndarray:
     from skimage.transform import resize
 
     if img.shape == (size, size):
@@ -329,9 +329,9 @@ def _read_arrays(
     ):
         img = _load_image(s.image)
         shapes.append((int(img.shape[0]), int(img.shape[1])))
-        images[i] = _resize(img, size, mask=False)
+        images[i] = resize_square(img, size, mask=False)
         if with_masks:
-            masks[i] = _resize(read_mask(s.mask), size, mask=True)
+            masks[i] = resize_square(read_mask(s.mask), size, mask=True)
     task_index = np.array([index[s.task] for s in samples], np.int64)
     return ArraySet(images, masks, task_index, [s.id for s in samples], shapes)
 

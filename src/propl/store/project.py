@@ -37,6 +37,7 @@ from zarr.storage import LocalStore
 from .. import __version__
 from ..tasks import DEFAULT_TASKS, Task
 from . import revisions as rev
+from . import versions as ver
 from .lock import ProjectLock, current_user
 from .records import QueueItem, Review, Scan, StoredPrediction
 
@@ -92,6 +93,7 @@ class Project:
         if not read_only:
             self._lock.acquire()
             rev.clean_staging(root)
+            ver.clean_stale_staging(root)
         self._store = LocalStore(root, read_only=read_only)
         self._root_group = zarr.open_group(self._store, mode="r" if read_only else "r+")
 
@@ -432,6 +434,67 @@ class Project:
         ids = self.scan_ids()
         done = sum(self.review(i, task, with_mask=False) is not None for i in ids)
         return done, len(ids)
+
+    # -- model versions --------------------------------------------------------------------
+
+    def versions(self) -> list[ver.ModelVersion]:
+        """Every model version of the project (failed ones included), oldest first."""
+        return [ver.read_version(self.root, n) for n in ver.version_names(self.root)]
+
+    def version(self, name: str) -> ver.ModelVersion:
+        if name not in ver.version_names(self.root):
+            raise StoreError(f"project '{self.root}' has no model version {name!r}")
+        return ver.read_version(self.root, name)
+
+    def current_version(self) -> ver.ModelVersion | None:
+        """The version predictions should come from; None means the shipped model."""
+        name = self._models_attrs().get("current")
+        return self.version(str(name)) if name else None
+
+    def current_model_path(self) -> Path | None:
+        """The current version's checkpoint folder, or None for the shipped model."""
+        current = self.current_version()
+        return None if current is None else current.path
+
+    def model_history(self) -> list[dict[str, Any]]:
+        """Every switch of the current version: ``{version, time, author, reason}``."""
+        return list(self._models_attrs().get("history", []))
+
+    def set_current(self, name: str | None, reason: str = "") -> None:
+        """Make a version current (``None`` or "shipped": the shipped model again).
+
+        Promotion after a better run, or a rollback; one atomic pointer switch, recorded.
+
+        Raises:
+            StoreError: unknown version, or a failed one (its weights are never used).
+        """
+        self._writable()
+        if name == ver.SHIPPED:
+            name = None
+        if name is not None:
+            version = self.version(name)
+            if not version.usable:
+                why = version.message or "no weights"
+                raise StoreError(
+                    f"model version {name} of '{self.root}' failed ({why}); "
+                    "it cannot become current"
+                )
+        with self._mutex:
+            group = zarr.open_group(self._store, path=ver.MODELS, mode="a")
+            entry = {
+                "version": name or ver.SHIPPED,
+                "time": time.time(),
+                "author": current_user(),
+                "reason": reason,
+            }
+            history = list(_attrs(group).get("history", [])) + [entry]
+            group.attrs.update({"current": name, "history": history})
+
+    def _models_attrs(self) -> dict[str, Any]:
+        try:
+            return _attrs(zarr.open_group(self._store, path=ver.MODELS, mode="r"))
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            return {}
 
     # -- internals -------------------------------------------------------------------------
 

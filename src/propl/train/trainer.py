@@ -203,7 +203,7 @@ class Trainer:
                 },
             )
         )
-        self.model.train()
+        self._train_mode()
         seen, t0 = 0, time.perf_counter()
         while self.step < cfg.steps:
             if should_stop():
@@ -231,8 +231,13 @@ class Trainer:
             )
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                 yield from self._evaluate_and_save()
-                self.model.train()
+                self._train_mode()
         yield self._log(TrainEvent("done", self.step, cfg.steps, self.best))
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        if self.config.freeze_encoder:  # a frozen encoder keeps its BatchNorm statistics too
+            self.model.encoder.eval()
 
     def _evaluate_and_save(self) -> Iterator[TrainEvent]:
         scores = validate(self.model, self.val, self.device) if self.val is not None else {}

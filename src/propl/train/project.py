@@ -1,0 +1,423 @@
+"""Retraining from a project: reviewed scans are the labels, the rest unlabelled, ProPL on top.
+
+One code path for ``propl train --project P`` and the plugin's Retrain widget (which runs that
+command as a subprocess and reads its JSON lines)::
+
+    reviewed (accepted/corrected) (scan, task) pairs ──▶ labelled  ─┐
+        └─ a stable part held back ─────────────────────▶ held back │  ProPL semi-supervised,
+    unreviewed pairs ───────────────────────────────────▶ unlabelled┘  from the current version
+                                                                    ▼
+    new version models/vNNNN (weights, settings, scans, held-back scores of it and of the
+    model that was current: the baseline it must beat)
+    outcome: better (promotable) | worse | failed (NaN); cancel writes nothing
+
+Reading the project needs no writer lock (the GUI keeps it while this runs); writing the version
+is a write-once folder (:mod:`propl.store.versions`). Promotion moves the project's "current"
+pointer and is left to the lock holder: :func:`promote_if_better`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.benchmark import ArraySet, resize_square
+from ..inference import Predictor, frames_to_float, resolve_model
+from ..metrics import dice
+from ..models import ProPLNet
+from ..store import LABELLED, Project, StoreError
+from ..store import versions as ver
+from .methods import MethodOptions
+from .recipe import init_model
+from .trainer import TrainConfig, Trainer, TrainEvent
+
+MIN_LABELLED = 2
+"""Reviewed (scan, task) pairs needed to retrain: at least one to learn from, one to judge."""
+
+
+class RetrainError(ValueError):
+    """Retraining cannot start (e.g. too few reviewed scans); the message says why."""
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """How a project retrains. The defaults fit a 2-core CPU in a few minutes (see docs).
+
+    Attributes:
+        steps: optimiser steps.
+        frames_per_scan: frames sampled (evenly) from each cine; stills give one.
+        hold_back: part of the reviewed pairs held back to judge the new version (at least one).
+        freeze_encoder: train decoders and prompt tokens only (faster; the encoder's ImageNet
+            and ultrasound features stay as they are).
+        max_unlabelled: cap on unlabelled frames (memory and loading time).
+        min_gain: Dice points a new version must gain over its parent to be promotable.
+    """
+
+    steps: int = 150
+    batch_size: int = 8
+    lr: float = 5e-4
+    freeze_encoder: bool = True
+    frames_per_scan: int = 4
+    hold_back: float = 0.2
+    max_unlabelled: int = 256
+    method: str = "propl"
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = 25
+    min_gain: float = 0.0
+    tasks: tuple[str, ...] | None = None
+    options: MethodOptions = field(default_factory=MethodOptions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ProjectData:
+    """What one run learns from and is judged on (arrays at the network's input size)."""
+
+    tasks: tuple[str, ...]
+    labelled: ArraySet
+    unlabelled: ArraySet
+    held_back: ArraySet
+    trained_on: list[tuple[str, str]]
+    held_back_pairs: list[tuple[str, str]]
+    held_back_frames: list[tuple[np.ndarray, np.ndarray, str]] = field(default_factory=list)
+    """(frame, reviewed mask, task) at the scan's own resolution: what versions are judged on."""
+
+
+def _bucket(scan_id: str, task: str) -> float:
+    digest = hashlib.sha256(f"{scan_id}:{task}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def select_held_back(
+    pairs: Sequence[tuple[str, str]], fraction: float
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Split reviewed pairs into (train, held back): the ``fraction`` of pairs with the lowest
+    hash of their ids (at least one each way). The choice depends on the ids only, so the same
+    scans stay held back as more are reviewed and successive versions are judged on them.
+    """
+    if len(pairs) < MIN_LABELLED:
+        raise RetrainError(
+            f"need at least {MIN_LABELLED} reviewed scans to retrain (one is held back to judge "
+            f"the new version); the project has {len(pairs)}"
+        )
+    ranked = sorted(pairs, key=lambda p: _bucket(*p))
+    n_held = min(max(round(fraction * len(ranked)), 1), len(ranked) - 1)
+    return ranked[n_held:], ranked[:n_held]
+
+
+def frame_indices(n_frames: int, wanted: int) -> np.ndarray:
+    """Up to ``wanted`` evenly spaced frame indices (all frames when there are fewer)."""
+    if n_frames <= wanted:
+        return np.arange(n_frames)
+    return np.unique(np.linspace(0, n_frames - 1, wanted).round().astype(int))
+
+
+def _to_uint8(frames: np.ndarray) -> np.ndarray:
+    return np.round(frames_to_float(frames) * 255).astype(np.uint8)
+
+
+def _arrays(items: list[tuple[np.ndarray, np.ndarray | None, int, str]], size: int) -> ArraySet:
+    n = len(items)
+    images = np.zeros((n, size, size), np.uint8)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i, (img, mask, _, _) in enumerate(items):
+        images[i] = resize_square(img, size, mask=False)
+        if mask is not None:
+            masks[i] = resize_square(mask, size, mask=True)
+    return ArraySet(
+        images=images,
+        masks=masks,
+        task_index=np.array([t for _, _, t, _ in items], np.int64),
+        ids=[i for _, _, _, i in items],
+        orig_shapes=[img.shape[:2] for img, _, _, _ in items],
+    )
+
+
+def training_tasks(project: Project, wanted: Sequence[str] | None = None) -> list[str]:
+    """The tasks to retrain: ``wanted``, or every task with at least one reviewed scan."""
+    known = [t.id for t in project.tasks]
+    if wanted:
+        for t in wanted:
+            if t not in known:
+                raise RetrainError(f"project '{project.root}' has no task {t!r} ({known})")
+        return list(wanted)
+    tasks = []
+    for task in known:
+        for scan_id in project.scan_ids():
+            review = project.review(scan_id, task, with_mask=False)
+            if review is not None and review.status in LABELLED:
+                tasks.append(task)
+                break
+    if not tasks:
+        raise RetrainError(f"project '{project.root}' has no accepted or corrected scans yet")
+    return tasks
+
+
+def collect(
+    project: Project,
+    tasks: Sequence[str],
+    task_order: Sequence[str],
+    size: int,
+    config: RetrainConfig,
+) -> ProjectData:
+    """Read the project's reviewed and unreviewed scans for ``tasks`` into arrays."""
+    reviewed: list[tuple[str, str]] = []
+    unreviewed: list[tuple[str, str]] = []
+    for scan_id in project.scan_ids():
+        for task in tasks:
+            review = project.review(scan_id, task, with_mask=False)
+            if review is not None:
+                if review.status in LABELLED:
+                    reviewed.append((scan_id, task))
+                continue  # rejected / skipped: neither a label nor an image of the target
+            if len(tasks) == 1 or project.prediction_confidence(scan_id, task) is not None:
+                unreviewed.append((scan_id, task))
+    train_pairs, held_pairs = select_held_back(reviewed, config.hold_back)
+    order = list(task_order)
+    images: dict[str, np.ndarray] = {}
+
+    def image(scan_id: str) -> np.ndarray:
+        if scan_id not in images:
+            images[scan_id] = _to_uint8(project.image(scan_id))
+        return images[scan_id]
+
+    def labelled(pairs: list[tuple[str, str]]) -> list[tuple[np.ndarray, np.ndarray, int, str]]:
+        items: list[tuple[np.ndarray, np.ndarray, int, str]] = []
+        for scan_id, task in pairs:
+            review = project.review(scan_id, task)
+            assert review is not None and review.mask is not None
+            frames = image(scan_id)
+            for f in frame_indices(len(frames), config.frames_per_scan):
+                items.append((frames[f], review.mask[f], order.index(task), f"{scan_id}:{f}"))
+        return items
+
+    rng = np.random.default_rng(config.seed)
+    unlab: list[tuple[np.ndarray, np.ndarray | None, int, str]] = []
+    for scan_id, task in unreviewed:
+        frames = image(scan_id)
+        for f in frame_indices(len(frames), config.frames_per_scan):
+            unlab.append((frames[f], None, order.index(task), f"{scan_id}:{f}"))
+    if len(unlab) > config.max_unlabelled:
+        keep = np.sort(rng.choice(len(unlab), config.max_unlabelled, replace=False))
+        unlab = [unlab[i] for i in keep]
+    held = labelled(held_pairs)
+    return ProjectData(
+        tasks=tuple(order),
+        labelled=_arrays(list(labelled(train_pairs)), size),
+        unlabelled=_arrays(unlab, size),
+        held_back=_arrays(list(held), size),
+        trained_on=train_pairs,
+        held_back_pairs=held_pairs,
+        held_back_frames=[(img, mask, order[t]) for img, mask, t, _ in held],
+    )
+
+
+def parent_of(project: Project, init: str | Path | None) -> tuple[str, Path]:
+    """(name, checkpoint folder) the run starts from: ``init``, else the project's current
+    version, else the shipped model."""
+    if init is not None and str(init) != ver.SHIPPED:
+        path = Path(init)
+        if path.parent == ver.models_dir(project.root):
+            return path.name, path
+        return str(path), path
+    current = None if init is not None else project.current_version()
+    if current is not None:
+        return current.name, current.path
+    return ver.SHIPPED, resolve_model(None)
+
+
+def _finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.state_dict().values())
+
+
+def retrain(
+    project_path: str | Path,
+    config: RetrainConfig | None = None,
+    init: str | Path | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[TrainEvent]:
+    """Retrain from a project's reviews and write a new model version; yields progress events.
+
+    Events: ``prepare`` (what it learns from), then the trainer's ``start``/``step``/``eval``
+    (validation = the held-back scans), then ``version`` (name, outcome, scores) or ``stopped``
+    (cancelled: nothing is written). Promotion is left to the caller (:func:`promote_if_better`).
+
+    Raises:
+        RetrainError: too few reviewed scans, or an unknown task.
+        StoreError: not a project.
+    """
+    config = config or RetrainConfig()
+    with Project.open(project_path, read_only=True) as project:
+        tasks = training_tasks(project, config.tasks)
+        parent_name, parent_path = parent_of(project, init)
+        current = project.current_version()
+        baseline_name, baseline_path = parent_of(project, None)
+        model = init_model(tasks, init=parent_path)
+        size = int(model.config.input_size)
+        data = collect(project, tasks, model.config.tasks, size, config)
+        root = project.root
+    method = config.method
+    if method != "supervised" and len(data.unlabelled) == 0:
+        method = "supervised"  # every scan reviewed: nothing to pseudo-label
+    yield TrainEvent(
+        "prepare",
+        0,
+        config.steps,
+        {
+            "parent": parent_name,
+            "baseline": baseline_name,
+            "tasks": list(tasks),
+            "labelled": len(data.trained_on),
+            "held_back": len(data.held_back_pairs),
+            "labelled_frames": len(data.labelled),
+            "unlabelled_frames": len(data.unlabelled),
+            "method": method,
+        },
+    )
+    trainer_config = TrainConfig(
+        method=method,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        unlabelled_batch_size=config.batch_size,
+        lr=config.lr,
+        freeze_encoder=config.freeze_encoder,
+        seed=config.seed,
+        device=config.device,
+        eval_every=config.eval_every,
+        warmup=0.0,  # fine-tuning a trained model: no warm-up
+        options=config.options,
+    )
+    trainer = Trainer(model, trainer_config, data.labelled, data.unlabelled, data.held_back)
+    # What the annotator gets today, judged like the candidate will be (at scan resolution).
+    baseline = init_model(tasks, init=baseline_path)
+    base = judge(baseline, data.held_back_frames, config.device)
+    del baseline
+    record: dict[str, Any] = {
+        "parent": parent_name,
+        "parent_path": str(parent_path),
+        "baseline": baseline_name,
+        "tasks": list(tasks),
+        "model_tasks": list(data.tasks),
+        "trained_on": [list(p) for p in data.trained_on],
+        "settings": config.to_dict() | {"method": method},
+        "started": time.time(),
+        "project_current": current.name if current else ver.SHIPPED,
+    }
+    held: dict[str, Any] = {
+        "scans": [list(p) for p in data.held_back_pairs],
+        "frames": len(data.held_back_frames),
+        "baseline_score": base["mdice"],
+        "baseline_per_task": base["per_task"],
+    }
+    curve: list[dict[str, float]] = []
+    staged = ver.new_staging(root)
+    try:
+        for event in trainer.run(should_stop):
+            if event.kind == "stopped":
+                shutil.rmtree(staged, ignore_errors=True)
+                yield event
+                return
+            if event.kind == "step" and (event.step % 5 == 0 or event.step == 1):
+                curve.append({"step": event.step, "loss": event.data["loss"]})
+            yield event
+        if not _finite(trainer.model):
+            raise FloatingPointError("the trained weights are not finite")
+    except FloatingPointError as exc:
+        record |= {"outcome": "failed", "message": f"training diverged: {exc}"}
+        record["held_back"] = held | {"score": None}
+        name = ver.add_version(root, staged, record)
+        yield TrainEvent("version", trainer.step, config.steps, _summary(name, record))
+        return
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    save_checkpoint(
+        trainer.model,
+        staged,
+        {"parent": parent_name, "tasks": list(tasks), "project": str(root)},
+        dtype=torch.float16,
+    )
+    stored = load_checkpoint(staged).model  # judge the weights exactly as they will be used
+    score = judge(stored, data.held_back_frames, config.device)
+    better = score["mdice"] > base["mdice"] + config.min_gain
+    record |= {
+        "outcome": "better" if better else "worse",
+        "message": "" if better else f"not better than {baseline_name} on the held-back scans",
+        "held_back": held | {"score": score["mdice"], "per_task": score["per_task"]},
+        "curve": curve,
+        "finished": time.time(),
+    }
+    name = ver.add_version(root, staged, record)
+    yield TrainEvent("version", trainer.step, config.steps, _summary(name, record))
+
+
+def judge(
+    model: ProPLNet, frames: Sequence[tuple[np.ndarray, np.ndarray, str]], device: str
+) -> dict[str, Any]:
+    """Dice (%) of ``model`` on held-back frames at their own resolution, as the plugin would
+    predict them: ``{"mdice": mean over tasks, "per_task": {task: mean over frames}}``."""
+    predictor = Predictor(model, device=device, uncertainty="none")
+    per_task: dict[str, list[float]] = {}
+    for image, mask, task in frames:
+        pred = predictor.predict(image, task).mask[0]
+        per_task.setdefault(task, []).append(dice(pred > 0, mask > 0))
+    means = {t: 100.0 * float(np.mean(v)) for t, v in per_task.items()}
+    return {"mdice": float(np.mean(list(means.values()))), "per_task": means}
+
+
+def _summary(name: str, record: dict[str, Any]) -> dict[str, Any]:
+    held = record.get("held_back", {})
+    return {
+        "version": name,
+        "outcome": record["outcome"],
+        "score": held.get("score"),
+        "parent": record["parent"],
+        "baseline": record["baseline"],
+        "baseline_score": held.get("baseline_score"),
+        "message": record.get("message", ""),
+    }
+
+
+def promote_if_better(project: Project, name: str) -> bool:
+    """Make version ``name`` current when its run judged it better than the model that was
+    current when it started, and that model is still current (after another promotion in
+    between it would have to be judged again).
+
+    Returns:
+        Whether it was promoted.
+    """
+    version = project.version(name)
+    if version.outcome != "better" or not version.usable:
+        return False
+    current = project.current_version()
+    if (current.name if current else ver.SHIPPED) != version.baseline:
+        return False
+    score = version.held_back_score or math.nan
+    gain = score - (version.baseline_score or 0.0)
+    project.set_current(name, f"held-back Dice {score:.1f} (+{gain:.1f} over {version.baseline})")
+    return True
+
+
+__all__ = [
+    "ProjectData",
+    "RetrainConfig",
+    "RetrainError",
+    "StoreError",
+    "collect",
+    "promote_if_better",
+    "retrain",
+    "select_held_back",
+]

@@ -1,0 +1,231 @@
+"""Retraining from a project through the real subprocess path (``python -m propl train
+--project``): progress, versions, promotion and rejection, NaN runs, cancel, rollback, new tasks.
+
+A tiny network (propl-small, 64 px) on synthetic two-frame cines keeps each run to seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from propl.checkpoint import load_checkpoint, save_checkpoint
+from propl.data.synthetic import SYNTHETIC_TASKS, make_scan
+from propl.inference import Predictor
+from propl.metrics import dice
+from propl.models import build_model
+from propl.store import Project, StoreError
+from propl.tasks import Task
+from propl.train.project import RetrainError, select_held_back
+
+SIZE = 64
+N_SCANS = 12
+
+
+def make_parent(path: Path, tasks=("bright_blob",), nan: bool = False) -> Path:
+    """A small untrained network (ImageNet encoder) that knows ``tasks`` only."""
+    torch.manual_seed(0)
+    model = build_model("propl-small", tasks=tasks, input_size=SIZE, pretrained=True)
+    if nan:
+        with torch.no_grad():
+            next(model.decoder2.parameters()).fill_(float("nan"))
+    save_checkpoint(model, path)
+    return path
+
+
+def scans(seed: int = 0):
+    """Synthetic two-frame cines with their bright- and dark-blob masks."""
+    rng = np.random.default_rng(seed)
+    for _ in range(N_SCANS):
+        frames = [make_scan(SIZE, rng) for _ in range(2)]
+        yield tuple(np.stack([f[k] for f in frames]) for k in range(3))
+
+
+def make_project(
+    root: Path, task: str = "dark_blob", reviewed: int = 6, empty_train_labels: bool = False
+) -> Path:
+    """A project of synthetic cines; the first ``reviewed`` scans corrected for ``task``.
+
+    ``empty_train_labels``: the scans that will be trained on (not the held-back ones) get
+    empty masks, so the run learns to miss the target.
+    """
+    key = 1 if task == "bright_blob" else 2
+    with Project.create(root, tasks=[Task(t) for t in SYNTHETIC_TASKS]) as project:
+        items = [(project.add_scan(s[0], f"scan{i}"), s) for i, s in enumerate(scans())]
+        pairs = [(sid, task) for sid, _ in items[:reviewed]]
+        held = set(select_held_back(pairs, 0.2)[1]) if reviewed >= 2 else set()
+        for sid, s in items[:reviewed]:
+            mask = s[key]
+            if empty_train_labels and (sid, task) not in held:
+                mask = np.zeros_like(mask)
+            project.save_review(sid, task, "corrected", mask)
+    return root
+
+
+def propl_train(project: Path, *args: str, check: bool = True) -> tuple[list[dict], int]:
+    """Run the real command as the plugin does; returns its JSON events and exit code."""
+    cmd = [sys.executable, "-m", "propl", "train", "--project", str(project), "--json"]
+    cmd += ["--device", "cpu", "--steps", "40", "--lr", "3e-3", "--batch-size", "4", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if check and done.returncode not in (0, 1):
+        raise AssertionError(done.stderr)
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return events, done.returncode
+
+
+def by_kind(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in events if e["kind"] == kind]
+
+
+def test_held_back_split_is_stable_and_never_empty():
+    pairs = [(f"{i:016x}", "t") for i in range(10)]
+    train, held = select_held_back(pairs, 0.2)
+    assert len(held) == 2 and set(train) | set(held) == set(pairs) and not set(train) & set(held)
+    assert select_held_back(list(reversed(pairs)), 0.2)[1] == held  # order does not matter
+    assert len(select_held_back(pairs[:2], 0.01)[1]) == 1  # at least one each way
+    assert len(select_held_back(pairs[:2], 0.99)[0]) == 1
+    with pytest.raises(RetrainError, match="at least 2 reviewed"):
+        select_held_back(pairs[:1], 0.2)
+
+
+def test_retrain_learns_a_new_task_writes_a_version_and_promotes_it(tmp_path):
+    """The parent knows only bright_blob; ten-odd corrected frames of dark_blob teach it."""
+    parent = make_parent(tmp_path / "parent")
+    project = make_project(tmp_path / "p.zarr", "dark_blob")
+    events, code = propl_train(project, "--init", str(parent))
+    assert code == 0
+    prepare = by_kind(events, "prepare")[0]["data"]
+    assert prepare["labelled"] + prepare["held_back"] == 6 and prepare["held_back"] >= 1
+    assert prepare["unlabelled_frames"] == 2 * (N_SCANS - 6) and prepare["method"] == "propl"
+    steps = by_kind(events, "step")
+    assert [e["step"] for e in steps] == list(range(1, 41))  # progress arrives step by step
+    assert by_kind(events, "eval")  # the held-back Dice curve
+    version = by_kind(events, "version")[0]["data"]
+    assert version["version"] == "v0001" and version["outcome"] == "better"
+    assert version["score"] > version["baseline_score"] and version["baseline"] == "shipped"
+    assert by_kind(events, "promotion")[0]["promoted"] is True
+
+    with Project.open(project, read_only=True) as p:
+        current = p.current_version()
+        assert current is not None and current.name == "v0001"
+        assert len(current.trained_on) == prepare["labelled"]
+        assert not {tuple(x) for x in current.trained_on} & {tuple(x) for x in current.held_back}
+        assert p.model_history()[-1]["version"] == "v0001"
+        ckpt = load_checkpoint(current.path)
+        assert ckpt.model.config.tasks == ("bright_blob", "dark_blob")  # gained a prompt
+        # the new task is segmented by the promoted version
+        image, _, dark = next(iter(scans(seed=5)))
+        pred = Predictor(ckpt.model, device="cpu", uncertainty="none").predict(image, "dark_blob")
+        assert np.mean([dice(pred.mask[f] > 0, dark[f] > 0) for f in range(2)]) > 0.5
+
+
+def test_a_worse_run_is_kept_but_not_promoted_and_rollback_works(tmp_path):
+    parent = make_parent(tmp_path / "parent")
+    project = make_project(tmp_path / "p.zarr", "dark_blob")
+    assert propl_train(project, "--init", str(parent))[1] == 0  # v0001, promoted
+
+    # Labels that teach the network to miss the target: judged worse on the held-back scans.
+    bad = make_project(tmp_path / "bad.zarr", "dark_blob", empty_train_labels=True)
+    with Project.open(project) as p, Project.open(bad, read_only=True) as b:
+        for sid in b.scan_ids():
+            review = b.review(sid, "dark_blob")
+            if review is not None:
+                p.save_review(sid, "dark_blob", "corrected", review.mask)
+    events, code = propl_train(project, "--steps", "60")
+    assert code == 0
+    version = by_kind(events, "version")[0]["data"]
+    assert version["parent"] == version["baseline"] == "v0001"  # incremental: from current
+    assert version["outcome"] == "worse" and version["score"] < version["baseline_score"]
+    assert by_kind(events, "promotion")[0]["promoted"] is False
+    with Project.open(project) as p:
+        assert p.current_version().name == "v0001"
+        assert [v.outcome for v in p.versions()] == ["better", "worse"]
+        p.set_current("v0002", "the annotator's choice")  # a kept version can still be chosen
+        p.set_current("shipped")  # roll back to the shipped model
+        assert p.current_version() is None
+
+    done = subprocess.run(
+        [sys.executable, "-m", "propl", "models", "--project", str(project), "--use", "v0001"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "current: v0001" in done.stdout and "v0002 (worse)" in done.stdout
+    with Project.open(project, read_only=True) as p:
+        assert p.current_version().name == "v0001"
+        assert [h["version"] for h in p.model_history()] == ["v0001", "v0002", "shipped", "v0001"]
+
+
+def test_a_diverging_run_is_a_failed_version_that_is_never_used(tmp_path):
+    parent = make_parent(tmp_path / "parent", nan=True)
+    project = make_project(tmp_path / "p.zarr", "bright_blob")
+    events, code = propl_train(project, "--init", str(parent))
+    assert code == 1
+    version = by_kind(events, "version")[0]["data"]
+    assert version["outcome"] == "failed" and "diverged" in version["message"]
+    assert by_kind(events, "promotion") == [] or not by_kind(events, "promotion")[0]["promoted"]
+    with Project.open(project) as p:
+        assert p.current_version() is None
+        (failed,) = p.versions()
+        assert not failed.usable
+        with pytest.raises(StoreError, match="failed"):
+            p.set_current(failed.name)
+        assert p.review(p.scan_ids()[0], "bright_blob").status == "corrected"
+
+
+def test_cancel_stops_the_subprocess_and_writes_nothing(tmp_path):
+    parent = make_parent(tmp_path / "parent")
+    project = make_project(tmp_path / "p.zarr", "bright_blob")
+    with Project.open(project, read_only=True) as p:
+        before = {s: p.review(s, "bright_blob") for s in p.scan_ids()}
+    cmd = [sys.executable, "-m", "propl", "train", "--project", str(project), "--json"]
+    cmd += ["--device", "cpu", "--steps", "100000", "--init", str(parent), "--no-promote"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    # the GUI keeps the writer lock meanwhile; the subprocess only reads
+    with Project.open(project) as holder:
+        for line in proc.stdout:
+            if json.loads(line)["kind"] == "step":
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        assert holder.current_version() is None
+    assert proc.returncode == 1, err
+    assert json.loads(out.splitlines()[-1])["kind"] == "stopped"
+    assert "cancelled" in err
+    with Project.open(project) as p:
+        assert p.versions() == [] and p.current_version() is None
+        assert not list((project / "models").glob(".staging-*"))
+        for sid, review in before.items():
+            after = p.review(sid, "bright_blob")
+            if review is None:
+                assert after is None
+            else:
+                assert after.revision == review.revision
+                np.testing.assert_array_equal(after.mask, review.mask)
+
+
+def test_too_few_reviews_and_locked_projects_are_clear_errors(tmp_path):
+    project = make_project(tmp_path / "p.zarr", "bright_blob", reviewed=1)
+    parent = make_parent(tmp_path / "parent")
+    cmd = [sys.executable, "-m", "propl", "train", "--project", str(project)]
+    done = subprocess.run(cmd + ["--init", str(parent)], capture_output=True, text=True)
+    assert done.returncode == 2 and "at least 2 reviewed scans" in done.stderr
+    with Project.open(project):  # someone holds it and did not ask for --no-promote
+        done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+    assert done.returncode == 2 and "pid" in done.stderr
+    empty = make_project(tmp_path / "empty.zarr", "bright_blob", reviewed=0)
+    done = subprocess.run(
+        [sys.executable, "-m", "propl", "train", "--project", str(empty)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "no accepted or corrected scans" in done.stderr
