@@ -80,6 +80,9 @@ class ReviewWidget(QWidget):
         add.clicked.connect(self.add_open_images)
         self.task_combo = QComboBox()
         self.task_combo.currentTextChanged.connect(lambda _t: self.refresh_queue())
+        self.new_task_button = QPushButton("New task…")
+        self.new_task_button.setToolTip("add a task (name, organ, target, colour) to the project")
+        self.new_task_button.clicked.connect(self._new_task_dialog)
         self.keep_phi = QCheckBox("keep patient data from DICOM headers")
         self.keep_phi.setToolTip(
             "Off (default): imported DICOM headers are de-identified (no names, IDs, dates)"
@@ -122,7 +125,10 @@ class ReviewWidget(QWidget):
         for b in (imp, add):
             row2.addWidget(b)
         layout = QVBoxLayout(self)
-        for w in (self.project_label, row1, row2, self.keep_phi, QLabel("task"), self.task_combo):
+        task_row = QHBoxLayout()
+        task_row.addWidget(self.task_combo, 1)
+        task_row.addWidget(self.new_task_button)
+        for w in (self.project_label, row1, row2, self.keep_phi, QLabel("task"), task_row):
             layout.addLayout(w) if isinstance(w, QHBoxLayout) else layout.addWidget(w)
         layout.addWidget(self.unreviewed_only)
         layout.addWidget(self.queue_list, 1)
@@ -137,6 +143,7 @@ class ReviewWidget(QWidget):
             self._session = session_for(self)
             self._session.project_changed.connect(self._on_project_changed)
             self._session.predictions_changed.connect(self.refresh_queue)
+            self._session.tasks_changed.connect(self._on_project_changed)
             self._session.closing.connect(self._on_closing)
         return self._session
 
@@ -170,6 +177,27 @@ class ReviewWidget(QWidget):
             self.project_label.setText("no project open")
         self.task_combo.blockSignals(False)
         self.refresh_queue()
+
+    def _new_task_dialog(self) -> None:
+        from ._task_dialog import ask_new_task
+
+        project = self.session.project
+        if project is None:
+            show_error("open or create a project first")
+            return
+        task = ask_new_task([t.id for t in project.tasks], self)
+        if task is not None:
+            self.add_task(task)
+
+    def add_task(self, task: Any) -> None:
+        """Add a task to the project and switch the queue to it."""
+        try:
+            self.session.add_task(task)
+        except (ValueError, RuntimeError) as exc:
+            show_error(str(exc))
+            return
+        self.task_combo.setCurrentText(task.id)
+        show_info(f"task {task.id} added: label a few scans, then retrain")
 
     def _import_dialog(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Import scans")
@@ -401,6 +429,7 @@ class ReviewWidget(QWidget):
         self._saver.submit(lambda: None).result()
 
     def _on_saved(self, review: Any, advance: bool) -> None:
+        self.session.review_saved.emit(review.status)
         self.status_label.setText(
             f"saved: {review.status} ({review.edited_pixels} edited pixels, "
             f"{review.seconds:.0f} s) by {review.author}"

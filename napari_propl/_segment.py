@@ -11,6 +11,7 @@ import numpy as np
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -109,10 +110,38 @@ class SegmentWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self._refresh_images()
         self._refresh_tasks()
+        self._session: Session | None = None
+        # join the window's session once docked (the next event-loop turn)
+        QTimer.singleShot(0, self._join_session)
 
     @property
     def session(self) -> Session:
-        return session_for(self)
+        if self._session is None:
+            self._session = session_for(self)
+            self._session.model_changed.connect(self._follow_project_model)
+            self._follow_project_model()
+        return self._session
+
+    def _join_session(self) -> None:
+        try:
+            _ = self.session
+        except RuntimeError:  # closed before the event loop came round
+            pass
+
+    def _follow_project_model(self) -> None:
+        """Segment with the project's current model version, once it has one; back to the
+        shipped model when the project rolls back to it. A model the user chose elsewhere is
+        kept while the project has no version of its own."""
+        project = self.session.project
+        path = project.current_model_path() if project is not None else None
+        if path is None:
+            text = self.model_edit.text()
+            if project is None or not Path(text).resolve().is_relative_to(project.root.resolve()):
+                return
+            path = Path(default_model_path())
+        if self.model_edit.text() != str(path):
+            self.model_edit.setText(str(path))
+            self._refresh_tasks()
 
     # -- choices ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QWidget
 if TYPE_CHECKING:
     from propl.inference import Predictor
     from propl.store import Project
+    from propl.tasks import Task
 
 SESSION_NAME = "propl_session"
 
@@ -25,6 +26,9 @@ class Session(QObject):
 
     project_changed = Signal()
     predictions_changed = Signal()  # the store has new predictions (queue must re-order)
+    review_saved = Signal(str)  # a review was saved (its status): auto-retraining counts them
+    model_changed = Signal()  # the project's current model version changed (promotion, rollback)
+    tasks_changed = Signal()  # a task was added to the project
     closing = Signal()  # the window is closing: save what is pending now
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -53,6 +57,7 @@ class Session(QObject):
         self.close_project()
         self.project = Project.create(path) if create else Project.open(path)
         self.project_changed.emit()
+        self.model_changed.emit()
         return self.project
 
     def close_project(self) -> None:
@@ -60,8 +65,33 @@ class Session(QObject):
             self.project.close()
             self.project = None
             self.project_changed.emit()
+            self.model_changed.emit()
 
     # -- model ---------------------------------------------------------------------------
+
+    def model_path(self) -> Path | None:
+        """The project's model: its current version, else the shipped one."""
+        from propl.inference import default_model_path
+
+        if self.project is not None:
+            current = self.project.current_model_path()
+            if current is not None:
+                return current
+        return default_model_path()
+
+    def use_version(self, name: str | None, reason: str) -> None:
+        """Make a model version current (None: the shipped model) and tell the widgets:
+        the next segmentation loads it (hot swap, no restart)."""
+        if self.project is None:
+            raise RuntimeError("no project is open")
+        self.project.set_current(name, reason)
+        self.model_changed.emit()
+
+    def add_task(self, task: Task) -> None:
+        if self.project is None:
+            raise RuntimeError("no project is open")
+        self.project.add_task(task)
+        self.tasks_changed.emit()
 
     def predictor(self, model_path: str | Path, device: str, uncertainty: str = "mc") -> Predictor:
         """The predictor for a checkpoint folder on a device (loaded once, then reused).

@@ -18,7 +18,7 @@ _COLOUR = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})")
 MAX_TASK_ID_LENGTH = 64
 
 # Distinct colours (Sasha Trubetskoy's list) for tasks that bring none.
-_PALETTE = (
+PALETTE = (
     "#e6194b",
     "#3cb44b",
     "#4363d8",
@@ -88,17 +88,17 @@ class Task:
 
 
 DEFAULT_TASKS: tuple[Task, ...] = (
-    Task("breast_lesion", "breast", "lesion", "breast lesion", _PALETTE[0]),
-    Task("thyroid_nodule", "thyroid", "nodule", "thyroid nodule", _PALETTE[1]),
-    Task("fetal_head", "fetus", "head", "fetal head", _PALETTE[2]),
+    Task("breast_lesion", "breast", "lesion", "breast lesion", PALETTE[0]),
+    Task("thyroid_nodule", "thyroid", "nodule", "thyroid nodule", PALETTE[1]),
+    Task("fetal_head", "fetus", "head", "fetal head", PALETTE[2]),
     Task(
         "left_heart",
         "heart",
         "left ventricle, myocardium and left atrium (union)",
         "left heart (ventricle, myocardium and atrium)",
-        _PALETTE[3],
+        PALETTE[3],
     ),
-    Task("ovarian_tumor", "ovary", "tumor", "ovarian tumor", _PALETTE[4]),
+    Task("ovarian_tumor", "ovary", "tumor", "ovarian tumor", PALETTE[4]),
 )
 """The five us-universal tasks, in the benchmark's order."""
 
@@ -110,7 +110,7 @@ def _task_from_entry(task_id: str, entry: Any, position: int, path: Path) -> Tas
     colour = entry.get("colour") or entry.get("color")
     if colour is None:
         known = defaults.get(task_id)
-        colour = known.colour if known else _PALETTE[position % len(_PALETTE)]
+        colour = known.colour if known else PALETTE[position % len(PALETTE)]
     try:
         return Task(
             id=task_id,

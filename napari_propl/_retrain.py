@@ -1,0 +1,442 @@
+"""The "Retrain (ProPL)" dock widget: retrain from the project's reviews without blocking napari.
+
+Training runs as a subprocess, the same ``propl train --project P --json --no-promote`` the
+command line offers, started with ``QProcess`` (its output arrives through the event loop: no
+thread here). The widget draws the loss and the held-back Dice as JSON lines arrive; Cancel
+sends SIGTERM (the run stops at the next step and writes nothing). When a version comes back
+better than the current model it is promoted here (this process holds the project's writer
+lock), the unreviewed scans are re-predicted in a worker and the review queue re-orders.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QPointF, QProcess, Qt, QTimer
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._session import Session, session_for
+
+if TYPE_CHECKING:
+    import napari
+
+LOSS_COLOUR = QColor("#f5a623")
+DICE_COLOUR = QColor("#4fc3f7")
+CANCEL_GRACE_MS = 15000
+
+
+class CurvePlot(QWidget):
+    """Training loss (left axis, own scale) and held-back Dice (right axis, 0-100) per step."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumHeight(120)
+        self.loss: list[tuple[int, float]] = []
+        self.dice: list[tuple[int, float]] = []
+        self.baseline: float | None = None
+        self.total = 1
+
+    def reset(self, total: int) -> None:
+        self.loss, self.dice, self.baseline, self.total = [], [], None, max(total, 1)
+        self.update()
+
+    def add_loss(self, step: int, loss: float) -> None:
+        self.loss.append((step, loss))
+        self.update()
+
+    def add_dice(self, step: int, dice: float) -> None:
+        self.dice.append((step, dice))
+        self.update()
+
+    def paintEvent(self, _event: Any) -> None:  # noqa: N802 (Qt API)
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.Antialiasing)
+        w, h, pad = self.width(), self.height(), 22
+        painter.fillRect(self.rect(), QColor("#262930"))
+        painter.setPen(QPen(QColor("#888888"), 1))
+        painter.drawRect(pad, 6, w - 2 * pad, h - pad - 6)
+
+        def x_of(step: float) -> float:
+            return pad + (w - 2 * pad) * step / self.total
+
+        def y_of(v: float, top: float) -> float:
+            return 6 + (h - pad - 6) * (1 - v / top)
+
+        painter.drawText(pad, h - 6, "0")
+        painter.drawText(w - pad - 30, h - 6, f"{self.total}")
+        painter.drawText(w // 2 - 20, h - 6, "step")
+        if self.loss:
+            top = max(v for _, v in self.loss) * 1.1 or 1.0
+            painter.setPen(QPen(LOSS_COLOUR, 1.5))
+            painter.drawPolyline(QPolygonF([QPointF(x_of(s), y_of(v, top)) for s, v in self.loss]))
+            painter.drawText(2, 16, f"{top:.2f}")
+            painter.drawText(pad + 4, 20, "loss")
+        if self.baseline is not None:
+            pen = QPen(DICE_COLOUR, 1, Qt.DashLine)
+            painter.setPen(pen)
+            y = y_of(self.baseline, 100.0)
+            painter.drawLine(QPointF(pad, y), QPointF(w - pad, y))
+        if self.dice:
+            painter.setPen(QPen(DICE_COLOUR, 2))
+            points = [QPointF(x_of(s), y_of(v, 100.0)) for s, v in self.dice]
+            painter.drawPolyline(QPolygonF(points))
+            for p in points:
+                painter.drawEllipse(p, 2.5, 2.5)
+            painter.drawText(w - pad - 110, 20, f"held-back Dice {self.dice[-1][1]:.1f}")
+        painter.end()
+
+
+class RetrainWidget(QWidget):
+    """Retrain the project's model from its reviews; versions, promotion and rollback."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.setObjectName("QtProplRetrainWidget")
+        self._session: Session | None = None
+        self.process: QProcess | None = None
+        self._buffer = b""
+        self._result: dict[str, Any] | None = None
+        self._cancelled = False
+        self._since_training = 0
+        self._repredict_worker: Any = None
+        self.events: list[dict[str, Any]] = []  # every JSON event of the last run (tests)
+
+        self.model_label = QLabel("no project open")
+        self.model_label.setWordWrap(True)
+        self.steps = QSpinBox()
+        self.steps.setRange(10, 100000)
+        self.steps.setValue(150)
+        self.train_encoder = QCheckBox("train the encoder too (slower)")
+        self.auto_every = QSpinBox()
+        self.auto_every.setRange(0, 1000)
+        self.auto_every.setSpecialValueText("off")
+        self.auto_every.setToolTip("retrain by itself after this many new reviews (0 = off)")
+        self.run_button = QPushButton("Retrain")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.plot = CurvePlot()
+        self.versions = QListWidget()
+        self.use_button = QPushButton("Use selected version")
+        self.shipped_button = QPushButton("Use shipped model")
+
+        form = QFormLayout()
+        form.addRow("steps", self.steps)
+        form.addRow("", self.train_encoder)
+        form.addRow("retrain every N reviews", self.auto_every)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        swap = QHBoxLayout()
+        swap.addWidget(self.use_button)
+        swap.addWidget(self.shipped_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.model_label)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.status_label)
+        layout.addWidget(QLabel("model versions (newest first)"))
+        layout.addWidget(self.versions, 1)
+        layout.addLayout(swap)
+
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.use_button.clicked.connect(self._use_selected)
+        self.shipped_button.clicked.connect(lambda: self.use_version(None))
+        # join the window's session once docked (the next event-loop turn)
+        QTimer.singleShot(0, self._join_session)
+
+    # -- session ---------------------------------------------------------------------------
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = session_for(self)
+            self._session.project_changed.connect(self.refresh)
+            self._session.model_changed.connect(self.refresh)
+            self._session.review_saved.connect(self._on_review_saved)
+            self._session.closing.connect(self._on_closing)
+            self.refresh()
+        return self._session
+
+    def _join_session(self) -> None:
+        try:
+            _ = self.session
+        except RuntimeError:  # closed before the event loop came round
+            pass
+
+    def refresh(self) -> None:
+        """Show the current model and the version list."""
+        project = self.session.project
+        self.versions.clear()
+        if project is None:
+            self.model_label.setText("no project open: open one in the Review widget")
+            return
+        current = project.current_version()
+        name = current.name if current else "shipped"
+        if current is not None and current.held_back_score is not None:
+            score = f" (held-back Dice {current.held_back_score:.1f})"
+        else:
+            score = ""
+        self.model_label.setText(f"current model: {name}{score}")
+        for v in reversed(project.versions()):
+            mark = "● " if v.name == name else "   "
+            item = QListWidgetItem(mark + v.describe())
+            item.setData(Qt.UserRole, v.name)
+            item.setToolTip(v.message or json.dumps(v.record.get("settings", {}), indent=1))
+            if not v.usable:
+                item.setForeground(QColor("#e57373"))
+            self.versions.addItem(item)
+
+    # -- running ---------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None
+
+    def command(self) -> list[str]:
+        project = self.session.project
+        assert project is not None
+        args = ["-m", "propl", "train", "--project", str(project.root), "--json", "--no-promote"]
+        args += ["--steps", str(self.steps.value())]
+        if self.train_encoder.isChecked():
+            args.append("--train-encoder")
+        return [sys.executable, *args]
+
+    def start(self) -> QProcess | None:
+        """Start a retraining subprocess; returns it (tests wait on it)."""
+        project = self.session.project
+        if project is None:
+            show_error("no project is open: open or create one in the Review widget")
+            return None
+        if self.running:
+            return self.process
+        self.events, self._result, self._buffer, self._cancelled = [], None, b"", False
+        self._since_training = 0
+        self.plot.reset(self.steps.value())
+        self.progress.setRange(0, self.steps.value())
+        self.progress.setValue(0)
+        self.status_label.setText("preparing: reading the reviewed scans…")
+        process = QProcess(self)
+        process.readyReadStandardOutput.connect(self._read_output)
+        process.finished.connect(self._on_finished)
+        cmd = self.command()
+        process.start(cmd[0], cmd[1:])
+        self.process = process
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        return process
+
+    def cancel(self) -> None:
+        """Stop the run at its next step (SIGTERM); nothing is written, nothing is lost."""
+        if self.process is None:
+            return
+        self._cancelled = True
+        self.status_label.setText("cancelling…")
+        self.process.terminate()
+        _kill_later(self.process)
+
+    def _read_output(self) -> None:
+        assert self.process is not None
+        self._buffer += bytes(self.process.readAllStandardOutput())
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if line.startswith(b"{"):
+                try:
+                    self._on_event(json.loads(line))
+                except ValueError:
+                    continue
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        kind, data, step = event["kind"], event.get("data", {}), event.get("step", 0)
+        if kind == "prepare":
+            self.status_label.setText(
+                f"learning from {data['labelled']} reviewed scans ({data['held_back']} held back "
+                f"to judge it) and {data['unlabelled_frames']} unlabelled frames, "
+                f"starting from {data['parent']}"
+            )
+        elif kind == "step":
+            self.progress.setValue(step)
+            if step % 2 == 0 or step == 1:
+                self.plot.add_loss(step, float(data["loss"]))
+        elif kind == "eval":
+            self.plot.add_dice(step, float(data["mdice"]))
+        elif kind == "version":
+            self._result = data
+            self.plot.baseline = data.get("baseline_score")
+            self.plot.update()
+
+    def _on_finished(self, code: int, _status: Any = None) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            self._read_output_from(process)
+            err = bytes(process.readAllStandardError()).decode(errors="replace").strip()
+            process.deleteLater()
+        else:
+            err = ""
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        result = self._result
+        if result is None:
+            if self._cancelled:
+                self.status_label.setText("cancelled: the current model is unchanged")
+            else:
+                last = err.splitlines()[-1] if err else f"exit code {code}"
+                self.status_label.setText(f"retraining failed: {last}")
+                show_error(f"retraining failed: {last}")
+            return
+        self._settle(result)
+
+    def _read_output_from(self, process: QProcess) -> None:
+        self.process = process
+        self._read_output()
+        self.process = None
+
+    def _settle(self, result: dict[str, Any]) -> None:
+        """Promote a better version (this process holds the lock), then re-predict."""
+        from propl.train.project import promote_if_better
+
+        project = self.session.project
+        name, outcome = result["version"], result["outcome"]
+        score = "n/a" if result["score"] is None else f"{result['score']:.1f}"
+        text = (
+            f"{name}: held-back Dice {score} vs {result['baseline_score']:.1f} "
+            f"for {result['baseline']}"
+        )
+        promoted = False
+        if project is not None:
+            try:
+                promoted = promote_if_better(project, name)
+            except (ValueError, RuntimeError, OSError) as exc:
+                show_error(f"could not promote {name}: {exc}")
+        if promoted:
+            text = f"promoted {text}; re-predicting the unreviewed scans…"
+            self.session.model_changed.emit()
+            self.repredict()
+        elif outcome == "failed":
+            text = f"{name} failed ({result['message']}); the current model is unchanged"
+        else:
+            text = f"{name} kept but not used: {text}"
+        self.status_label.setText(text)
+        show_info(text)
+        self.refresh()
+
+    # -- versions ----------------------------------------------------------------------------
+
+    def _use_selected(self) -> None:
+        item = self.versions.currentItem()
+        if item is None:
+            show_error("choose a version in the list first")
+            return
+        self.use_version(item.data(Qt.UserRole))
+
+    def use_version(self, name: str | None) -> None:
+        """Roll back (or forward) to a version, or to the shipped model; re-predict."""
+        try:
+            self.session.use_version(name, "chosen in the Retrain widget")
+        except (ValueError, RuntimeError, OSError) as exc:
+            show_error(str(exc))
+            return
+        self.status_label.setText(f"now using {name or 'the shipped model'}; re-predicting…")
+        self.repredict()
+
+    def repredict(self) -> Any:
+        """Re-predict every unreviewed scan that has a prediction, with the current model, in
+        a worker; the review queue re-orders when it is done. Returns the worker."""
+        session = self.session
+        project, model = session.project, session.model_path()
+        if project is None or model is None:
+            return None
+        tasks = [t.id for t in project.tasks]
+        worker = create_worker(_repredict, session, project, str(model), tasks)
+        worker.yielded.connect(self._on_repredict_progress)
+        worker.returned.connect(self._on_repredicted)
+        worker.errored.connect(lambda exc: show_error(f"re-prediction failed: {exc}"))
+        self._repredict_worker = worker
+        worker.start()
+        return worker
+
+    def _on_repredict_progress(self, value: tuple[int, int]) -> None:
+        done, total = value
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def _on_repredicted(self, n: int) -> None:
+        self._repredict_worker = None
+        self.session.predictions_changed.emit()
+        done = self.status_label.text().replace("re-predicting the unreviewed scans…", "")
+        done = done.replace("re-predicting…", "")
+        self.status_label.setText(f"{done}{n} scans re-predicted; the queue is re-ordered")
+
+    # -- automatic retraining ------------------------------------------------------------------
+
+    def _on_review_saved(self, status: str) -> None:
+        if status not in ("accepted", "corrected"):
+            return
+        self._since_training += 1
+        n = self.auto_every.value()
+        if n and self._since_training >= n and not self.running:
+            self.status_label.setText(f"{self._since_training} new reviews: retraining")
+            self.start()
+
+    def _on_closing(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.waitForFinished(5000)
+
+
+def _kill_later(process: QProcess) -> None:
+    """Kill the process if it has not stopped a while after SIGTERM."""
+
+    def kill() -> None:
+        try:
+            if process.state() != QProcess.NotRunning:
+                process.kill()
+        except RuntimeError:  # already deleted
+            pass
+
+    QTimer.singleShot(CANCEL_GRACE_MS, kill)
+
+
+def _repredict(session: Session, project: Any, model: str, tasks: list[str]) -> Any:
+    """Worker body: new predictions for every unreviewed (scan, task) that had one."""
+    predictor = session.predictor(model, "auto")
+    todo = [
+        (scan_id, task)
+        for task in tasks
+        if task in predictor.tasks
+        for scan_id in project.scan_ids()
+        if project.review(scan_id, task, with_mask=False) is None
+        and project.prediction_confidence(scan_id, task) is not None
+    ]
+    yield (0, len(todo))
+    for i, (scan_id, task) in enumerate(todo):
+        pred = predictor.predict(project.image(scan_id), task)
+        project.save_prediction(
+            scan_id, task, pred.mask, pred.uncertainty, pred.confidence, predictor.version or "?"
+        )
+        yield (i + 1, len(todo))
+    return len(todo)

@@ -1,0 +1,155 @@
+"""The Retrain widget in a real viewer: the real subprocess, plot, promotion, re-prediction,
+the review queue re-ordering, cancel, automatic retraining, rollback and a new task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from propl.checkpoint import save_checkpoint  # noqa: E402
+from propl.data.synthetic import SYNTHETIC_TASKS, make_scan  # noqa: E402
+from propl.models import build_model  # noqa: E402
+from propl.store import Project  # noqa: E402
+from propl.store import versions as ver  # noqa: E402
+from propl.tasks import Task  # noqa: E402
+
+PLUGIN = "napari-propl"
+TASK = "dark_blob"
+FAST = ["--device", "cpu", "--lr", "3e-3", "--batch-size", "4"]
+
+
+def make_project(root: Path, reviewed: int = 6, n: int = 12) -> Path:
+    """Synthetic cines; a tiny untrained network as version v0001 (current); ``reviewed``
+    scans corrected for dark_blob, the others predicted (so they are queued and re-predicted)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    with Project.create(root, tasks=[Task(t) for t in SYNTHETIC_TASKS]) as project:
+        staged = ver.new_staging(root)
+        torch.manual_seed(0)
+        model = build_model("propl-small", tasks=SYNTHETIC_TASKS, input_size=64, pretrained=True)
+        save_checkpoint(model, staged)
+        ver.add_version(root, staged, {"outcome": "better", "parent": "shipped", "tasks": []})
+        project.set_current("v0001", "test setup")
+        for i in range(n):
+            frames = [make_scan(64, rng) for _ in range(2)]
+            image = np.stack([f[0] for f in frames])
+            dark = np.stack([f[2] for f in frames])
+            sid = project.add_scan(image, f"scan{i:02d}")
+            if i < reviewed:
+                project.save_review(sid, TASK, "corrected", dark)
+            else:
+                zeros = np.zeros_like(dark)
+                project.save_prediction(
+                    sid, TASK, zeros, zeros.astype(np.float16), np.full(2, 0.5 + i / 100), "v0001"
+                )
+    return root
+
+
+def dock(viewer, name: str):
+    return viewer.window.add_plugin_dock_widget(PLUGIN, name)[1]
+
+
+def widgets(viewer, qtbot, project: Path, monkeypatch):
+    review = dock(viewer, "Review (ProPL)")
+    seg = dock(viewer, "Segment (ProPL)")
+    retrain = dock(viewer, "Retrain (ProPL)")
+    command = retrain.command
+    monkeypatch.setattr(retrain, "command", lambda: command() + FAST)
+    qtbot.wait(50)  # the widgets join the window's session on the next event-loop turn
+    review.open_project(project)
+    review.task_combo.setCurrentText(TASK)
+    return review, seg, retrain
+
+
+def wait_done(qtbot, retrain, timeout=240_000) -> None:
+    qtbot.waitUntil(lambda: not retrain.running, timeout=timeout)
+
+
+def test_retrain_promotes_repredicts_and_reorders_the_queue(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    viewer = make_napari_viewer()
+    project_path = make_project(tmp_path / "p.zarr")
+    review, seg, retrain = widgets(viewer, qtbot, project_path, monkeypatch)
+    assert "current model: v0001" in retrain.model_label.text()
+    assert seg.model_edit.text().endswith("v0001")  # the Segment widget follows the project
+    queue_before = review.queue_ids()
+
+    retrain.steps.setValue(40)
+    retrain.start()
+    assert retrain.running and not retrain.run_button.isEnabled()
+    # the GUI keeps working meanwhile: the annotator can accept a scan while it trains
+    review.load(queue_before[0])
+    qtbot.waitUntil(lambda: review.scan_id == queue_before[0], timeout=30_000)
+    wait_done(qtbot, retrain)
+
+    kinds = [e["kind"] for e in retrain.events]
+    assert kinds[0] == "prepare" and kinds.count("step") == 40 and "eval" in kinds
+    assert len(retrain.plot.loss) >= 20 and retrain.plot.dice  # the live curves were drawn
+    assert retrain.progress.value() in (40, retrain.progress.maximum())
+    version = next(e for e in retrain.events if e["kind"] == "version")["data"]
+    assert version["version"] == "v0002" and version["outcome"] == "better"
+
+    project = review.session.project
+    assert project.current_version().name == "v0002"
+    assert "current model: v0002" in retrain.model_label.text()
+    assert seg.model_edit.text().endswith("v0002")  # hot swap: the next segmentation uses it
+    # re-predicted in a worker with the new version; the queue re-ordered by the new scores
+    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=120_000)
+    unreviewed = [q.scan_id for q in project.queue(TASK)]
+    assert {project.prediction(s, TASK).model_version for s in unreviewed} == {"v0002"}
+    confidences = [project.prediction_confidence(s, TASK) for s in review.queue_ids()]
+    assert confidences == sorted(confidences)
+    assert "re-ordered" in retrain.status_label.text()
+
+    # rollback to v0001 and to the shipped model, from the version list
+    retrain.versions.setCurrentRow(1)  # newest first: row 1 is v0001
+    retrain.use_button.click()
+    assert project.current_version().name == "v0001"
+    assert seg.model_edit.text().endswith("v0001")
+    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=120_000)
+    retrain.shipped_button.click()
+    assert project.current_version() is None
+    assert "weights" in seg.model_edit.text() and "p.zarr" not in seg.model_edit.text()
+    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=120_000)
+
+
+def test_cancel_auto_retrain_and_new_task(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    viewer = make_napari_viewer()
+    project_path = make_project(tmp_path / "p.zarr")
+    review, _seg, retrain = widgets(viewer, qtbot, project_path, monkeypatch)
+    project = review.session.project
+    before = {s: project.review(s, TASK) for s in project.scan_ids()}
+
+    # automatic retraining after N reviews, then Cancel
+    retrain.steps.setValue(100000)
+    retrain.auto_every.setValue(2)
+    review.session.review_saved.emit("rejected")  # not a label: does not count
+    review.session.review_saved.emit("accepted")
+    assert not retrain.running
+    review.session.review_saved.emit("corrected")
+    assert retrain.running
+    qtbot.waitUntil(lambda: any(e["kind"] == "step" for e in retrain.events), timeout=120_000)
+    retrain.cancel_button.click()
+    wait_done(qtbot, retrain, timeout=60_000)
+    assert "cancelled" in retrain.status_label.text()
+    assert [v.name for v in project.versions()] == ["v0001"]
+    assert project.current_version().name == "v0001"
+    for sid, r in before.items():
+        after = project.review(sid, TASK)
+        assert (after is None) == (r is None)
+        if r is not None:
+            assert after.revision == r.revision
+
+    # a new task: added to the project, the queue switches to it
+    review.add_task(Task("cyst", "kidney", "cyst", "kidney cyst", "#00ff00"))
+    assert "cyst" in [t.id for t in project.tasks]
+    assert review.task_combo.currentText() == "cyst"
+    assert len(review.queue_ids()) == 12  # every scan is unreviewed for it
+    with pytest.raises(ValueError):
+        Task("Bad Name")
