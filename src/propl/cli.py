@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="--project: train the encoder too (slower, can adapt more)",
     )
+    t.add_argument(
+        "--no-feature-cache",
+        action="store_true",
+        help="--project with a frozen encoder: run the encoder every step on augmented images "
+        "instead of encoding each frame once and augmenting its features",
+    )
     t.add_argument("--eval-every", type=int, help="validation every N steps (200; 25 --project)")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument(

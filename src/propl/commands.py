@@ -132,6 +132,7 @@ def _retrain_project(args: argparse.Namespace) -> int:
         freeze_encoder=defaults.freeze_encoder
         if args.freeze_encoder is None
         else args.freeze_encoder,
+        cache_features=not args.no_feature_cache,
         frames_per_scan=args.frames_per_scan,
         hold_back=args.hold_back,
         method=args.method,

@@ -201,3 +201,46 @@ def test_prompts_learn_the_right_target():
         right += [dice(pred[0], bright), dice(pred[1], dark)]
         wrong += [dice(pred[0], dark), dice(pred[1], bright)]
     assert np.mean(right) > 0.5 and np.mean(right) > np.mean(wrong) + 0.3, (right, wrong)
+
+
+@pytest.mark.parametrize("method", ["propl", "supervised"])
+def test_cached_features_are_the_encoders_and_training_on_them_lowers_the_loss(method, data):
+    lab, unlab, _ = data
+    model = new_model(pretrained=True)
+    before = labelled_loss(model, lab)
+    cfg = TrainConfig(
+        method=method,
+        steps=60,
+        batch_size=4,
+        unlabelled_batch_size=4,
+        lr=3e-3,
+        device="cpu",
+        eval_every=1000,
+        warmup=0.0,
+        freeze_encoder=True,
+        cache_features=True,
+    )
+    trainer = Trainer(model, cfg, lab, unlab)
+    encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    list(trainer.run())
+    model.encoder.eval()
+    with torch.no_grad():
+        fresh = model.encode(to_tensor(lab.images, torch.device("cpu")))
+    for cached, computed in zip(trainer.features["l"], fresh, strict=True):
+        torch.testing.assert_close(cached.float(), computed, atol=2e-2, rtol=2e-2)  # fp16 cache
+    assert ("u" in trainer.features) == (method == "propl")
+    # the encoder, BatchNorm statistics included, is untouched; the decoders learned
+    after = model.encoder.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in encoder_before.items())
+    assert labelled_loss(model, lab) < 0.85 * before  # as far as without the cache (~0.7)
+
+
+def test_feature_cache_needs_a_frozen_encoder_and_a_geometric_view():
+    with pytest.raises(ValueError, match="cache_features"):
+        TrainConfig(cache_features=True)
+    with pytest.raises(ValueError, match="cache_features"):
+        TrainConfig(method="unimatch", freeze_encoder=True, cache_features=True)
+    with pytest.raises(ValueError, match="cache_features"):
+        TrainConfig(
+            freeze_encoder=True, cache_features=True, options=MethodOptions(view="strong")
+        )

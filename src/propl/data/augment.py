@@ -16,6 +16,34 @@ def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device: torch.d
     return torch.rand(n, generator=gen, device="cpu").to(device) * (hi - lo) + lo
 
 
+def affine_theta(
+    b: int,
+    gen: torch.Generator,
+    device: torch.device,
+    zoom: tuple[float, float] = (0.95, 1.2),
+    shift: float = 0.05,
+    rotate_deg: float = 10.0,
+    flip: bool = True,
+) -> Tensor:
+    """``(b, 2, 3)`` random affine matrices of the weak view (normalised coordinates)."""
+    scale = 1.0 / _uniform(b, *zoom, gen, device)
+    angle = _uniform(b, -rotate_deg, rotate_deg, gen, device) * math.pi / 180
+    tx, ty = _uniform(b, -shift, shift, gen, device), _uniform(b, -shift, shift, gen, device)
+    sign = torch.ones(b, device=device)
+    if flip:
+        sign = torch.where(torch.rand(b, generator=gen).to(device) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    return torch.stack(
+        [torch.stack([cos * sign, -sin, tx], 1), torch.stack([sin * sign, cos, ty], 1)], 1
+    )
+
+
+def warp(x: Tensor, theta: Tensor, mode: str = "bilinear") -> Tensor:
+    """Apply ``theta`` to ``(B, C, H, W)`` at its own resolution (zeros outside)."""
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
 def random_affine(
     x: Tensor,
     y: Tensor | None,
@@ -29,23 +57,8 @@ def random_affine(
 
     The same geometric transform is applied to the image (bilinear) and the mask (nearest).
     """
-    b, dev = x.shape[0], x.device
-    scale = 1.0 / _uniform(b, *zoom, gen, dev)
-    angle = _uniform(b, -rotate_deg, rotate_deg, gen, dev) * math.pi / 180
-    tx, ty = _uniform(b, -shift, shift, gen, dev), _uniform(b, -shift, shift, gen, dev)
-    sign = torch.ones(b, device=dev)
-    if flip:
-        sign = torch.where(torch.rand(b, generator=gen).to(dev) < 0.5, -1.0, 1.0)
-    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack(
-        [torch.stack([cos * sign, -sin, tx], 1), torch.stack([sin * sign, cos, ty], 1)], 1
-    )
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    x_out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    y_out = None
-    if y is not None:
-        y_out = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    return x_out, y_out
+    theta = affine_theta(x.shape[0], gen, x.device, zoom, shift, rotate_deg, flip)
+    return warp(x, theta), None if y is None else warp(y, theta, "nearest")
 
 
 def photometric(x: Tensor, gen: torch.Generator, strength: float = 1.0) -> Tensor:

@@ -39,7 +39,7 @@ from ..store import LABELLED, Project, StoreError
 from ..store import versions as ver
 from .methods import MethodOptions
 from .recipe import init_model
-from .trainer import TrainConfig, Trainer, TrainEvent
+from .trainer import CACHEABLE, TrainConfig, Trainer, TrainEvent
 
 MIN_LABELLED = 2
 """Reviewed (scan, task) pairs needed to retrain: at least one to learn from, one to judge."""
@@ -59,6 +59,9 @@ class RetrainConfig:
         hold_back: part of the reviewed pairs held back to judge the new version (at least one).
         freeze_encoder: train decoders and prompt tokens only (faster; the encoder's ImageNet
             and ultrasound features stay as they are).
+        cache_features: with a frozen encoder, encode each frame once and train on the cached
+            features (the weak view's affine is applied to the features): no encoder pass per
+            step.
         max_unlabelled: cap on unlabelled frames (memory and loading time).
         min_gain: Dice points a new version must gain over its parent to be promotable.
     """
@@ -67,6 +70,7 @@ class RetrainConfig:
     batch_size: int = 8
     lr: float = 5e-4
     freeze_encoder: bool = True
+    cache_features: bool = True
     frames_per_scan: int = 4
     hold_back: float = 0.2
     max_unlabelled: int = 256
@@ -294,6 +298,10 @@ def retrain(
         unlabelled_batch_size=config.batch_size,
         lr=config.lr,
         freeze_encoder=config.freeze_encoder,
+        cache_features=config.freeze_encoder
+        and config.cache_features
+        and method in CACHEABLE
+        and config.options.view == "weak",
         seed=config.seed,
         device=config.device,
         eval_every=config.eval_every,

@@ -25,6 +25,9 @@ from ..metrics import dice
 from ..models import ProPLNet
 from .methods import METHODS, Batch, MethodOptions, build_method
 
+CACHEABLE = ("propl", "supervised", "full")
+"""Methods that can train on cached encoder features (their views are geometric only)."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -40,6 +43,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | sgd (the paper: SGD lr 1e-3, momentum 0.9, poly 0.9)
     warmup: float = 0.05
     freeze_encoder: bool = False
+    cache_features: bool = False  # frozen encoder: encode every image once, train on features
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
@@ -57,6 +61,13 @@ class TrainConfig:
             object.__setattr__(self, "options", MethodOptions(**self.options))
         if self.options.view not in ("weak", "strong"):
             raise ValueError(f"view must be 'weak' or 'strong', got {self.options.view!r}")
+        if self.cache_features and not (
+            self.freeze_encoder and self.method in CACHEABLE and self.options.view == "weak"
+        ):
+            raise ValueError(
+                "cache_features needs freeze_encoder and method propl (weak view), supervised "
+                "or full"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +144,22 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.step = 0
         self.best: dict[str, Any] = {"mdice": -1.0, "step": 0}
+        self.features: dict[str, list[torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def _cache_features(self) -> None:
+        """Encode every labelled and unlabelled image once (the encoder is frozen, in eval
+        mode); kept in float16 on the CPU and moved per batch."""
+        self.model.encoder.eval()
+        sets = {"l": self.labelled}
+        if self.method.needs_unlabelled:
+            sets["u"] = self.unlabelled
+        for key, data in sets.items():
+            parts: list[list[torch.Tensor]] = []
+            for start in range(0, len(data.images), 32):
+                x = to_tensor(data.images[start : start + 32], self.device)
+                parts.append([f.to("cpu", torch.float16) for f in self.model.encode(x)])
+            self.features[key] = [torch.cat(level) for level in zip(*parts, strict=True)]
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -172,6 +199,10 @@ class Trainer:
             iu = sampler_u.draw(cfg.unlabelled_batch_size)
             batch.x_u = to_tensor(self.unlabelled.images[iu], dev)
             batch.t_u = torch.from_numpy(self.unlabelled.task_index[iu]).to(dev)
+        if self.features:
+            batch.f_l = [f[il].to(dev).float() for f in self.features["l"]]
+            if sampler_u is not None:
+                batch.f_u = [f[iu].to(dev).float() for f in self.features["u"]]
         return batch
 
     def _autocast(self) -> Any:
@@ -186,6 +217,8 @@ class Trainer:
         cfg = self.config
         if resume:
             self.load_state()
+        if cfg.cache_features and not self.features:
+            self._cache_features()
         sampler_l = TaskBalancedSampler(self.labelled.task_index, self.rng)
         sampler_u = None
         if self.method.needs_unlabelled:
