@@ -47,10 +47,11 @@ class CurvePlot(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setMinimumHeight(120)
+        self.setMinimumHeight(170)
         self.loss: list[tuple[int, float]] = []
         self.dice: list[tuple[int, float]] = []
-        self.baseline: float | None = None
+        self.baseline: float | None = None  # the current model's held-back Dice (dashed)
+        self.baseline_name = ""
         self.total = 1
 
     def reset(self, total: int) -> None:
@@ -68,38 +69,47 @@ class CurvePlot(QWidget):
     def paintEvent(self, _event: Any) -> None:  # noqa: N802 (Qt API)
         painter = QPainter(self)
         painter.setRenderHint(QPainter.Antialiasing)
-        w, h, pad = self.width(), self.height(), 22
+        w, h = self.width(), self.height()
+        left, right, top, bottom = 40, 34, 20, 18
+        pw, ph = w - left - right, h - top - bottom
         painter.fillRect(self.rect(), QColor("#262930"))
         painter.setPen(QPen(QColor("#888888"), 1))
-        painter.drawRect(pad, 6, w - 2 * pad, h - pad - 6)
+        painter.drawRect(left, top, pw, ph)
 
         def x_of(step: float) -> float:
-            return pad + (w - 2 * pad) * step / self.total
+            return left + pw * step / self.total
 
-        def y_of(v: float, top: float) -> float:
-            return 6 + (h - pad - 6) * (1 - v / top)
+        def y_of(v: float, high: float) -> float:
+            return top + ph * (1 - v / high)
 
-        painter.drawText(pad, h - 6, "0")
-        painter.drawText(w - pad - 30, h - 6, f"{self.total}")
-        painter.drawText(w // 2 - 20, h - 6, "step")
+        painter.drawText(left - 4, h - 4, "0")
+        painter.drawText(left + pw - 30, h - 4, f"{self.total}")
+        painter.drawText(left + pw // 2 - 14, h - 4, "step")
+        painter.drawText(w - right + 4, top + 10, "100")
+        painter.drawText(w - right + 4, top + ph, "0")
+        legend_x = left + 4
         if self.loss:
-            top = max(v for _, v in self.loss) * 1.1 or 1.0
+            high = max(v for _, v in self.loss) * 1.1 or 1.0
             painter.setPen(QPen(LOSS_COLOUR, 1.5))
-            painter.drawPolyline(QPolygonF([QPointF(x_of(s), y_of(v, top)) for s, v in self.loss]))
-            painter.drawText(2, 16, f"{top:.2f}")
-            painter.drawText(pad + 4, 20, "loss")
+            painter.drawPolyline(QPolygonF([QPointF(x_of(s), y_of(v, high)) for s, v in self.loss]))
+            painter.drawText(2, top + 10, f"{high:.2f}")
+            painter.drawText(2, top + ph, "0")
+            painter.drawText(legend_x, 14, f"loss {self.loss[-1][1]:.3f}")
+            legend_x += 90
         if self.baseline is not None:
-            pen = QPen(DICE_COLOUR, 1, Qt.DashLine)
-            painter.setPen(pen)
+            painter.setPen(QPen(DICE_COLOUR, 1, Qt.DashLine))
             y = y_of(self.baseline, 100.0)
-            painter.drawLine(QPointF(pad, y), QPointF(w - pad, y))
+            painter.drawLine(QPointF(left, y), QPointF(left + pw, y))
+            painter.drawText(
+                legend_x + 150, 14, f"- - {self.baseline_name or 'current'} {self.baseline:.1f}"
+            )
         if self.dice:
             painter.setPen(QPen(DICE_COLOUR, 2))
             points = [QPointF(x_of(s), y_of(v, 100.0)) for s, v in self.dice]
             painter.drawPolyline(QPolygonF(points))
             for p in points:
                 painter.drawEllipse(p, 2.5, 2.5)
-            painter.drawText(w - pad - 110, 20, f"held-back Dice {self.dice[-1][1]:.1f}")
+            painter.drawText(legend_x, 14, f"held-back Dice {self.dice[-1][1]:.1f}")
         painter.end()
 
 
@@ -137,6 +147,8 @@ class RetrainWidget(QWidget):
         self.status_label.setWordWrap(True)
         self.plot = CurvePlot()
         self.versions = QListWidget()
+        self.versions.setWordWrap(True)
+        self.versions.setMaximumHeight(160)
         self.use_button = QPushButton("Use selected version")
         self.shipped_button = QPushButton("Use shipped model")
 
@@ -155,7 +167,7 @@ class RetrainWidget(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
-        layout.addWidget(self.plot)
+        layout.addWidget(self.plot, 2)
         layout.addWidget(self.status_label)
         layout.addWidget(QLabel("model versions (newest first)"))
         layout.addWidget(self.versions, 1)
@@ -273,11 +285,16 @@ class RetrainWidget(QWidget):
         self.events.append(event)
         kind, data, step = event["kind"], event.get("data", {}), event.get("step", 0)
         if kind == "prepare":
+            reviewed = data["labelled"] + data["held_back"]
             self.status_label.setText(
-                f"learning from {data['labelled']} reviewed scans ({data['held_back']} held back "
-                f"to judge it) and {data['unlabelled_frames']} unlabelled frames, "
-                f"starting from {data['parent']}"
+                f"learning from {data['labelled']} of {reviewed} reviewed scans (the other "
+                f"{data['held_back']} judge the new version) and {data['unlabelled_frames']} "
+                f"unlabelled frames, starting from {data['parent']}"
             )
+        elif kind == "baseline":
+            self.plot.baseline = float(data["mdice"])
+            self.plot.baseline_name = str(data.get("name", ""))
+            self.plot.update()
         elif kind == "step":
             self.progress.setValue(step)
             if step % 2 == 0 or step == 1:
@@ -286,8 +303,6 @@ class RetrainWidget(QWidget):
             self.plot.add_dice(step, float(data["mdice"]))
         elif kind == "version":
             self._result = data
-            self.plot.baseline = data.get("baseline_score")
-            self.plot.update()
 
     def _on_finished(self, code: int, _status: Any = None) -> None:
         process, self.process = self.process, None

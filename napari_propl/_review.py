@@ -55,6 +55,7 @@ class ReviewWidget(QWidget):
         self.viewer = napari_viewer
         self.setObjectName("QtProplReviewWidget")
         self.scan_id: str | None = None
+        self.scan_task: str | None = None  # the task the shown scan was loaded for
         self.labels_layer: Any = None
         self._opened_at = 0.0
         self._edited = False
@@ -79,7 +80,7 @@ class ReviewWidget(QWidget):
         imp.clicked.connect(self._import_dialog)
         add.clicked.connect(self.add_open_images)
         self.task_combo = QComboBox()
-        self.task_combo.currentTextChanged.connect(lambda _t: self.refresh_queue())
+        self.task_combo.currentTextChanged.connect(lambda _t: self._on_task_changed())
         self.new_task_button = QPushButton("New task…")
         self.new_task_button.setToolTip("add a task (name, organ, target, colour) to the project")
         self.new_task_button.clicked.connect(self._new_task_dialog)
@@ -142,8 +143,8 @@ class ReviewWidget(QWidget):
         if self._session is None:
             self._session = session_for(self)
             self._session.project_changed.connect(self._on_project_changed)
-            self._session.predictions_changed.connect(self.refresh_queue)
-            self._session.tasks_changed.connect(self._on_project_changed)
+            self._session.predictions_changed.connect(self._on_predictions_changed)
+            self._session.tasks_changed.connect(self._on_tasks_changed)
             self._session.closing.connect(self._on_closing)
         return self._session
 
@@ -167,7 +168,7 @@ class ReviewWidget(QWidget):
 
     def _on_project_changed(self) -> None:
         project = self.session.project
-        self.scan_id, self.labels_layer = None, None
+        self.scan_id, self.scan_task, self.labels_layer = None, None, None
         self.task_combo.blockSignals(True)
         self.task_combo.clear()
         if project is not None:
@@ -299,6 +300,35 @@ class ReviewWidget(QWidget):
         done, total = project.progress(task)
         self.progress_label.setText(f"reviewed {done} of {total}")
 
+    def _on_tasks_changed(self) -> None:
+        """A task was added: list it, keep the current choice (and the shown scan)."""
+        project, current = self.session.project, self.task_combo.currentText()
+        if project is None:
+            return
+        self.task_combo.blockSignals(True)
+        self.task_combo.clear()
+        self.task_combo.addItems([t.id for t in project.tasks])
+        self.task_combo.setCurrentText(current)
+        self.task_combo.blockSignals(False)
+
+    def _on_task_changed(self) -> None:
+        """Save a pending edit under the task it was made for, then show the same scan for
+        the new task (its label or prediction), so nothing is saved under the wrong task."""
+        self._flush()
+        self.refresh_queue()
+        if self.scan_id is not None and self.task_combo.currentText():
+            self.load(self.scan_id)
+
+    def _on_predictions_changed(self) -> None:
+        """New predictions (re-prediction after a new model): re-order the queue and show
+        the new prediction of the open scan unless it is reviewed or being edited."""
+        self.refresh_queue()
+        project, scan_id, task = self.session.project, self.scan_id, self.scan_task
+        if project is None or scan_id is None or task is None or self._edited:
+            return
+        if project.review(scan_id, task, with_mask=False) is None:
+            self.load(scan_id)
+
     def queue_ids(self) -> list[str]:
         return [self.queue_list.item(i).data(Qt.UserRole) for i in range(self.queue_list.count())]
 
@@ -324,7 +354,7 @@ class ReviewWidget(QWidget):
             show_error("open a project and choose a task first")
             return None
         worker = create_worker(_read_for_review, project, scan_id, task)
-        worker.returned.connect(self._show_scan)
+        worker.returned.connect(self._show_scan)  # a bound slot: dropped if the widget goes
         worker.errored.connect(lambda exc: show_error(f"could not open scan {scan_id}: {exc}"))
         worker.start()
         return worker
@@ -361,6 +391,7 @@ class ReviewWidget(QWidget):
                 self.viewer.reset_view()
                 self._shown_shape = scan.shape
             self.scan_id, self._opened_at, self._edited = read["scan_id"], time.monotonic(), False
+            self.scan_task = read["task"]
             text = f"{scan.name}: {read['status']}"
             if read["worst_frame"] is not None:  # a cine opens at its least confident frame
                 worst, conf = read["worst_frame"]
@@ -395,7 +426,8 @@ class ReviewWidget(QWidget):
 
     def save(self, status: str, advance: bool = False) -> Future | None:
         """Save the current scan's review in the save thread (returns its future)."""
-        project, task, scan_id = self.session.project, self.task_combo.currentText(), self.scan_id
+        project, scan_id = self.session.project, self.scan_id
+        task = self.scan_task or self.task_combo.currentText()  # the task it was shown for
         if project is None or scan_id is None:
             show_error("no scan is shown for review")
             return None

@@ -106,8 +106,10 @@ class SegmentWidget(QWidget):
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.model_edit.editingFinished.connect(self._refresh_tasks)
-        self.viewer.layers.events.inserted.connect(self._refresh_images)
+        self.viewer.layers.events.inserted.connect(self._on_inserted)
         self.viewer.layers.events.removed.connect(self._refresh_images)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_images)
         self._refresh_images()
         self._refresh_tasks()
         self._session: Session | None = None
@@ -150,6 +152,10 @@ class SegmentWidget(QWidget):
         if folder:
             self.model_edit.setText(folder)
             self._refresh_tasks()
+
+    def _on_inserted(self, event: Any) -> None:
+        event.value.events.name.connect(self._refresh_images)  # the Review widget renames
+        self._refresh_images()
 
     def _refresh_images(self, *_: Any) -> None:
         current = self.image_combo.currentText()

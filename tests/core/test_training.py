@@ -241,6 +241,4 @@ def test_feature_cache_needs_a_frozen_encoder_and_a_geometric_view():
     with pytest.raises(ValueError, match="cache_features"):
         TrainConfig(method="unimatch", freeze_encoder=True, cache_features=True)
     with pytest.raises(ValueError, match="cache_features"):
-        TrainConfig(
-            freeze_encoder=True, cache_features=True, options=MethodOptions(view="strong")
-        )
+        TrainConfig(freeze_encoder=True, cache_features=True, options=MethodOptions(view="strong"))

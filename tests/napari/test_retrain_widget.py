@@ -106,6 +106,16 @@ def test_retrain_promotes_repredicts_and_reorders_the_queue(
     confidences = [project.prediction_confidence(s, TASK) for s in review.queue_ids()]
     assert confidences == sorted(confidences)
     assert "re-ordered" in retrain.status_label.text()
+    # the open (unreviewed) scan now shows the new version's prediction, not the old one
+    shown = queue_before[0]
+    new_mask = project.prediction(shown, TASK).mask
+    qtbot.waitUntil(
+        lambda: review.scan_id == shown and np.array_equal(review.labels_layer.data, new_mask),
+        timeout=30_000,
+    )
+    # the Segment widget lists the review image under its current (renamed) name
+    image_names = [seg.image_combo.itemText(i) for i in range(seg.image_combo.count())]
+    assert any(project.scan(shown).name in n for n in image_names)
 
     # rollback to v0001 and to the shipped model, from the version list
     retrain.versions.setCurrentRow(1)  # newest first: row 1 is v0001
@@ -146,10 +156,20 @@ def test_cancel_auto_retrain_and_new_task(make_napari_viewer, qtbot, tmp_path, m
         if r is not None:
             assert after.revision == r.revision
 
-    # a new task: added to the project, the queue switches to it
+    # a new task: added to the project, the queue switches to it, and the shown scan is
+    # reloaded for it (an Accept then saves the new task's mask, not the old task's)
+    shown = review.queue_ids()[0]
+    review.load(shown)
+    qtbot.waitUntil(lambda: review.scan_id == shown and review.scan_task == TASK, timeout=30_000)
     review.add_task(Task("cyst", "kidney", "cyst", "kidney cyst", "#00ff00"))
     assert "cyst" in [t.id for t in project.tasks]
     assert review.task_combo.currentText() == "cyst"
     assert len(review.queue_ids()) == 12  # every scan is unreviewed for it
+    qtbot.waitUntil(lambda: review.scan_task == "cyst", timeout=30_000)
+    assert review.scan_id == shown and not np.asarray(review.labels_layer.data).any()
+    review.accept()
+    review.wait_saved()
+    assert project.review(shown, "cyst").status == "accepted"
+    assert project.review(shown, TASK) is None  # nothing saved under the old task
     with pytest.raises(ValueError):
         Task("Bad Name")

@@ -255,8 +255,10 @@ def retrain(
 ) -> Iterator[TrainEvent]:
     """Retrain from a project's reviews and write a new model version; yields progress events.
 
-    Events: ``prepare`` (what it learns from), then the trainer's ``start``/``step``/``eval``
-    (validation = the held-back scans), then ``version`` (name, outcome, scores) or ``stopped``
+    Events: ``prepare`` (what it learns from), ``baseline`` (the current model's held-back
+    Dice), then the trainer's ``start``/``step``/``eval`` (held-back Dice of the model being
+    trained), then ``version`` (name, outcome, scores; the final weights, not the best
+    evaluation, so the verdict is not chosen on the scans that judge it) or ``stopped``
     (cancelled: nothing is written). Promotion is left to the caller (:func:`promote_if_better`).
 
     Raises:
@@ -308,11 +310,20 @@ def retrain(
         warmup=0.0,  # fine-tuning a trained model: no warm-up
         options=config.options,
     )
-    trainer = Trainer(model, trainer_config, data.labelled, data.unlabelled, data.held_back)
+    trainer = Trainer(
+        model,
+        trainer_config,
+        data.labelled,
+        data.unlabelled,
+        data.held_back,
+        # the curve the widget draws is judged like the final verdict: at scan resolution
+        validator=lambda m: judge(m, data.held_back_frames, config.device),
+    )
     # What the annotator gets today, judged like the candidate will be (at scan resolution).
     baseline = init_model(tasks, init=baseline_path)
     base = judge(baseline, data.held_back_frames, config.device)
     del baseline
+    yield TrainEvent("baseline", 0, config.steps, {"name": baseline_name, **base})
     record: dict[str, Any] = {
         "parent": parent_name,
         "parent_path": str(parent_path),

@@ -120,6 +120,8 @@ class Trainer:
         unlabelled: an ``ArraySet`` of unlabelled scans (masks unused), for SSL methods.
         val: an ``ArraySet`` carved from the train split, for checkpoint selection.
         out_dir: where ``best/``, ``last/`` and ``log.jsonl`` go; None for no files.
+        validator: scores the model instead of :func:`validate` on ``val`` (same return
+            shape), e.g. at the scans' own resolution.
     """
 
     def __init__(
@@ -130,11 +132,13 @@ class Trainer:
         unlabelled: Any = None,
         val: Any = None,
         out_dir: str | Path | None = None,
+        validator: Callable[[ProPLNet], dict[str, Any]] | None = None,
     ) -> None:
         method_cls = METHODS[config.method]
         if method_cls.needs_unlabelled and (unlabelled is None or len(unlabelled.images) == 0):
             raise ValueError(f"method {config.method!r} needs unlabelled scans; none were given")
         self.config, self.labelled, self.unlabelled, self.val = config, labelled, unlabelled, val
+        self.validator = validator
         self.device = select_device(config.device)
         self.model = model.to(self.device)
         self.out_dir = Path(out_dir) if out_dir else None
@@ -273,12 +277,16 @@ class Trainer:
             self.model.encoder.eval()
 
     def _evaluate_and_save(self) -> Iterator[TrainEvent]:
-        scores = validate(self.model, self.val, self.device) if self.val is not None else {}
+        if self.validator is not None:
+            scores = self.validator(self.model)
+        else:
+            scores = validate(self.model, self.val, self.device) if self.val is not None else {}
         mdice = scores.get("mdice", float("nan"))
         yield self._log(TrainEvent("eval", self.step, self.config.steps, scores))
-        improved = self.val is None or mdice > self.best["mdice"]
+        validated = self.val is not None or self.validator is not None
+        improved = not validated or mdice > self.best["mdice"]
         if improved:
-            self.best = {"mdice": mdice if self.val is not None else -1.0, "step": self.step}
+            self.best = {"mdice": mdice if validated else -1.0, "step": self.step}
         if self.out_dir is not None:
             meta = {"train": self.config.to_dict(), "step": self.step, "val": scores}
             if improved:
