@@ -29,6 +29,7 @@ from pathlib import Path
 
 import napari
 import numpy as np
+from gui_driver import dock, menu_action, pump, wait  # docs/gui_driver.py
 from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QDockWidget
@@ -45,44 +46,6 @@ T0 = time.time()
 
 def log(*args: object) -> None:
     print(f"[{time.time() - T0:6.1f} s]", *args, flush=True)
-
-
-def pump(seconds: float = 0.5) -> None:
-    app = napari.qt.get_qapp()
-    t0 = time.time()
-    while time.time() - t0 < seconds:
-        app.processEvents()
-        time.sleep(0.01)
-
-
-def wait(until, timeout: float = 600.0, what: str = "") -> None:
-    t0 = time.time()
-    while not until():
-        if time.time() - t0 > timeout:
-            raise TimeoutError(what or until)
-        pump(0.05)
-
-
-def menu_action(viewer, *path: str):
-    """The QAction at menu ``path`` (texts without '&'), as a user would click it."""
-    actions = viewer.window._qt_window.menuBar().actions()
-    for i, text in enumerate(path):
-        found = next(
-            (a for a in actions if a.text().replace("&", "").startswith(text)),
-            None,
-        )
-        if found is None:
-            names = [a.text() for a in actions]
-            raise LookupError(f"no menu entry {text!r} in {names}")
-        if i == len(path) - 1:
-            return found
-        found.menu().aboutToShow.emit()  # napari fills some submenus when they open
-        actions = found.menu().actions()
-    raise LookupError(path)
-
-
-def dock(viewer, title: str):
-    return next(w for k, w in viewer.window.dock_widgets.items() if k.startswith(title))
 
 
 def qdock(widget) -> QDockWidget:

@@ -15,50 +15,16 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import napari
 import numpy as np
+from gui_driver import dock, menu_action, pump, wait  # docs/gui_driver.py
 from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
 
 IMAGES = Path(__file__).parent / "images"
 TASK = "left_heart"
-
-
-def pump(seconds: float = 0.5) -> None:
-    app = napari.qt.get_qapp()
-    t0 = time.time()
-    while time.time() - t0 < seconds:
-        app.processEvents()
-        time.sleep(0.01)
-
-
-def wait(until, timeout: float = 600.0) -> None:
-    t0 = time.time()
-    while not until():
-        if time.time() - t0 > timeout:
-            raise TimeoutError(until)
-        pump(0.05)
-
-
-def menu_action(viewer, *path: str):
-    """The QAction at menu ``path`` (texts without '&'), as a user would click it."""
-    actions = viewer.window._qt_window.menuBar().actions()
-    for i, text in enumerate(path):
-        found = next(
-            (a for a in actions if a.text().replace("&", "").startswith(text)),
-            None,
-        )
-        if found is None:
-            names = [a.text() for a in actions]
-            raise LookupError(f"no menu entry {text!r} in {names}")
-        if i == len(path) - 1:
-            return found
-        found.menu().aboutToShow.emit()  # napari fills some submenus when they open
-        actions = found.menu().actions()
-    raise LookupError(path)
 
 
 def shot(viewer, name: str) -> Path:
@@ -67,10 +33,6 @@ def shot(viewer, name: str) -> Path:
     viewer.screenshot(str(out), canvas_only=False)
     print("screenshot", out)
     return out
-
-
-def dock(viewer, title: str):
-    return next(w for k, w in viewer.window.dock_widgets.items() if k.startswith(title))
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._session import Session, session_for
+from ._session import Session, SessionMember
 
 if TYPE_CHECKING:
     import napari
@@ -113,14 +113,13 @@ class CurvePlot(QWidget):
         painter.end()
 
 
-class RetrainWidget(QWidget):
+class RetrainWidget(SessionMember, QWidget):
     """Retrain the project's model from its reviews; versions, promotion and rollback."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
         self.setObjectName("QtProplRetrainWidget")
-        self._session: Session | None = None
         self.process: QProcess | None = None
         self._buffer = b""
         self._result: dict[str, Any] | None = None
@@ -177,27 +176,16 @@ class RetrainWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.use_button.clicked.connect(self._use_selected)
         self.shipped_button.clicked.connect(lambda: self.use_version(None))
-        # join the window's session once docked (the next event-loop turn)
-        QTimer.singleShot(0, self._join_session)
+        self.join_session_when_docked()
 
     # -- session ---------------------------------------------------------------------------
 
-    @property
-    def session(self) -> Session:
-        if self._session is None:
-            self._session = session_for(self)
-            self._session.project_changed.connect(self.refresh)
-            self._session.model_changed.connect(self.refresh)
-            self._session.review_saved.connect(self._on_review_saved)
-            self._session.closing.connect(self._on_closing)
-            self.refresh()
-        return self._session
-
-    def _join_session(self) -> None:
-        try:
-            _ = self.session
-        except RuntimeError:  # closed before the event loop came round
-            pass
+    def _connect_session(self, session: Session) -> None:
+        session.project_changed.connect(self.refresh)
+        session.model_changed.connect(self.refresh)
+        session.review_saved.connect(self._on_review_saved)
+        session.closing.connect(self._on_closing)
+        self.refresh()
 
     def refresh(self) -> None:
         """Show the current model and the version list."""
@@ -271,8 +259,12 @@ class RetrainWidget(QWidget):
         _kill_later(self.process)
 
     def _read_output(self) -> None:
-        assert self.process is not None
-        self._buffer += bytes(self.process.readAllStandardOutput())
+        if self.process is not None:
+            self._drain(self.process)
+
+    def _drain(self, process: QProcess) -> None:
+        """Handle every complete JSON line the process has written so far."""
+        self._buffer += bytes(process.readAllStandardOutput())
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
             if line.startswith(b"{"):
@@ -307,7 +299,7 @@ class RetrainWidget(QWidget):
     def _on_finished(self, code: int, _status: Any = None) -> None:
         process, self.process = self.process, None
         if process is not None:
-            self._read_output_from(process)
+            self._drain(process)
             err = bytes(process.readAllStandardError()).decode(errors="replace").strip()
             process.deleteLater()
         else:
@@ -324,11 +316,6 @@ class RetrainWidget(QWidget):
                 show_error(f"retraining failed: {last}")
             return
         self._settle(result)
-
-    def _read_output_from(self, process: QProcess) -> None:
-        self.process = process
-        self._read_output()
-        self.process = None
 
     def _settle(self, result: dict[str, Any]) -> None:
         """Promote a better version (this process holds the lock), then re-predict."""

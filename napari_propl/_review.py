@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 from propl.tasks import task_colour
 
 from . import _layers
-from ._session import Session, session_for
+from ._session import Session, SessionMember
 
 if TYPE_CHECKING:
     import napari
@@ -44,7 +44,7 @@ AUTOSAVE_MS = 800
 REVIEW_OUTLINE_THRESHOLD = 0.5
 
 
-class ReviewWidget(QWidget):
+class ReviewWidget(SessionMember, QWidget):
     """Open a project, walk its review queue, accept or correct each scan."""
 
     saved = Signal(object, bool)  # (Review, advance), emitted from the save thread
@@ -62,7 +62,6 @@ class ReviewWidget(QWidget):
         self._shown_shape: tuple[int, ...] | None = None
         # one save thread: saves reach the store in the order they were made
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="propl-save")
-        self._session: Session | None = None
         self.saved.connect(self._on_saved)
         self.save_failed.connect(show_error)
         self._build()
@@ -138,15 +137,11 @@ class ReviewWidget(QWidget):
         layout.addWidget(self.reason_edit)
         layout.addWidget(self.status_label)
 
-    @property
-    def session(self) -> Session:
-        if self._session is None:
-            self._session = session_for(self)
-            self._session.project_changed.connect(self._on_project_changed)
-            self._session.predictions_changed.connect(self._on_predictions_changed)
-            self._session.tasks_changed.connect(self._on_tasks_changed)
-            self._session.closing.connect(self._on_closing)
-        return self._session
+    def _connect_session(self, session: Session) -> None:
+        session.project_changed.connect(self._on_project_changed)
+        session.predictions_changed.connect(self._on_predictions_changed)
+        session.tasks_changed.connect(self._on_tasks_changed)
+        session.closing.connect(self._on_closing)
 
     # -- project ---------------------------------------------------------------------------
 

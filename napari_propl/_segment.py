@@ -11,7 +11,6 @@ import numpy as np
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -29,7 +28,7 @@ from qtpy.QtWidgets import (
 from propl.tasks import task_colour
 
 from . import _layers
-from ._session import Session, session_for
+from ._session import Session, SessionMember
 
 if TYPE_CHECKING:
     import napari
@@ -44,7 +43,7 @@ def default_model_path() -> str:
     return str(path) if path is not None else ""
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(SessionMember, QWidget):
     """Segment the selected image (or the project) with a task prompt.
 
     Parameters
@@ -112,23 +111,11 @@ class SegmentWidget(QWidget):
             layer.events.name.connect(self._refresh_images)
         self._refresh_images()
         self._refresh_tasks()
-        self._session: Session | None = None
-        # join the window's session once docked (the next event-loop turn)
-        QTimer.singleShot(0, self._join_session)
+        self.join_session_when_docked()
 
-    @property
-    def session(self) -> Session:
-        if self._session is None:
-            self._session = session_for(self)
-            self._session.model_changed.connect(self._follow_project_model)
-            self._follow_project_model()
-        return self._session
-
-    def _join_session(self) -> None:
-        try:
-            _ = self.session
-        except RuntimeError:  # closed before the event loop came round
-            pass
+    def _connect_session(self, session: Session) -> None:
+        session.model_changed.connect(self._follow_project_model)
+        self._follow_project_model()
 
     def _follow_project_model(self) -> None:
         """Segment with the project's current model version, once it has one; back to the

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qtpy.QtCore import QEvent, QObject, Signal
+from qtpy.QtCore import QEvent, QObject, QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
 if TYPE_CHECKING:
@@ -116,3 +116,31 @@ def session_for(widget: QWidget) -> Session:
     if found is None:
         found = Session(top)
     return found
+
+
+class SessionMember:
+    """Mixin for the dock widgets: ``self.session`` is their window's session, found on first
+    use, when ``_connect_session`` wires the widget to its signals (once)."""
+
+    _session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = session_for(self)  # type: ignore[arg-type]
+            self._connect_session(self._session)
+        return self._session
+
+    def _connect_session(self, session: Session) -> None:
+        """Connect the widget's slots to ``session`` (override)."""
+
+    def join_session_when_docked(self) -> None:
+        """Join on the next event-loop turn, once napari has docked the widget, so it follows
+        the session (project, model) without waiting for the user to touch it."""
+        QTimer.singleShot(0, self._join_session)
+
+    def _join_session(self) -> None:
+        try:
+            _ = self.session
+        except RuntimeError:  # closed before the event loop came round
+            pass

@@ -54,6 +54,7 @@ def test_everything_survives_reopening(tmp_path: Path) -> None:
         scan = q.scan(a)
         assert scan.name == "cine" and scan.spacing_mm == (0.2, 0.3) and scan.frame_time_ms == 33.3
         np.testing.assert_array_equal(q.image(a), frames(0))
+        np.testing.assert_array_equal(q.image(a, [0, 2]), frames(0)[[0, 2]])  # frames only
         assert q.image(b).shape == (1, 20, 20, 3) and q.scan(b).is_color
         pred = q.prediction(a, TASK)
         assert pred is not None and pred.model_version == "v1"

@@ -214,10 +214,14 @@ class Project:
             imported=float(d.get("imported", 0.0)),
         )
 
-    def image(self, scan_id: str) -> np.ndarray:
-        """The scan's frames as stored: ``(F, H, W)`` or ``(F, H, W, 3)``."""
+    def image(self, scan_id: str, frames: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """The scan's frames as stored: ``(F, H, W)`` or ``(F, H, W, 3)``; only the frames at
+        ``frames`` (sorted indices) when given, read chunk by chunk."""
         self.scan(scan_id)
-        return np.asarray(zarr.open_array(self._store, path=f"scans/{scan_id}/image", mode="r")[:])
+        array = zarr.open_array(self._store, path=f"scans/{scan_id}/image", mode="r")
+        if frames is None:
+            return np.asarray(array[:])
+        return np.asarray(array.get_orthogonal_selection((np.asarray(frames, dtype=np.intp),)))
 
     def add_scan(
         self,

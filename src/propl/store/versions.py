@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write_bytes
+from .revisions import fsync_dir
 
 MODELS = "models"
 VERSION_FILE = "version.json"
@@ -148,7 +149,7 @@ def add_version(root: Path, staged: Path, record: dict[str, Any]) -> str:
                 raise
             number += 1
             continue
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return name
 
 
@@ -165,9 +166,3 @@ def clean_stale_staging(root: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
         except FileNotFoundError:
             pass
-
-
-def _fsync_dir(path: Path) -> None:
-    from .revisions import fsync_dir
-
-    fsync_dir(path)

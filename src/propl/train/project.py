@@ -133,7 +133,11 @@ def _to_uint8(frames: np.ndarray) -> np.ndarray:
     return np.round(frames_to_float(frames) * 255).astype(np.uint8)
 
 
-def _arrays(items: list[tuple[np.ndarray, np.ndarray | None, int, str]], size: int) -> ArraySet:
+_Item = tuple[np.ndarray, np.ndarray | None, int, str]
+"""One training frame: (pixels, mask or None, task index, id)."""
+
+
+def _arrays(items: list[_Item], size: int) -> ArraySet:
     n = len(items)
     images = np.zeros((n, size, size), np.uint8)
     masks = np.zeros((n, size, size), np.uint8)
@@ -177,7 +181,11 @@ def collect(
     size: int,
     config: RetrainConfig,
 ) -> ProjectData:
-    """Read the project's reviewed and unreviewed scans for ``tasks`` into arrays."""
+    """Read the project's reviewed and unreviewed scans for ``tasks`` into arrays.
+
+    Only the frames used are read (up to ``frames_per_scan`` per scan; the unlabelled frames
+    are drawn before any pixel is read), so a project of long cines stays cheap.
+    """
     reviewed: list[tuple[str, str]] = []
     unreviewed: list[tuple[str, str]] = []
     for scan_id in project.scan_ids():
@@ -191,41 +199,41 @@ def collect(
                 unreviewed.append((scan_id, task))
     train_pairs, held_pairs = select_held_back(reviewed, config.hold_back)
     order = list(task_order)
-    images: dict[str, np.ndarray] = {}
 
-    def image(scan_id: str) -> np.ndarray:
-        if scan_id not in images:
-            images[scan_id] = _to_uint8(project.image(scan_id))
-        return images[scan_id]
+    def frames_of(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str, np.ndarray]]:
+        return [
+            (s, t, frame_indices(project.scan(s).n_frames, config.frames_per_scan))
+            for s, t in pairs
+        ]
 
-    def labelled(pairs: list[tuple[str, str]]) -> list[tuple[np.ndarray, np.ndarray, int, str]]:
-        items: list[tuple[np.ndarray, np.ndarray, int, str]] = []
-        for scan_id, task in pairs:
-            review = project.review(scan_id, task)
-            assert review is not None and review.mask is not None
-            frames = image(scan_id)
-            for f in frame_indices(len(frames), config.frames_per_scan):
-                items.append((frames[f], review.mask[f], order.index(task), f"{scan_id}:{f}"))
+    def read(chosen: list[tuple[str, str, np.ndarray]], with_masks: bool) -> list[_Item]:
+        items: list[_Item] = []
+        for scan_id, task, idx in chosen:
+            pixels = _to_uint8(project.image(scan_id, idx))
+            mask = None
+            if with_masks:
+                review = project.review(scan_id, task)
+                assert review is not None and review.mask is not None
+                mask = review.mask[idx]
+            for k, f in enumerate(idx):
+                m = None if mask is None else mask[k]
+                items.append((pixels[k], m, order.index(task), f"{scan_id}:{f}"))
         return items
 
-    rng = np.random.default_rng(config.seed)
-    unlab: list[tuple[np.ndarray, np.ndarray | None, int, str]] = []
-    for scan_id, task in unreviewed:
-        frames = image(scan_id)
-        for f in frame_indices(len(frames), config.frames_per_scan):
-            unlab.append((frames[f], None, order.index(task), f"{scan_id}:{f}"))
+    unlab = [(s, t, np.array([f])) for s, t, idx in frames_of(unreviewed) for f in idx]
     if len(unlab) > config.max_unlabelled:
+        rng = np.random.default_rng(config.seed)
         keep = np.sort(rng.choice(len(unlab), config.max_unlabelled, replace=False))
         unlab = [unlab[i] for i in keep]
-    held = labelled(held_pairs)
+    held = read(frames_of(held_pairs), with_masks=True)
     return ProjectData(
         tasks=tuple(order),
-        labelled=_arrays(list(labelled(train_pairs)), size),
-        unlabelled=_arrays(unlab, size),
-        held_back=_arrays(list(held), size),
+        labelled=_arrays(read(frames_of(train_pairs), with_masks=True), size),
+        unlabelled=_arrays(read(unlab, with_masks=False), size),
+        held_back=_arrays(held, size),
         trained_on=train_pairs,
         held_back_pairs=held_pairs,
-        held_back_frames=[(img, mask, order[t]) for img, mask, t, _ in held],
+        held_back_frames=[(img, m, order[t]) for img, m, t, _ in held if m is not None],
     )
 
 
@@ -269,7 +277,6 @@ def retrain(
     with Project.open(project_path, read_only=True) as project:
         tasks = training_tasks(project, config.tasks)
         parent_name, parent_path = parent_of(project, init)
-        current = project.current_version()
         baseline_name, baseline_path = parent_of(project, None)
         model = init_model(tasks, init=parent_path)
         size = int(model.config.input_size)
@@ -319,8 +326,10 @@ def retrain(
         # the curve the widget draws is judged like the final verdict: at scan resolution
         validator=lambda m: judge(m, data.held_back_frames, config.device),
     )
-    # What the annotator gets today, judged like the candidate will be (at scan resolution).
-    baseline = init_model(tasks, init=baseline_path)
+    # What the annotator gets today, judged like the candidate will be (at scan resolution);
+    # judge() works on a copy, so the model about to train can stand in for its own start.
+    same = Path(baseline_path).resolve() == Path(parent_path).resolve()
+    baseline = model if same else init_model(tasks, init=baseline_path)
     base = judge(baseline, data.held_back_frames, config.device)
     del baseline
     yield TrainEvent("baseline", 0, config.steps, {"name": baseline_name, **base})
@@ -333,7 +342,6 @@ def retrain(
         "trained_on": [list(p) for p in data.trained_on],
         "settings": config.to_dict() | {"method": method},
         "started": time.time(),
-        "project_current": current.name if current else ver.SHIPPED,
     }
     held: dict[str, Any] = {
         "scans": [list(p) for p in data.held_back_pairs],
