@@ -39,7 +39,7 @@ from ..store import LABELLED, Project, StoreError
 from ..store import versions as ver
 from .methods import MethodOptions
 from .recipe import init_model
-from .trainer import CACHEABLE, TrainConfig, Trainer, TrainEvent
+from .trainer import TrainConfig, Trainer, TrainEvent, can_cache_features
 
 MIN_LABELLED = 2
 """Reviewed (scan, task) pairs needed to retrain: at least one to learn from, one to judge."""
@@ -309,8 +309,7 @@ def retrain(
         freeze_encoder=config.freeze_encoder,
         cache_features=config.freeze_encoder
         and config.cache_features
-        and method in CACHEABLE
-        and config.options.view == "weak",
+        and can_cache_features(method, config.options),
         seed=config.seed,
         device=config.device,
         eval_every=config.eval_every,

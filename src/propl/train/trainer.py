@@ -29,6 +29,11 @@ CACHEABLE = ("propl", "supervised", "full")
 """Methods that can train on cached encoder features (their views are geometric only)."""
 
 
+def can_cache_features(method: str, options: MethodOptions) -> bool:
+    """Whether ``method`` with ``options`` can train on cached features of a frozen encoder."""
+    return method in CACHEABLE and options.view == "weak"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train. Validated on creation."""
@@ -62,7 +67,7 @@ class TrainConfig:
         if self.options.view not in ("weak", "strong"):
             raise ValueError(f"view must be 'weak' or 'strong', got {self.options.view!r}")
         if self.cache_features and not (
-            self.freeze_encoder and self.method in CACHEABLE and self.options.view == "weak"
+            self.freeze_encoder and can_cache_features(self.method, self.options)
         ):
             raise ValueError(
                 "cache_features needs freeze_encoder and method propl (weak view), supervised "
