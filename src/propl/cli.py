@@ -134,6 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--frames-per-scan", type=int, default=4, help="--project: frames sampled per cine"
     )
     t.add_argument(
+        "--confidence",
+        type=float,
+        default=0.9,
+        help="--project: promote only when the held-back gain is positive at this one-sided "
+        "confidence (paired bootstrap over held-back scans; 0.5 = the mean gain alone)",
+    )
+    t.add_argument(
+        "--min-gain",
+        type=float,
+        default=0.0,
+        help="--project: Dice points the gain's lower bound must exceed to promote",
+    )
+    t.add_argument(
+        "--anchor",
+        type=float,
+        help="L2-SP strength: pull the shared weights toward the starting model's, so other "
+        "tasks are forgotten less (default 0)",
+    )
+    t.add_argument(
         "--no-promote",
         action="store_true",
         help="--project: write the version but leave promotion to the program holding the "

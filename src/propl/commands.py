@@ -86,6 +86,7 @@ def run_train(args: argparse.Namespace) -> int:
         device=args.device,
         eval_every=args.eval_every or 200,
         freeze_encoder=bool(args.freeze_encoder),
+        anchor=args.anchor or 0.0,
         options=MethodOptions(pseudo_label=args.pseudo_label, view=args.view),
     )
     trainer = Trainer(model, config, data.labelled, data.unlabelled, data.val, args.out)
@@ -135,6 +136,9 @@ def _retrain_project(args: argparse.Namespace) -> int:
         cache_features=not args.no_feature_cache,
         frames_per_scan=args.frames_per_scan,
         hold_back=args.hold_back,
+        confidence=args.confidence,
+        min_gain=args.min_gain,
+        anchor=defaults.anchor if args.anchor is None else args.anchor,
         method=args.method,
         seed=args.seed,
         device=args.device,

@@ -24,7 +24,7 @@ from propl.metrics import dice
 from propl.models import build_model
 from propl.store import Project, StoreError
 from propl.tasks import Task
-from propl.train.project import RetrainError, select_held_back
+from propl.train.project import RetrainError, gain_bound, select_held_back
 
 SIZE = 64
 N_SCANS = 12
@@ -96,11 +96,28 @@ def test_held_back_split_is_stable_and_never_empty():
         select_held_back(pairs[:1], 0.2)
 
 
+def test_gain_bound_promotes_a_consistent_gain_but_not_a_lucky_mean():
+    base = {f"s{i}:t": 70.0 for i in range(10)}
+    steady = {k: v + 2.0 + 0.1 * i for i, (k, v) in enumerate(base.items())}
+    gain, bound = gain_bound(base, steady, 0.9)
+    assert gain == pytest.approx(2.45) and 2.0 < bound < gain
+    # the same mean gain from one scan improving a lot and the others getting worse
+    lucky = {k: v - 1.0 for k, v in base.items()} | {"s0:t": 70.0 + 33.5}
+    gain, bound = gain_bound(base, lucky, 0.9)
+    assert gain == pytest.approx(2.45) and bound < 0
+    assert gain_bound(base, lucky, 0.5)[1] < gain_bound(base, lucky, 0.1)[1]
+    # tasks count equally, whatever their number of held-back scans; one scan: bound = gain
+    two = {"a:t": 50.0, "b:t": 50.0, "c:u": 50.0}
+    better = {"a:t": 60.0, "b:t": 60.0, "c:u": 40.0}
+    assert gain_bound(two, better, 0.9) == pytest.approx((0.0, 0.0))
+    assert gain_bound({"a:t": 1.0}, {"a:t": 4.0}, 0.99) == pytest.approx((3.0, 3.0))
+
+
 def test_retrain_learns_a_new_task_writes_a_version_and_promotes_it(tmp_path):
     """The parent knows only bright_blob; ten-odd corrected frames of dark_blob teach it."""
     parent = make_parent(tmp_path / "parent")
     project = make_project(tmp_path / "p.zarr", "dark_blob")
-    events, code = propl_train(project, "--init", str(parent))
+    events, code = propl_train(project, "--init", str(parent), "--lr", "1e-2")
     assert code == 0
     prepare = by_kind(events, "prepare")[0]["data"]
     assert prepare["labelled"] + prepare["held_back"] == 6 and prepare["held_back"] >= 1
@@ -110,7 +127,8 @@ def test_retrain_learns_a_new_task_writes_a_version_and_promotes_it(tmp_path):
     assert by_kind(events, "eval")  # the held-back Dice curve
     version = by_kind(events, "version")[0]["data"]
     assert version["version"] == "v0001" and version["outcome"] == "better"
-    assert version["score"] > version["baseline_score"] and version["baseline"] == "shipped"
+    assert version["score"] > version["baseline_score"] + 5 and version["baseline"] == "shipped"
+    assert version["gain_lower_bound"] > 0
     assert by_kind(events, "promotion")[0]["promoted"] is True
 
     with Project.open(project, read_only=True) as p:
@@ -130,7 +148,7 @@ def test_retrain_learns_a_new_task_writes_a_version_and_promotes_it(tmp_path):
 def test_a_worse_run_is_kept_but_not_promoted_and_rollback_works(tmp_path):
     parent = make_parent(tmp_path / "parent")
     project = make_project(tmp_path / "p.zarr", "dark_blob")
-    assert propl_train(project, "--init", str(parent))[1] == 0  # v0001, promoted
+    assert propl_train(project, "--init", str(parent), "--lr", "1e-2")[1] == 0  # v0001, promoted
 
     # Labels that teach the network to miss the target: judged worse on the held-back scans.
     bad = make_project(tmp_path / "bad.zarr", "dark_blob", empty_train_labels=True)

@@ -242,3 +242,48 @@ def test_feature_cache_needs_a_frozen_encoder_and_a_geometric_view():
         TrainConfig(method="unimatch", freeze_encoder=True, cache_features=True)
     with pytest.raises(ValueError, match="cache_features"):
         TrainConfig(freeze_encoder=True, cache_features=True, options=MethodOptions(view="strong"))
+
+
+def _drift(before: torch.nn.Module, after: torch.nn.Module) -> float:
+    a, b = before.state_dict(), after.state_dict()
+    return sum(
+        float(((b[k].float() - v.float()) ** 2).sum())
+        for k, v in a.items()
+        if k.startswith("decoder") and v.is_floating_point()
+    )
+
+
+def test_anchor_keeps_shared_weights_near_their_start_but_leaves_prompts_free(data):
+    """L2-SP: the same run with a strong anchor moves the decoders far less, and the anchor
+    (a penalty on the shared weights) is logged with the loss; prompt tokens are not anchored."""
+    lab = data[0]
+    start = new_model()
+    runs = {}
+    for anchor in (0.0, 10.0):
+        model = new_model()
+        cfg = TrainConfig(
+            method="supervised", steps=15, batch_size=4, lr=3e-3, device="cpu", anchor=anchor
+        )
+        trainer = Trainer(model, cfg, lab)
+        assert ("prompts" in trainer.start_weights) is False
+        assert bool(trainer.start_weights) is (anchor > 0)
+        steps = [e for e in trainer.run() if e.kind == "step"]
+        assert ("anchor" in steps[-1].data) is (anchor > 0)
+        runs[anchor] = model
+    assert _drift(start, runs[10.0]) < 0.5 * _drift(start, runs[0.0])
+    with pytest.raises(ValueError, match="anchor"):
+        TrainConfig(anchor=-1.0)
+
+
+def test_resumed_run_stays_anchored_to_where_it_started(data, tmp_path):
+    lab = data[0]
+    cfg = TrainConfig(method="supervised", steps=6, batch_size=2, device="cpu", anchor=1.0)
+    first = Trainer(new_model(), cfg, lab, out_dir=tmp_path)
+    start = {k: v.clone() for k, v in first.start_weights.items()}
+    calls = []
+    list(first.run(should_stop=lambda: len(calls) > 2 or calls.append(1)))
+    resumed = Trainer(new_model(), cfg, lab, out_dir=tmp_path)
+    resumed.load_state()
+    moved = resumed.model.state_dict()
+    assert any(not torch.equal(moved[k], v) for k, v in start.items())  # it did train
+    assert all(torch.equal(resumed.start_weights[k], v) for k, v in start.items())

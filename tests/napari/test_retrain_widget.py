@@ -19,7 +19,7 @@ from propl.tasks import Task  # noqa: E402
 
 PLUGIN = "napari-propl"
 TASK = "dark_blob"
-FAST = ["--device", "cpu", "--lr", "3e-3", "--batch-size", "4"]
+FAST = ["--device", "cpu", "--lr", "1e-2", "--batch-size", "4"]
 
 
 def make_project(root: Path, reviewed: int = 6, n: int = 12) -> Path:

@@ -53,6 +53,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     eval_every: int = 100
+    anchor: float = 0.0  # L2-SP: pull the shared weights toward their starting values
     options: MethodOptions = field(default_factory=MethodOptions)
 
     def __post_init__(self) -> None:
@@ -62,6 +63,8 @@ class TrainConfig:
             raise ValueError("steps and batch sizes must be >= 1")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.anchor < 0:
+            raise ValueError(f"anchor must be >= 0, got {self.anchor}")
         if isinstance(self.options, dict):
             object.__setattr__(self, "options", MethodOptions(**self.options))
         if self.options.view not in ("weak", "strong"):
@@ -151,6 +154,7 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.method = build_method(config.method, self.model, config.options, self.gen)
         self.optimizer = self._make_optimizer()
+        self.start_weights = self._start_weights()
         self.step = 0
         self.best: dict[str, Any] = {"mdice": -1.0, "step": 0}
         self.features: dict[str, list[torch.Tensor]] = {}
@@ -185,6 +189,27 @@ class Trainer:
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(groups, momentum=0.9, weight_decay=cfg.weight_decay)
         return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+    def _start_weights(self) -> dict[str, torch.Tensor]:
+        """The shared trainable weights as they start (for the ``anchor`` penalty). Prompt
+        tokens are left free: each task's tokens only move for that task's own scans."""
+        if self.config.anchor <= 0:
+            return {}
+        return {
+            name: p.detach().clone()
+            for name, p in self.model.named_parameters()
+            if p.requires_grad and name != "prompts"
+        }
+
+    def _anchor_penalty(self) -> torch.Tensor | None:
+        """L2-SP (Li et al. 2018): ``anchor · Σ ‖w − w₀‖²`` over the shared weights."""
+        if not self.start_weights:
+            return None
+        params = dict(self.model.named_parameters())
+        total = torch.stack(
+            [((params[n] - w0) ** 2).sum() for n, w0 in self.start_weights.items()]
+        ).sum()
+        return self.config.anchor * total
 
     def _set_lr(self) -> float:
         cfg, t = self.config, self.step / self.config.steps
@@ -256,6 +281,10 @@ class Trainer:
             batch = self._batch(sampler_l, sampler_u)
             with self._autocast():
                 loss, parts = self.method.loss(batch, self.step / cfg.steps)
+            penalty = self._anchor_penalty()
+            if penalty is not None:
+                loss = loss + penalty
+                parts = parts | {"anchor": float(penalty.detach())}
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {float(loss.detach())} at step {self.step}")
             self.optimizer.zero_grad(set_to_none=True)
@@ -329,6 +358,7 @@ class Trainer:
                 f"teacher.{k}": v.detach().cpu().contiguous()
                 for k, v in teacher.state_dict().items()
             }
+        tensors |= {f"anchor.{k}": v.detach().cpu() for k, v in self.start_weights.items()}
         doc |= {"step": self.step, "best": self.best, "rng_numpy": self.rng.bit_generator.state}
         tmp = last / ".train_state.tmp"
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
@@ -354,6 +384,10 @@ class Trainer:
             teacher.load_state_dict(
                 {k[8:]: v for k, v in tensors.items() if k.startswith("teacher.")}
             )
+        if self.start_weights:  # anchored to where the run started, not where it resumed
+            self.start_weights = {
+                k: tensors[f"anchor.{k}"].to(self.device) for k in self.start_weights
+            }
         self.rng.bit_generator.state = doc["rng_numpy"]
         self.step, self.best = doc["step"], doc["best"]
 
