@@ -240,6 +240,40 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true", help="replace files from an earlier run")
     _add_common_model(d)
 
+    s = sub.add_parser(
+        "simulate",
+        help="simulated annotator: least-confident-first vs random corrections",
+        description="On one us-universal task: correct --start scans, train new decoders, then "
+        "each round correct --per-round scans picked by least confidence (the review queue) or "
+        "at random (ground truth replaces the prediction), retrain from the last version and "
+        "score the test split. Writes JSON, a markdown table and an SVG chart.",
+    )
+    s.add_argument("--data", required=True, type=Path, help="us-universal folder")
+    s.add_argument("--task", required=True)
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--per-round", type=int, default=10, help="scans corrected per round (K)")
+    s.add_argument("--start", type=int, default=10, help="scans corrected before round 0")
+    s.add_argument("--pool", type=int, default=200, help="train scans in the project")
+    s.add_argument(
+        "--strategies", nargs="+", default=["uncertainty", "random"], help="uncertainty, random"
+    )
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--test-scans", type=int, default=0, help="first N test scans scored; 0: all")
+    s.add_argument("--first-steps", type=int, default=300, help="training steps of round 0")
+    s.add_argument("--steps", type=int, default=150, help="training steps of later rounds")
+    s.add_argument("--lr", type=float, help="retraining learning rate (default 5e-4)")
+    s.add_argument("--device", default="auto")
+    s.add_argument(
+        "--like",
+        type=Path,
+        help="checkpoint whose architecture (not weights) the fresh network copies "
+        "(default: the shipped model's)",
+    )
+    s.add_argument("--workdir", type=Path, help="keep the simulated projects here")
+    s.add_argument(
+        "--out", type=Path, help="results JSON (default benchmarks/results/simulate-TASK.json)"
+    )
+
     b = sub.add_parser(
         "benchmark",
         help="reproduce the README's numbers",

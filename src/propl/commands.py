@@ -339,6 +339,48 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_simulate(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from .simulate import SimulationConfig, simulate, write
+
+    config = SimulationConfig(
+        task=args.task,
+        rounds=args.rounds,
+        per_round=args.per_round,
+        start=args.start,
+        pool=args.pool,
+        strategies=tuple(args.strategies),
+        seed=args.seed,
+        test_scans=args.test_scans,
+        first_steps=args.first_steps,
+        steps=args.steps,
+        device=args.device,
+        like=str(args.like) if args.like else None,
+        retrain={"lr": args.lr} if args.lr else {},
+    )
+    out = args.out or Path("benchmarks/results") / f"simulate-{args.task}.json"
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="propl-simulate-"))
+    try:
+        doc = simulate(
+            args.data, config, workdir, progress=lambda m: print(m, file=sys.stderr, flush=True)
+        )
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    doc["command"] = (
+        f"propl simulate --data DATA --task {config.task} --rounds {config.rounds} "
+        f"--per-round {config.per_round} --start {config.start} --pool {config.pool} "
+        f"--seed {config.seed} --test-scans {config.test_scans} --first-steps "
+        f"{config.first_steps} --steps {config.steps}" + (f" --lr {args.lr}" if args.lr else "")
+    )
+    for path in write(doc, out):
+        print(f"wrote {path}", file=sys.stderr)
+    print((out.with_suffix(".md")).read_text())
+    return 0
+
+
 def run_benchmark(args: argparse.Namespace) -> int:
     if args.which == "report":
         from .bench.report import update_markdown

@@ -1,0 +1,394 @@
+"""A simulated annotator: does correcting the least confident scans first teach faster?
+
+``propl simulate --data DIR --task T`` runs the plugin's loop without a person::
+
+    pool of the task's train scans ──▶ project; the first --start scans corrected (ground truth)
+    round 0: retrain a fresh network (ImageNet encoder, new decoders: it has never seen the
+             task's labels) on them
+    round r = 1..R, for each strategy (from the same round-0 project and model):
+        predict every unreviewed scan of the pool (the plugin's Predictor, MC uncertainty)
+        pick K scans: "uncertainty" = the review queue's first K (least confident first),
+                      "random" = K unreviewed scans drawn with the seed
+        "correct" them: the ground-truth mask replaces the prediction (edited pixels counted)
+        retrain from the current version (the project retraining path: held-back scans,
+        ProPL semi-supervised with the rest of the pool unlabelled)
+        score the new version on the task's test split: Dice and the AUROC of pixel
+        uncertainty for pixel errors
+
+Every new version is followed, whatever the promotion gate said (its verdict is recorded), so
+the two curves show what each strategy's picks teach. Results: ``{"task", "rounds",
+"per_round", "strategies": {name: [test Dice after round 0..R]}, "pixel_auroc", ...}``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data.benchmark import BenchmarkFolder, Sample
+from .data.readers import read_mask
+from .evaluate import evaluate_folder
+from .inference import Predictor, resolve_model
+from .store import Project
+from .tasks import load_tasks_json
+
+STRATEGIES = ("uncertainty", "random")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """One simulated annotation campaign.
+
+    Attributes:
+        task: the us-universal task.
+        rounds: correction rounds after round 0.
+        per_round: scans corrected per round (K).
+        start: scans corrected before round 0.
+        pool: train scans in the project (a seeded choice; the rest of the pool is unlabelled).
+        strategies: which picks to compare.
+        seed: the pool, the start scans and the random picks.
+        test_scans: first N test scans scored (0: all).
+        first_steps: training steps of round 0 (new decoders learn from scratch).
+        steps: training steps of every later round (incremental, from the last version).
+        device: ``auto``, ``cpu``, ``cuda`` ...
+        like: checkpoint whose architecture the fresh round-0 network copies (not its
+            weights); default: the shipped model's.
+    """
+
+    task: str
+    rounds: int = 3
+    per_round: int = 10
+    start: int = 10
+    pool: int = 200
+    strategies: tuple[str, ...] = STRATEGIES
+    seed: int = 0
+    test_scans: int = 0
+    first_steps: int = 300
+    steps: int = 150
+    device: str = "auto"
+    like: str | None = None
+    retrain: dict[str, Any] = field(default_factory=dict)
+    """Other :class:`~propl.train.project.RetrainConfig` fields (e.g. ``{"lr": 1e-3}``)."""
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown:
+            raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+        if self.rounds < 1 or self.per_round < 1 or self.start < 2:
+            raise ValueError("need rounds >= 1, per_round >= 1 and start >= 2")
+        if self.pool < self.start + self.rounds * self.per_round:
+            raise ValueError(
+                f"a pool of {self.pool} scans cannot give {self.start} + {self.rounds} x "
+                f"{self.per_round} corrections"
+            )
+
+
+Progress = Callable[[str], None]
+
+
+def _fresh_model(path: Path, task: str, like: Path) -> Path:
+    """A network shaped like the shipped one that has never seen a label: ImageNet encoder,
+    new decoders and prompt tokens for ``task`` only."""
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .models import ProPLConfig, ProPLNet
+
+    config = load_checkpoint(like).model.config.to_dict() | {"tasks": [task], "pretrained": True}
+    save_checkpoint(ProPLNet(ProPLConfig(**config)), path, {"simulation": "round 0 start"})
+    return path
+
+
+def _retrain(project: Path, config: SimulationConfig, steps: int, init: Path | None) -> dict:
+    """One retraining round through the project path; the new version becomes current."""
+    from .train.project import RetrainConfig, retrain
+
+    fields: dict[str, Any] = {"seed": config.seed, "device": config.device}
+    fields |= config.retrain | {"steps": steps, "tasks": (config.task,)}
+    settings = RetrainConfig(**fields)
+    result: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    for event in retrain(project, settings, init=init):
+        if event.kind == "version":
+            result = dict(event.data)
+    with Project.open(project) as p:
+        if p.version(result["version"]).usable:
+            p.set_current(result["version"], "simulation: follow every new version")
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def _score(project: Path, folder: BenchmarkFolder, config: SimulationConfig) -> dict[str, Any]:
+    with Project.open(project, read_only=True) as p:
+        model = p.current_model_path() or resolve_model(None)
+    predictor = Predictor.from_checkpoint(model, device=config.device)
+    result = evaluate_folder(
+        predictor, _FirstTest(folder.root, config.test_scans), "test", [config.task]
+    )
+    row = result["per_task"][config.task]
+    return {
+        "dice": row["dice"],
+        "iou": row["iou"],
+        "hd95": row["hd95"],
+        "n": row["n"],
+        "pixel_auroc": result["uncertainty_auroc"],
+    }
+
+
+class _FirstTest(BenchmarkFolder):
+    """The folder with only its first ``n`` test scans per task (sorted by id; 0: all)."""
+
+    def __init__(self, root: Path, n: int) -> None:
+        super().__init__(root)
+        self.n = n
+
+    def samples(self, task: str, split: str) -> list[Sample]:
+        out = sorted(super().samples(task, split), key=lambda s: s.id)
+        return out[: self.n] if split == "test" and self.n else out
+
+
+def _correct(
+    project: Path,
+    config: SimulationConfig,
+    strategy: str,
+    masks: dict[str, Path],
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Predict the unreviewed pool with the current version, pick K, save ground truth."""
+    task = config.task
+    with Project.open(project) as p:
+        model = p.current_model_path() or resolve_model(None)
+        predictor = Predictor.from_checkpoint(model, device=config.device)
+        unreviewed = [s for s in p.scan_ids() if p.review(s, task, with_mask=False) is None]
+        predictions = {}
+        for scan_id in unreviewed:
+            pred = predictor.predict(p.image(scan_id), task)
+            p.save_prediction(
+                scan_id, task, pred.mask, pred.uncertainty, pred.confidence, predictor.version or ""
+            )
+            predictions[scan_id] = pred.mask
+        if strategy == "uncertainty":
+            picked = [q.scan_id for q in p.queue(task)[: config.per_round]]
+        else:
+            picked = [str(s) for s in rng.choice(unreviewed, config.per_round, replace=False)]
+        edited = 0
+        for scan_id in picked:
+            truth = _truth(masks[scan_id])
+            edited += int(((predictions[scan_id] > 0) != (truth > 0)).sum())
+            p.save_review(scan_id, task, "corrected", truth, author=f"simulate:{strategy}")
+        confidence = [p.prediction_confidence(s, task) for s in picked]
+    return {
+        "picked": picked,
+        "edited_pixels": edited,
+        "picked_confidence": float(np.mean([c for c in confidence if c is not None])),
+    }
+
+
+def _truth(mask_path: Path) -> np.ndarray:
+    return (read_mask(mask_path) > 0).astype(np.uint8)[None]
+
+
+def build_pool(
+    path: Path, folder: BenchmarkFolder, config: SimulationConfig
+) -> tuple[dict[str, Path], list[str]]:
+    """The project: a seeded choice of the task's train scans, the first ``start`` corrected.
+    Returns {scan id: ground-truth mask file} and the start scan ids."""
+    samples = sorted(folder.samples(config.task, "train"), key=lambda s: s.id)
+    if config.pool > len(samples):
+        raise ValueError(
+            f"{config.task} has {len(samples)} train scans; a pool of {config.pool} was asked"
+        )
+    order = np.random.Generator(np.random.PCG64(config.seed)).permutation(len(samples))
+    masks: dict[str, Path] = {}
+    start: list[str] = []
+    tasks = [t for t in load_tasks_json(folder.root / "tasks.json") if t.id == config.task]
+    with Project.create(path, tasks=tasks) as p:
+        for i in order[: config.pool]:
+            scan_id = p.add_file(samples[i].image)
+            masks[scan_id] = samples[i].mask
+            if len(start) < config.start:
+                p.save_review(scan_id, config.task, "corrected", _truth(samples[i].mask))
+                start.append(scan_id)
+    return masks, start
+
+
+def simulate(
+    data: str | Path,
+    config: SimulationConfig,
+    workdir: str | Path,
+    progress: Progress = lambda message: None,
+) -> dict[str, Any]:
+    """Run the simulation (see the module docstring); returns the results document."""
+    folder = BenchmarkFolder(data)
+    if config.task not in folder.task_ids():
+        raise KeyError(f"unknown task {config.task!r}; {folder.root} has {folder.task_ids()}")
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    base = work / "round0.zarr"
+    shutil.rmtree(base, ignore_errors=True)
+    progress(f"importing {config.pool} {config.task} train scans")
+    masks, start = build_pool(base, folder, config)
+    init = _fresh_model(work / "fresh", config.task, resolve_model(config.like))
+    progress(f"round 0: training new decoders on {len(start)} corrected scans")
+    first = _retrain(base, config, config.first_steps, init)
+    round0 = _score(base, folder, config)
+    progress(f"round 0: test Dice {round0['dice']:.2f}")
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for strategy in config.strategies:
+        project = work / f"{strategy}.zarr"
+        shutil.rmtree(project, ignore_errors=True)
+        shutil.copytree(base, project)
+        rng = np.random.default_rng(config.seed)
+        rows = [{"round": 0, "retrain": first, **round0, "edited_pixels": 0, "picked": start}]
+        for r in range(1, config.rounds + 1):
+            picked = _correct(project, config, strategy, masks, rng)
+            version = _retrain(project, config, config.steps, None)
+            scores = _score(project, folder, config)
+            rows.append({"round": r, **picked, "retrain": version, **scores})
+            progress(f"{strategy} round {r}: test Dice {scores['dice']:.2f}")
+        runs[strategy] = rows
+    return results(config, runs, time.perf_counter() - t0)
+
+
+def results(
+    config: SimulationConfig, runs: dict[str, list[dict[str, Any]]], seconds: float
+) -> dict[str, Any]:
+    """The results document (the keys the issue fixes, then the details)."""
+    curves = {s: [row["dice"] for row in rows] for s, rows in runs.items()}
+    gains = {s: c[-1] - c[0] for s, c in curves.items()}
+    final = runs.get("uncertainty") or next(iter(runs.values()))
+    doc: dict[str, Any] = {
+        "task": config.task,
+        "rounds": config.rounds,
+        "per_round": config.per_round,
+        "strategies": curves,
+        "pixel_auroc": final[-1]["pixel_auroc"],
+        "gain": gains,
+        "gain_ratio": (
+            gains["uncertainty"] / gains["random"]
+            if {"uncertainty", "random"} <= gains.keys() and gains["random"] > 0
+            else None
+        ),
+        "targets": {"gain_ratio": 1.5, "pixel_auroc": 0.90},
+        "edited_pixels": {s: [row["edited_pixels"] for row in rows] for s, rows in runs.items()},
+        "pixel_auroc_per_round": {
+            s: [row["pixel_auroc"] for row in rows] for s, rows in runs.items()
+        },
+        "config": asdict(config),
+        "seconds": round(seconds, 1),
+        "per_round_details": runs,
+    }
+    return doc
+
+
+def table(doc: dict[str, Any]) -> str:
+    """Markdown: test Dice per round and strategy, edited pixels, the targets."""
+    rounds = range(doc["rounds"] + 1)
+    lines = [
+        f"Simulated annotator, task `{doc['task']}`: {doc['config']['start']} corrected scans, "
+        f"then {doc['rounds']} rounds of {doc['per_round']} corrections (pool of "
+        f"{doc['config']['pool']} train scans; test Dice on "
+        f"{doc['per_round_details'][next(iter(doc['strategies']))][0]['n']} test scans).",
+        "",
+        "| strategy | " + " | ".join(f"round {r}" for r in rounds) + " | gain | edited pixels |",
+        "|---|" + "---|" * (len(rounds) + 2),
+    ]
+    for s, curve in doc["strategies"].items():
+        edited = sum(doc["edited_pixels"][s])
+        lines.append(
+            f"| {s} | "
+            + " | ".join(f"{d:.2f}" for d in curve)
+            + f" | {doc['gain'][s]:+.2f} | {edited:,} |"
+        )
+    ratio = doc["gain_ratio"]
+    lines += [
+        "",
+        f"Gain ratio (uncertainty / random) after {doc['rounds']} rounds: "
+        + ("n/a (random gained nothing)" if ratio is None else f"**{ratio:.2f}**")
+        + f" (target >= {doc['targets']['gain_ratio']}); pixel uncertainty AUROC for errors "
+        f"(final uncertainty-picked model): **{doc['pixel_auroc']:.3f}** "
+        f"(target >= {doc['targets']['pixel_auroc']}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def svg(doc: dict[str, Any], width: int = 560, height: int = 320) -> str:
+    """A line chart of test Dice per round, one line per strategy (no plotting library)."""
+    colours = {"uncertainty": "#d62728", "random": "#1f77b4"}
+    curves = doc["strategies"]
+    values = [v for c in curves.values() for v in c]
+    lo, hi = min(values), max(values)
+    pad = max(1.0, 0.1 * (hi - lo))
+    lo, hi = lo - pad, hi + pad
+    left, right, top, bottom = 60, 20, 30, 50
+    n = doc["rounds"]
+
+    def xy(r: int, v: float) -> tuple[float, float]:
+        x = left + (width - left - right) * r / max(n, 1)
+        y = top + (height - top - bottom) * (hi - v) / (hi - lo)
+        return x, y
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{width / 2}" y="18" text-anchor="middle">{doc["task"]}: test Dice per '
+        f"round ({doc['per_round']} corrections per round)</text>",
+    ]
+    for k in range(5):
+        v = lo + (hi - lo) * k / 4
+        _, y = xy(0, v)
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#ddd"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{v:.1f}</text>'
+        )
+    for r in range(n + 1):
+        x, _ = xy(r, lo)
+        parts.append(
+            f'<text x="{x:.1f}" y="{height - bottom + 18}" text-anchor="middle">{r}</text>'
+        )
+    parts.append(
+        f'<text x="{(left + width - right) / 2}" y="{height - 10}" text-anchor="middle">'
+        "round</text>"
+    )
+    for i, (s, curve) in enumerate(curves.items()):
+        colour = colours.get(s, "#333")
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(r, v) for r, v in enumerate(curve)))
+        parts.append(
+            f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>'
+        )
+        for r, v in enumerate(curve):
+            x, y = xy(r, v)
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>')
+        parts.append(f'<text x="{left + 10}" y="{top + 16 + 16 * i}" fill="{colour}">{s}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def write(doc: dict[str, Any], out: str | Path) -> list[Path]:
+    """Write the JSON, and the markdown table and SVG chart beside it."""
+    from .results import write_json
+
+    out = Path(out)
+    write_json(out, doc)
+    md, chart = out.with_suffix(".md"), out.with_suffix(".svg")
+    md.write_text(table(doc))
+    chart.write_text(svg(doc))
+    return [out, md, chart]
+
+
+__all__ = [
+    "STRATEGIES",
+    "SimulationConfig",
+    "build_pool",
+    "results",
+    "simulate",
+    "svg",
+    "table",
+    "write",
+]

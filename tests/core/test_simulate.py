@@ -1,0 +1,97 @@
+"""``propl simulate``: the simulated annotator on a tiny synthetic benchmark folder."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+
+from propl.checkpoint import save_checkpoint
+from propl.cli import main
+from propl.data.synthetic import write_benchmark_folder
+from propl.models import build_model
+from propl.simulate import SimulationConfig
+from propl.store import Project
+
+ROUNDS, K, START = 2, 3, 4
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_benchmark_folder(tmp_path_factory.mktemp("data") / "syn", n_train=20, n_test=4)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The architecture the fresh network copies: propl-small at 64 px."""
+    torch.manual_seed(0)
+    model = build_model("propl-small", tasks=("dark_blob",), input_size=64, pretrained=False)
+    path = tmp_path_factory.mktemp("tiny") / "ckpt"
+    save_checkpoint(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(folder, tiny, tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    out = tmp_path_factory.mktemp("out") / "simulate-dark_blob.json"
+    cmd = (
+        f"simulate --data {folder} --task dark_blob --rounds {ROUNDS} --per-round {K} "
+        f"--start {START} --pool 16 --first-steps 20 --steps 8 --lr 1e-2 --device cpu "
+        f"--like {tiny} --workdir {work} --out {out}"
+    )
+    assert main(shlex.split(cmd)) == 0
+    return json.loads(out.read_text()), out, work
+
+
+def test_results_have_the_fixed_keys_and_one_dice_per_round(run):
+    doc, _, _ = run
+    assert doc["task"] == "dark_blob" and doc["rounds"] == ROUNDS and doc["per_round"] == K
+    curves = doc["strategies"]
+    assert set(curves) == {"uncertainty", "random"}
+    assert all(len(c) == ROUNDS + 1 and all(0 <= d <= 100 for d in c) for c in curves.values())
+    assert curves["uncertainty"][0] == curves["random"][0]  # both start from the same round 0
+    assert 0.0 <= doc["pixel_auroc"] <= 1.0
+    assert doc["gain"]["uncertainty"] == pytest.approx(
+        curves["uncertainty"][-1] - curves["uncertainty"][0]
+    )
+
+
+def test_each_round_corrects_k_scans_the_strategy_picked(run):
+    doc, _, work = run
+    details = doc["per_round_details"]
+    for strategy, rows in details.items():
+        picked = [set(r["picked"]) for r in rows]
+        assert len(picked[0]) == START and all(len(p) == K for p in picked[1:])
+        assert not set.intersection(*picked[:2]) and not picked[1] & picked[2]  # never twice
+        assert all(r["edited_pixels"] > 0 for r in rows[1:])  # ground truth replaced predictions
+        with Project.open(work / f"{strategy}.zarr", read_only=True) as p:
+            reviewed = {s for s in p.scan_ids() if p.review(s, "dark_blob") is not None}
+            assert reviewed == set().union(*picked)
+            assert len(p.versions()) == ROUNDS + 1  # round 0 and one version per round
+    # round 1 ranks the same predictions: the queue's picks are the least confident
+    assert (
+        details["uncertainty"][1]["picked_confidence"] <= details["random"][1]["picked_confidence"]
+    )
+
+
+def test_table_and_chart_are_written(run):
+    doc, out, _ = run
+    table = out.with_suffix(".md").read_text()
+    assert "| uncertainty |" in table and "| random |" in table and "Gain ratio" in table
+    root = ET.fromstring(out.with_suffix(".svg").read_text())
+    assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 2
+
+
+def test_bad_arguments_are_clear_errors(folder, tmp_path, capsys):
+    base = f"simulate --data {folder} --device cpu --workdir {tmp_path} --out {tmp_path}/x.json"
+    assert main(shlex.split(f"{base} --task no_such_task")) == 2
+    assert "no_such_task" in capsys.readouterr().err
+    assert main(shlex.split(f"{base} --task dark_blob --pool 500")) == 2
+    assert "pool of 500" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown strategies"):
+        SimulationConfig(task="t", strategies=("oracle",))
+    assert not (tmp_path / "x.json").exists()
