@@ -363,7 +363,9 @@ def main() -> None:
                 if args.other_split == "test":  # choosing settings: no test scan is scored
                     run["test"] = test_dice(model, args.data, args.task, args.test_scans)
                 if args.other_scans:
-                    run["other_tasks"] = other_tasks(model, args.data, args.task, args.other_scans)
+                    run["other_tasks"] = other_tasks(
+                        model, args.data, args.task, args.other_scans, args.other_split
+                    )
             runs.append(run)
             print(
                 f"repeat {i + 1}: {run['seconds']:.1f} s, {run['outcome']}, "

@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--anchor",
         type=float,
         help="L2-SP strength: pull the shared weights toward the starting model's, so other "
-        "tasks are forgotten less (default 0)",
+        "tasks are forgotten less (default 1.0 with --project, 0 with --data; 0: off)",
     )
     t.add_argument(
         "--no-promote",

@@ -103,12 +103,14 @@ def _fresh_model(path: Path, task: str, like: Path) -> Path:
     return path
 
 
-def _retrain(project: Path, config: SimulationConfig, steps: int, init: Path | None) -> dict:
+def _retrain(
+    project: Path, config: SimulationConfig, steps: int, init: Path | None, **fixed: Any
+) -> dict:
     """One retraining round through the project path; the new version becomes current."""
     from .train.project import RetrainConfig, retrain
 
     fields: dict[str, Any] = {"seed": config.seed, "device": config.device}
-    fields |= config.retrain | {"steps": steps, "tasks": (config.task,)}
+    fields |= config.retrain | {"steps": steps, "tasks": (config.task,)} | fixed
     settings = RetrainConfig(**fields)
     result: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -235,7 +237,8 @@ def simulate(
     masks, start = build_pool(base, folder, config)
     init = _fresh_model(work / "fresh", config.task, resolve_model(config.like))
     progress(f"round 0: training new decoders on {len(start)} corrected scans")
-    first = _retrain(base, config, config.first_steps, init)
+    # new decoders: nothing to keep, so no anchor toward their random start
+    first = _retrain(base, config, config.first_steps, init, anchor=0.0)
     round0 = _score(base, folder, config)
     progress(f"round 0: test Dice {round0['dice']:.2f}")
     runs: dict[str, list[dict[str, Any]]] = {}

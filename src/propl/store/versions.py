@@ -18,8 +18,10 @@ from and those held back to judge it, the held-back scores of the candidate and 
 the training settings, the held-back scores of the new version and of the baseline (the version
 that was current when the run started), and its outcome:
 
-- ``better``: it beat the baseline on the held-back scans (promotable);
-- ``worse``: it did not (kept for the record, never promoted automatically);
+- ``better``: it beat the baseline on the held-back scans with confidence (the paired
+  bootstrap's lower bound of its Dice gain is above the run's ``min_gain``): promotable;
+- ``worse``: it did not (kept for the record, never promoted automatically; it may still have
+  a higher mean held-back Dice, just not surely);
 - ``failed``: training diverged (NaN) or crashed; its weights are never loaded.
 """
 
