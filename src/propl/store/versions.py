@@ -76,9 +76,11 @@ class ModelVersion:
         def pct(v: float | None) -> str:
             return "n/a" if v is None else f"{v:.1f}"
 
+        bound = self.record.get("held_back", {}).get("gain_lower_bound")
+        sure = "" if bound is None else f" (gain's lower bound {bound:+.1f})"
         return (
             f"{self.name} ({self.outcome}): held-back Dice {pct(self.held_back_score)} vs "
-            f"{pct(self.baseline_score)} for {self.baseline}; from {self.parent}, "
+            f"{pct(self.baseline_score)} for {self.baseline}{sure}; from {self.parent}, "
             f"{len(self.trained_on)} labelled scans"
         )
 
