@@ -145,7 +145,8 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
     saved = project.review(second, TASK)
     assert saved.status == "corrected" and saved.edited_pixels > 0
     np.testing.assert_array_equal(saved.mask, np.asarray(labels.data))
-    assert review.progress_label.text() == "reviewed 2 of 2"
+    # the widget hears of the save through a queued signal: the next event-loop turns
+    qtbot.waitUntil(lambda: review.progress_label.text() == "reviewed 2 of 2", timeout=10_000)
     review.session.close_project()
 
     viewer2 = make_napari_viewer()
