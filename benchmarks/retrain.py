@@ -173,18 +173,13 @@ def test_dice(
     model: Path, data: Path, task: str, n_scans: int, split: str = "test"
 ) -> dict[str, Any]:
     """Dice of a checkpoint on the first ``n_scans`` scans of a split (all if 0)."""
-    from propl.data.benchmark import BenchmarkFolder, Sample
+    from propl.data.benchmark import FirstScans
     from propl.evaluate import evaluate_folder
     from propl.inference import Predictor
 
-    class FirstTestScans(BenchmarkFolder):
-        def samples(self, task: str, split: str) -> list[Sample]:
-            out = sorted(super().samples(task, split), key=lambda s: s.id)
-            return out[:n_scans] if n_scans else out
-
     t0 = time.perf_counter()
     predictor = Predictor.from_checkpoint(model, uncertainty="none")
-    result = evaluate_folder(predictor, FirstTestScans(data), split, [task])
+    result = evaluate_folder(predictor, FirstScans(data, n_scans), split, [task])
     row = result["per_task"][task]
     return {
         "model": predictor.version,

@@ -343,7 +343,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from .simulate import SimulationConfig, simulate, write
+    from .simulate import SimulationConfig, simulate, table, write
 
     config = SimulationConfig(
         task=args.task,
@@ -377,7 +377,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     )
     for path in write(doc, out):
         print(f"wrote {path}", file=sys.stderr)
-    print((out.with_suffix(".md")).read_text())
+    print(table(doc))
     return 0
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.benchmark import BenchmarkFolder, Sample
+from .data.benchmark import BenchmarkFolder, FirstScans
 from .data.readers import read_mask
 from .evaluate import evaluate_folder
 from .inference import Predictor, resolve_model
@@ -124,12 +124,17 @@ def _retrain(
     return result
 
 
+def _current_predictor(project: Project, config: SimulationConfig) -> Predictor:
+    """The project's current version as the plugin would run it (MC uncertainty)."""
+    model = project.current_model_path() or resolve_model(None)
+    return Predictor.from_checkpoint(model, device=config.device)
+
+
 def _score(project: Path, folder: BenchmarkFolder, config: SimulationConfig) -> dict[str, Any]:
     with Project.open(project, read_only=True) as p:
-        model = p.current_model_path() or resolve_model(None)
-    predictor = Predictor.from_checkpoint(model, device=config.device)
+        predictor = _current_predictor(p, config)
     result = evaluate_folder(
-        predictor, _FirstTest(folder.root, config.test_scans), "test", [config.task]
+        predictor, FirstScans(folder.root, config.test_scans), "test", [config.task]
     )
     row = result["per_task"][config.task]
     return {
@@ -139,18 +144,6 @@ def _score(project: Path, folder: BenchmarkFolder, config: SimulationConfig) -> 
         "n": row["n"],
         "pixel_auroc": result["uncertainty_auroc"],
     }
-
-
-class _FirstTest(BenchmarkFolder):
-    """The folder with only its first ``n`` test scans per task (sorted by id; 0: all)."""
-
-    def __init__(self, root: Path, n: int) -> None:
-        super().__init__(root)
-        self.n = n
-
-    def samples(self, task: str, split: str) -> list[Sample]:
-        out = sorted(super().samples(task, split), key=lambda s: s.id)
-        return out[: self.n] if split == "test" and self.n else out
 
 
 def _correct(
@@ -163,8 +156,7 @@ def _correct(
     """Predict the unreviewed pool with the current version, pick K, save ground truth."""
     task = config.task
     with Project.open(project) as p:
-        model = p.current_model_path() or resolve_model(None)
-        predictor = Predictor.from_checkpoint(model, device=config.device)
+        predictor = _current_predictor(p, config)
         unreviewed = [s for s in p.scan_ids() if p.review(s, task, with_mask=False) is None]
         predictions = {}
         for scan_id in unreviewed:

@@ -16,6 +16,7 @@ from propl.data.benchmark import (
     ArraySet,
     BenchmarkFolder,
     DataFolderError,
+    FirstScans,
     Sample,
     carve_validation,
     load_arrays,
@@ -113,6 +114,13 @@ def test_folder_tasks_and_samples(folder):
     assert len(train) == N_TRAIN and len(folder.samples("kidney_cyst", "test")) == N_TEST
     assert [s.id for s in train] == [f"kid_{i}" for i in range(N_TRAIN)][::-1]  # file order
     assert all(s.task == "kidney_cyst" and s.image.is_file() and s.mask.is_file() for s in train)
+
+
+def test_first_scans_is_a_fixed_subset_sorted_by_id(folder):
+    first = FirstScans(folder.root, 3)
+    ids = sorted(s.id for s in folder.samples("kidney_cyst", "train"))
+    assert [s.id for s in first.samples("kidney_cyst", "train")] == ids[:3]
+    assert len(FirstScans(folder.root, 0).samples("kidney_cyst", "train")) == N_TRAIN
 
 
 def test_folder_errors(folder, tmp_path):

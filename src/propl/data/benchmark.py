@@ -105,6 +105,19 @@ class BenchmarkFolder:
         return out
 
 
+class FirstScans(BenchmarkFolder):
+    """A folder whose splits are cut to their first ``n`` scans, sorted by id (0: all): a
+    fixed, smaller scoring set for benchmarks that cannot afford every test scan."""
+
+    def __init__(self, root: str | Path, n: int) -> None:
+        super().__init__(root)
+        self.n = n
+
+    def samples(self, task: str, split: str) -> list[Sample]:
+        out = sorted(super().samples(task, split), key=lambda s: s.id)
+        return out[: self.n] if self.n else out
+
+
 def _check_fraction(value: Fraction, spec: object) -> Fraction:
     if not 0 < value <= 1:
         raise ValueError(f"labelled fraction {spec!r} must be in (0, 1]")
