@@ -37,6 +37,8 @@ def main() -> None:
     review.open_project(Path(tempfile.mkdtemp()) / "study.zarr", create=True)
     review.task_combo.setCurrentText("left_heart")
     review.add_open_images()
+    while review.queue_list.count() < 1:  # added in a worker
+        app.processEvents()
     seg.model_edit.setText(str(model))
     seg._refresh_tasks()
     seg.task_combo.setCurrentText("left_heart")

@@ -60,6 +60,7 @@ def main() -> None:
     buttons = review.findChildren(type(review.buttons["next"]))
     add = next(b for b in buttons if "Add open" in b.text())
     add.click()
+    wait(lambda: review.queue_list.count() == len(viewer.layers))  # added in a worker
     print("queue:", review.queue_list.count(), "scans")
     # 3. segment every scan of the project with the shipped model
     assert seg.model_edit.text().endswith("weights/universal"), seg.model_edit.text()

@@ -230,22 +230,61 @@ class ReviewWidget(SessionMember, QWidget):
             show_error(message)
         self.refresh_queue()
 
-    def add_open_images(self) -> None:
-        """Import the viewer's image layers into the project (they remember their scan id)."""
+    def add_open_images(self) -> Any:
+        """Import the viewer's image layers into the project in a worker; each layer then
+        remembers its scan id. Returns the worker (None when there is nothing to do)."""
         from napari.layers import Image
 
         project = self.session.project
         if project is None:
             show_error("open or create a project first")
-            return
-        for layer in [lyr for lyr in self.viewer.layers if isinstance(lyr, Image)]:
-            if layer.metadata.get("propl_scan_id") or " uncertainty [" in layer.name:
-                continue
-            frames = np.asarray(layer.data)
-            spacing = layer.metadata.get("propl_spacing_mm")
-            layer.metadata["propl_scan_id"] = project.add_scan(
-                frames, layer.name, source=layer.metadata.get("propl_source"), spacing_mm=spacing
+            return None
+        todo = [
+            (
+                layer.name,
+                layer.data,
+                layer.metadata.get("propl_source"),
+                layer.metadata.get("propl_spacing_mm"),
             )
+            for layer in self.viewer.layers
+            if isinstance(layer, Image)
+            and not layer.metadata.get("propl_scan_id")
+            and not layer.metadata.get("propl_review")
+            and " uncertainty [" not in layer.name
+        ]
+        if not todo:
+            show_info("every open image is already in the project")
+            return None
+
+        def work() -> Any:
+            added, failed = [], []
+            for i, (name, data, source, spacing) in enumerate(todo):
+                try:  # one bad layer is named and skipped; the others still go in
+                    scan_id = project.add_scan(
+                        np.asarray(data), name, source=source, spacing_mm=spacing
+                    )
+                except (ValueError, TypeError, OSError, RuntimeError) as exc:
+                    failed.append(f"could not add image layer '{name}': {exc}")
+                else:
+                    added.append((name, scan_id))
+                yield i + 1
+            return added, failed
+
+        worker = create_worker(work, _progress={"total": len(todo), "desc": "adding images"})
+        worker.returned.connect(self._on_images_added)
+        worker.errored.connect(lambda exc: show_error(f"could not add the images: {exc}"))
+        worker.start()
+        return worker
+
+    def _on_images_added(self, result: tuple[list[tuple[str, str]], list[str]]) -> None:
+        added, failed = result
+        for name, scan_id in added:
+            if name in self.viewer.layers:
+                self.viewer.layers[name].metadata["propl_scan_id"] = scan_id
+        for message in failed:
+            show_error(message)
+        if added:
+            show_info(f"{len(added)} image(s) added to the project")
         self.refresh_queue()
 
     def _export_dialog(self) -> None:

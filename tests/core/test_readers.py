@@ -99,6 +99,17 @@ def test_png_with_alpha_and_palette(tmp_path, gray):
     assert frames.shape == (1, 48, 64) and not meta.is_color
 
 
+def test_image_dpi_is_not_a_pixel_spacing(tmp_path, gray):
+    """A PNG/JPEG's DPI is the exporting software's print resolution: taking it as mm per
+    pixel would put made-up millimetres into measurements and layer scales."""
+    Image.fromarray(gray).save(tmp_path / "s.png", dpi=(72, 72))
+    Image.fromarray(gray).save(tmp_path / "s.jpg", dpi=(300, 150))
+    for name, dpi in (("s.png", 72), ("s.jpg", 300)):
+        _, meta = read_scan(tmp_path / name)
+        assert meta.spacing_mm is None
+        assert round(meta.extra["dpi"][0]) == dpi  # kept for the record
+
+
 def test_sixteen_bit_png_and_tiff(tmp_path):
     arr = (np.arange(48 * 64).reshape(48, 64) * 21).astype(np.uint16)
     Image.fromarray(arr).save(tmp_path / "s.png")

@@ -106,8 +106,11 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
     seg = dock(viewer, "Segment (ProPL)")
     review.open_project(path, create=True)
     review.task_combo.setCurrentText(TASK)
-    review.add_open_images()
-    assert cine.metadata["propl_scan_id"] and review.queue_list.count() == 2
+    review.add_open_images()  # a worker: the layers learn their scan ids when it returns
+    qtbot.waitUntil(lambda: review.queue_list.count() == 2, timeout=30_000)
+    assert cine.metadata["propl_scan_id"]
+    assert review.add_open_images() is None  # nothing new: no scan is added twice
+    assert len(review.session.project.scan_ids()) == 2
     seg.model_edit.setText(str(model_dir))
     seg._refresh_tasks()
     seg.task_combo.setCurrentText(TASK)
@@ -196,6 +199,28 @@ def test_import_files_deidentifies_unless_asked_and_names_bad_files(
     assert ("PatientID" in header) == keep_phi
 
 
+def test_add_open_images_skips_a_bad_layer_by_name_and_keeps_the_others(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+) -> None:
+    from napari_propl import _review
+
+    errors: list[str] = []
+    monkeypatch.setattr(_review, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 2, 3, 40, 50), np.uint8), name="five-d")  # not a scan
+    good = viewer.add_image(np.ones((3, 40, 50), np.uint8), name="still")
+    review = dock(viewer, "Review (ProPL)")
+    review.open_project(tmp_path / "p.zarr", create=True)
+    review.add_open_images()
+    qtbot.waitUntil(lambda: review.queue_list.count() == 1 and len(errors) == 1, timeout=30_000)
+    assert "five-d" in errors[0]
+    project = review.session.project
+    [scan_id] = project.scan_ids()
+    assert good.metadata["propl_scan_id"] == scan_id
+    assert "propl_scan_id" not in viewer.layers["five-d"].metadata
+    np.testing.assert_array_equal(project.image(scan_id), good.data)
+
+
 def test_demo_viewer_opens_the_sample_and_segments_it(
     make_napari_viewer, qtbot, model_dir, monkeypatch
 ) -> None:
@@ -226,6 +251,7 @@ def test_closing_napari_saves_pending_edits_and_releases_the_project(
     review.open_project(path, create=True)
     review.task_combo.setCurrentText(TASK)
     review.add_open_images()
+    qtbot.waitUntil(lambda: review.queue_list.count() == 1, timeout=30_000)
     [scan_id] = review.queue_ids()
     review.load(scan_id)
     qtbot.waitUntil(lambda: review.scan_id == scan_id, timeout=30_000)

@@ -66,7 +66,8 @@ class ScanMeta:
         format: ``"png" | "jpeg" | "bmp" | "tiff" | "dicom" | "video"``.
         n_frames: ``F``, the first axis of the returned frames.
         is_color: frames are ``(F, H, W, 3)`` RGB.
-        spacing_mm: ``(row, col)`` millimetres per pixel when the file says so, else None.
+        spacing_mm: ``(row, col)`` millimetres per pixel from a DICOM calibration (ultrasound
+            regions or PixelSpacing), else None; a PNG/JPEG DPI is a print resolution, not this.
         frame_time_ms: time between frames in milliseconds when known.
         modality: DICOM Modality (e.g. ``"US"``), None for other formats.
         photometric: the file's photometric interpretation (DICOM), Pillow mode or the
@@ -208,18 +209,12 @@ def _read_pil(path: Path, fmt: str, max_pixels: int) -> tuple[np.ndarray, ScanMe
     is_color = arr.ndim == 4
     if is_color:
         arr = _rgb_to_uint8(arr, 16 if arr.dtype == np.uint16 else 8)
-    spacing = None
-    if dpi and all(isinstance(d, (int, float)) and d > 1 for d in dpi):
-        spacing = (25.4 / float(dpi[1]), 25.4 / float(dpi[0]))
-    meta = ScanMeta(
-        str(path),
-        fmt,
-        arr.shape[0],
-        is_color,
-        spacing_mm=spacing,
-        photometric=mode,
-        extra={"mode": mode},
-    )
+    extra: dict[str, Any] = {"mode": mode}
+    if dpi:
+        # a print resolution (72/96 dpi from the exporting software), not the probe's pixel
+        # spacing: kept for the record, never used for mm measurements or layer scales
+        extra["dpi"] = [float(d) for d in dpi]
+    meta = ScanMeta(str(path), fmt, arr.shape[0], is_color, photometric=mode, extra=extra)
     return arr, meta
 
 
