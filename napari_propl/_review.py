@@ -412,6 +412,11 @@ class ReviewWidget(SessionMember, QWidget):
         def done(shown: dict[str, Any]) -> None:
             for role, name in wanted.items():
                 shown[name].metadata["propl_review"] = role
+            # the scan under review alone: other scans (often of other sizes) would show
+            # through or around it; their eye icons in the layer list bring them back
+            for layer in self.viewer.layers:
+                if "propl_review" not in layer.metadata and layer.visible:
+                    layer.visible = False
             shown[wanted["image"]].metadata["propl_scan_id"] = read["scan_id"]
             mask_layer = shown[wanted["mask"]]
             # napari hands plugins proxies (``is`` never matches): mark the layer instead,
@@ -422,7 +427,8 @@ class ReviewWidget(SessionMember, QWidget):
             self.labels_layer = mask_layer
             self.viewer.layers.selection.active = mask_layer
             if scan.shape != self._shown_shape:  # a reused layer keeps the old camera
-                self.viewer.reset_view()
+                # fit the scan under review, not the (hidden) other images around it
+                self.viewer.reset_view(layers=[shown[wanted["image"]]])
                 self._shown_shape = scan.shape
             self.scan_id, self._opened_at, self._edited = read["scan_id"], time.monotonic(), False
             self.scan_task = read["task"]

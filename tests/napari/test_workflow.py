@@ -127,6 +127,8 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
     qtbot.waitUntil(lambda: review.scan_id == first, timeout=30_000)
     worst = int(np.argmin(project.prediction(first, TASK).confidence))
     assert viewer.dims.current_step[0] == worst  # opens at the least confident frame
+    # the scan under review alone: the opened images are hidden, not removed
+    assert not cine.visible and not viewer.layers["b"].visible
     first_layers = {lyr.metadata.get("propl_review"): lyr for lyr in viewer.layers}
     first_mask_name = first_layers["mask"].name
     review.accept()  # unedited: accepted, then the next scan is shown
