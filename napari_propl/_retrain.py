@@ -340,8 +340,8 @@ class RetrainWidget(SessionMember, QWidget):
             self.repredict()
         elif outcome == "failed":
             text = f"{name} failed ({result['message']}); the current model is unchanged"
-        else:
-            text = f"{name} kept but not used: {text}"
+        else:  # the run's own reason: the gain, its bound, how many scans judged it
+            text = f"{name} kept but not used: {result.get('message') or text}"
         self.status_label.setText(text)
         show_info(text)
         self.refresh()

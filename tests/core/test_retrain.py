@@ -176,7 +176,7 @@ def test_a_worse_run_is_kept_but_not_promoted_and_rollback_works(tmp_path):
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert "current: v0001" in done.stdout and "v0002 (worse)" in done.stdout
+    assert "current: v0001" in done.stdout and "v0002 (not better)" in done.stdout
     with Project.open(project, read_only=True) as p:
         assert p.current_version().name == "v0001"
         assert [h["version"] for h in p.model_history()] == ["v0001", "v0002", "shipped", "v0001"]

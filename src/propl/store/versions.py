@@ -78,8 +78,11 @@ class ModelVersion:
 
         bound = self.record.get("held_back", {}).get("gain_lower_bound")
         sure = "" if bound is None else f" (gain's lower bound {bound:+.1f})"
+        # "worse" is stored for any version not shown better (it may score a little higher
+        # without that being sure): say so
+        outcome = {"worse": "not better"}.get(self.outcome, self.outcome)
         return (
-            f"{self.name} ({self.outcome}): held-back Dice {pct(self.held_back_score)} vs "
+            f"{self.name} ({outcome}): held-back Dice {pct(self.held_back_score)} vs "
             f"{pct(self.baseline_score)} for {self.baseline}{sure}; from {self.parent}, "
             f"{len(self.trained_on)} labelled scans"
         )
