@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ def low_confidence(uncertainty: np.ndarray, threshold: float) -> np.ndarray:
     return (uncertainty >= threshold).astype(np.uint8)
 
 
+@cache  # once per process; every worker calls it
 def warm_imports() -> None:
     """Do in a worker thread what napari does lazily on the GUI thread when it makes its
     first Labels layer: import pandas, scikit-image and SciPy (``scipy.ndimage`` for the

@@ -126,6 +126,7 @@ class RetrainWidget(SessionMember, QWidget):
         self._cancelled = False
         self._since_training = 0
         self._repredict_worker: Any = None
+        self._repredict_note = ""  # what the status says before the re-prediction count
         self.events: list[dict[str, Any]] = []  # every JSON event of the last run (tests)
 
         self.model_label = QLabel("no project open")
@@ -335,9 +336,10 @@ class RetrainWidget(SessionMember, QWidget):
             except (ValueError, RuntimeError, OSError) as exc:
                 show_error(f"could not promote {name}: {exc}")
         if promoted:
-            text = f"promoted {text}; re-predicting the unreviewed scans…"
+            text = f"promoted {text}; "
             self.session.model_changed.emit()
-            self.repredict()
+            self.repredict(text)
+            text += "re-predicting the unreviewed scans…"
         elif outcome == "failed":
             text = f"{name} failed ({result['message']}); the current model is unchanged"
         else:  # the run's own reason: the gain, its bound, how many scans judged it
@@ -362,12 +364,14 @@ class RetrainWidget(SessionMember, QWidget):
         except (ValueError, RuntimeError, OSError) as exc:
             show_error(str(exc))
             return
-        self.status_label.setText(f"now using {name or 'the shipped model'}; re-predicting…")
-        self.repredict()
+        note = f"now using {name or 'the shipped model'}; "
+        self.status_label.setText(f"{note}re-predicting…")
+        self.repredict(note)
 
-    def repredict(self) -> Any:
+    def repredict(self, note: str = "") -> Any:
         """Re-predict every unreviewed scan that has a prediction, with the current model, in
-        a worker; the review queue re-orders when it is done. Returns the worker."""
+        a worker; the review queue re-orders when it is done (the status then reads ``note``
+        and the count). Returns the worker."""
         session = self.session
         project, model = session.project, session.model_path()
         if project is None or model is None:
@@ -377,7 +381,7 @@ class RetrainWidget(SessionMember, QWidget):
         worker.yielded.connect(self._on_repredict_progress)
         worker.returned.connect(self._on_repredicted)
         worker.errored.connect(lambda exc: show_error(f"re-prediction failed: {exc}"))
-        self._repredict_worker = worker
+        self._repredict_worker, self._repredict_note = worker, note
         worker.start()
         return worker
 
@@ -389,9 +393,9 @@ class RetrainWidget(SessionMember, QWidget):
     def _on_repredicted(self, n: int) -> None:
         self._repredict_worker = None
         self.session.predictions_changed.emit()
-        done = self.status_label.text().replace("re-predicting the unreviewed scans…", "")
-        done = done.replace("re-predicting…", "")
-        self.status_label.setText(f"{done}{n} scans re-predicted; the queue is re-ordered")
+        self.status_label.setText(
+            f"{self._repredict_note}{n} scans re-predicted; the queue is re-ordered"
+        )
 
     # -- automatic retraining ------------------------------------------------------------------
 
@@ -426,19 +430,17 @@ def _kill_later(process: QProcess) -> None:
 def _repredict(session: Session, project: Any, model: str, tasks: list[str]) -> Any:
     """Worker body: new predictions for every unreviewed (scan, task) that had one."""
     predictor = session.predictor(model, "auto")
+    scan_ids = project.scan_ids()
     todo = [
         (scan_id, task)
         for task in tasks
         if task in predictor.tasks
-        for scan_id in project.scan_ids()
+        for scan_id in scan_ids
         if project.review(scan_id, task, with_mask=False) is None
         and project.prediction_confidence(scan_id, task) is not None
     ]
     yield (0, len(todo))
     for i, (scan_id, task) in enumerate(todo):
-        pred = predictor.predict(project.image(scan_id), task)
-        project.save_prediction(
-            scan_id, task, pred.mask, pred.uncertainty, pred.confidence, predictor.version or "?"
-        )
+        predictor.predict_stored(project, scan_id, task)
         yield (i + 1, len(todo))
     return len(todo)

@@ -311,15 +311,7 @@ class SegmentWidget(SessionMember, QWidget):
         ids = project.scan_ids()
         yield (0, len(ids))
         for i, scan_id in enumerate(ids):
-            pred = predictor.predict(project.image(scan_id), task)
-            project.save_prediction(
-                scan_id,
-                task,
-                pred.mask,
-                pred.uncertainty,
-                pred.confidence,
-                predictor.version or "?",
-            )
+            predictor.predict_stored(project, scan_id, task)
             yield (i + 1, len(ids))
         return {"project": True, "task": task, "n_scans": len(ids), "device": str(predictor.device)}
 

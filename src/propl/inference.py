@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +17,9 @@ from .device import select_device
 from .models import ProPLNet
 from .models.fuse import fuse_batchnorm
 from .uncertainty import confidence_score, mc_statistics, uncertainty_map
+
+if TYPE_CHECKING:
+    from .store import Project
 
 UNCERTAINTY_MODES = ("mc", "disagreement", "none")
 SHIPPED_MODEL = Path(__file__).parent / "weights" / "universal"
@@ -131,6 +135,15 @@ class Predictor:
                 for f in ("mask", "probability", "uncertainty", "confidence")
             )
         )
+
+    def predict_stored(self, project: Project, scan_id: str, task: str) -> Prediction:
+        """Segment a scan of a project store and store the prediction there (replacing the
+        previous one), tagged with this model's version."""
+        pred = self.predict(project.image(scan_id), task)
+        project.save_prediction(
+            scan_id, task, pred.mask, pred.uncertainty, pred.confidence, self.version or "?"
+        )
+        return pred
 
     def iter_predict(
         self, frames: np.ndarray, task: str, threshold: float = 0.5

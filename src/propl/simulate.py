@@ -160,11 +160,7 @@ def _correct(
         unreviewed = [s for s in p.scan_ids() if p.review(s, task, with_mask=False) is None]
         predictions = {}
         for scan_id in unreviewed:
-            pred = predictor.predict(p.image(scan_id), task)
-            p.save_prediction(
-                scan_id, task, pred.mask, pred.uncertainty, pred.confidence, predictor.version or ""
-            )
-            predictions[scan_id] = pred.mask
+            predictions[scan_id] = predictor.predict_stored(p, scan_id, task).mask
         if strategy == "uncertainty":
             picked = [q.scan_id for q in p.queue(task)[: config.per_round]]
         else:
