@@ -20,6 +20,7 @@ from qtpy.QtCore import QPointF, QProcess, Qt, QTimer
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QCheckBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -151,6 +152,12 @@ class RetrainWidget(SessionMember, QWidget):
         self.versions.setMaximumHeight(160)
         self.use_button = QPushButton("Use selected version")
         self.shipped_button = QPushButton("Use shipped model")
+        self.add_button = QPushButton("Add a model…")
+        self.add_button.setToolTip(
+            "add a checkpoint folder (model.safetensors + model.json), e.g. your lab's model, as "
+            "a new version: the project predicts with it and retrains from it"
+        )
+        self._import_worker: Any = None
 
         form = QFormLayout()
         form.addRow("steps", self.steps)
@@ -162,6 +169,7 @@ class RetrainWidget(SessionMember, QWidget):
         swap = QHBoxLayout()
         swap.addWidget(self.use_button)
         swap.addWidget(self.shipped_button)
+        swap.addWidget(self.add_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.model_label)
         layout.addLayout(form)
@@ -177,6 +185,7 @@ class RetrainWidget(SessionMember, QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.use_button.clicked.connect(self._use_selected)
         self.shipped_button.clicked.connect(lambda: self.use_version(None))
+        self.add_button.clicked.connect(self._choose_model)
         self.join_session_when_docked()
 
     # -- session ---------------------------------------------------------------------------
@@ -357,16 +366,54 @@ class RetrainWidget(SessionMember, QWidget):
             return
         self.use_version(item.data(Qt.UserRole))
 
-    def use_version(self, name: str | None) -> None:
+    def use_version(self, name: str | None, reason: str = "chosen in the Retrain widget") -> None:
         """Roll back (or forward) to a version, or to the shipped model; re-predict."""
         try:
-            self.session.use_version(name, "chosen in the Retrain widget")
+            self.session.use_version(name, reason)
         except (ValueError, RuntimeError, OSError) as exc:
             show_error(str(exc))
             return
         note = f"now using {name or 'the shipped model'}; "
         self.status_label.setText(f"{note}re-predicting…")
         self.repredict(note)
+
+    def _choose_model(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Model checkpoint folder to add")
+        if folder:
+            self.add_model(folder)
+
+    def add_model(self, folder: str) -> Any:
+        """Add a checkpoint folder as a new version (loaded and stored in a worker), then make
+        it current and re-predict. A folder that is not a usable checkpoint is named in an
+        error and nothing changes. Returns the worker."""
+        project = self.session.project
+        if project is None:
+            show_error("open a project first (Review widget): models are added to a project")
+            return None
+        if self._import_worker is not None or self.running:
+            show_error("wait for the current training or import to finish")
+            return None
+        worker = create_worker(
+            project.import_model, folder, make_current=False, _ignore_errors=True
+        )
+        worker.returned.connect(self._on_model_added)
+        worker.errored.connect(self._on_add_failed)
+        self._import_worker = worker
+        self.add_button.setEnabled(False)
+        self.status_label.setText(f"adding {folder}…")
+        worker.start()
+        return worker
+
+    def _on_model_added(self, version: Any) -> None:
+        self._import_worker = None
+        self.add_button.setEnabled(True)
+        self.use_version(version.name, f"added in the Retrain widget ({version.parent})")
+
+    def _on_add_failed(self, exc: BaseException) -> None:
+        self._import_worker = None
+        self.add_button.setEnabled(True)
+        self.status_label.setText("")
+        show_error(f"cannot add the model: {exc}")
 
     def repredict(self, note: str = "") -> Any:
         """Re-predict every unreviewed scan that has a prediction, with the current model, in
@@ -377,7 +424,7 @@ class RetrainWidget(SessionMember, QWidget):
         if project is None or model is None:
             return None
         tasks = [t.id for t in project.tasks]
-        worker = create_worker(_repredict, session, project, str(model), tasks)
+        worker = create_worker(_repredict, session, project, str(model), tasks, _ignore_errors=True)
         worker.yielded.connect(self._on_repredict_progress)
         worker.returned.connect(self._on_repredicted)
         worker.errored.connect(lambda exc: show_error(f"re-prediction failed: {exc}"))

@@ -270,7 +270,9 @@ class ReviewWidget(SessionMember, QWidget):
                 yield i + 1
             return added, failed
 
-        worker = create_worker(work, _progress={"total": len(todo), "desc": "adding images"})
+        worker = create_worker(
+            work, _progress={"total": len(todo), "desc": "adding images"}, _ignore_errors=True
+        )
         worker.returned.connect(self._on_images_added)
         worker.errored.connect(lambda exc: show_error(f"could not add the images: {exc}"))
         worker.start()
@@ -301,7 +303,12 @@ class ReviewWidget(SessionMember, QWidget):
             show_error("open a project and choose a task first")
             return None
         worker = create_worker(
-            iter_export, project, task, folder, _progress={"desc": f"exporting {task}"}
+            iter_export,
+            project,
+            task,
+            folder,
+            _progress={"desc": f"exporting {task}"},
+            _ignore_errors=True,
         )
         worker.returned.connect(self._on_exported)
         worker.errored.connect(lambda exc: show_error(f"export failed: {exc}"))
@@ -387,7 +394,7 @@ class ReviewWidget(SessionMember, QWidget):
         if project is None or not task:
             show_error("open a project and choose a task first")
             return None
-        worker = create_worker(_read_for_review, project, scan_id, task)
+        worker = create_worker(_read_for_review, project, scan_id, task, _ignore_errors=True)
         worker.returned.connect(self._show_scan)  # a bound slot: dropped if the widget goes
         worker.errored.connect(lambda exc: show_error(f"could not open scan {scan_id}: {exc}"))
         worker.start()

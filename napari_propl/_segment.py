@@ -222,7 +222,7 @@ class SegmentWidget(SessionMember, QWidget):
         )
 
     def _start(self, gen: Iterator[Any]) -> None:
-        self._worker = create_worker(lambda: (yield from gen))
+        self._worker = create_worker(lambda: (yield from gen), _ignore_errors=True)
         self._worker.yielded.connect(self._on_progress)
         self._worker.returned.connect(self._on_done)
         self._worker.errored.connect(lambda exc: show_error(f"segmentation failed: {exc}"))

@@ -165,13 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser(
         "models",
-        help="list a project's model versions; roll back to one",
+        help="list a project's model versions; roll back to one; add your own",
         description="Every version a retraining wrote (outcome, held-back Dice, parent, scans) "
         "and which one is current. --use makes another version current (a rollback), "
-        "'shipped' returns to the model inside the package.",
+        "'shipped' returns to the model inside the package. --add stores a checkpoint folder "
+        "(e.g. your lab's model) as a new version and makes it current: the project predicts "
+        "with it and retrains from it.",
     )
     m.add_argument("--project", required=True, type=Path)
-    m.add_argument("--use", metavar="VERSION", help="make this version current (or 'shipped')")
+    group = m.add_mutually_exclusive_group()
+    group.add_argument("--use", metavar="VERSION", help="make this version current (or 'shipped')")
+    group.add_argument(
+        "--add",
+        metavar="CHECKPOINT",
+        type=Path,
+        help="add this checkpoint folder (model.safetensors + model.json) as a new version "
+        "and make it current",
+    )
     m.add_argument("--json", action="store_true", help="print the list as JSON")
 
     e = sub.add_parser(

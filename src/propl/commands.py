@@ -207,9 +207,13 @@ def _retrain_project(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    with Project.open(args.project, read_only=args.use is None) as project:
+    with Project.open(args.project, read_only=args.use is None and args.add is None) as project:
         if args.use is not None:
             project.set_current(args.use, "chosen with propl models --use")
+        if args.add is not None:
+            added = project.import_model(args.add)
+            if not args.json:
+                print(f"added {args.add} as {added.name} (tasks: {', '.join(added.tasks)})")
         current = project.current_version()
         current_name = current.name if current else "shipped"
         rows = project.versions()

@@ -145,6 +145,58 @@ def test_retrain_learns_a_new_task_writes_a_version_and_promotes_it(tmp_path):
         assert np.mean([dice(pred.mask[f] > 0, dark[f] > 0) for f in range(2)]) > 0.5
 
 
+def propl_models(project: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "propl", "models", "--project", str(project), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_an_imported_model_becomes_current_and_is_retrained_from(tmp_path):
+    """A lab's own checkpoint (it knows bright_blob only) added with ``propl models --add``:
+    the project predicts with it and the next run starts from it and must beat it."""
+    parent = make_parent(tmp_path / "lab-model")
+    project = make_project(tmp_path / "p.zarr", "dark_blob")
+
+    # refused, naming the file, with nothing written: a pickle, a folder with no checkpoint
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "model.safetensors").write_bytes(b"\x80\x04K\x01.")
+    (pickled / "model.json").write_text((parent / "model.json").read_text())
+    for bad in (pickled, tmp_path / "nothing-here"):
+        done = propl_models(project, "--add", str(bad))
+        assert done.returncode == 2 and str(bad) in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    with Project.open(project, read_only=True) as p:
+        assert p.versions() == [] and p.current_version() is None
+        assert not list((p.root / "models").glob(".staging-*"))
+
+    done = propl_models(project, "--add", str(parent))
+    assert done.returncode == 0, done.stderr
+    assert "as v0001" in done.stdout and "bright_blob" in done.stdout
+    with Project.open(project, read_only=True) as p:
+        current = p.current_version()
+        assert current is not None and current.name == "v0001" and current.outcome == "imported"
+        assert current.usable and current.tasks == ["bright_blob"]
+        assert p.model_history()[-1]["version"] == "v0001"
+        stored = load_checkpoint(current.path).model.state_dict()
+    original = load_checkpoint(parent).model.state_dict()
+    assert stored.keys() == original.keys()
+    for key, value in original.items():  # the same weights, stored in half precision
+        assert torch.allclose(stored[key].float(), value.float(), rtol=1e-2, atol=1e-3), key
+    listing = propl_models(project)
+    assert "* v0001 (imported)" in listing.stdout and str(parent.resolve()) in listing.stdout
+
+    events, code = propl_train(project, "--lr", "1e-2")  # no --init: from the current version
+    assert code == 0
+    version = by_kind(events, "version")[0]["data"]
+    assert version["parent"] == version["baseline"] == "v0001"
+    assert version["version"] == "v0002" and version["outcome"] == "better"
+    assert by_kind(events, "promotion")[0]["promoted"] is True
+    with Project.open(project, read_only=True) as p:
+        assert p.current_version().name == "v0002"
+        tasks = load_checkpoint(p.current_model_path()).model.config.tasks
+        assert tasks == ("bright_blob", "dark_blob")
+
+
 def test_a_worse_run_is_kept_but_not_promoted_and_rollback_works(tmp_path):
     parent = make_parent(tmp_path / "parent")
     project = make_project(tmp_path / "p.zarr", "dark_blob")

@@ -173,3 +173,49 @@ def test_cancel_auto_retrain_and_new_task(make_napari_viewer, qtbot, tmp_path, m
     assert project.review(shown, TASK) is None  # nothing saved under the old task
     with pytest.raises(ValueError):
         Task("Bad Name")
+
+
+def test_add_a_model_makes_it_current_and_a_bad_folder_is_named(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """ "Add a model…": a lab's own checkpoint becomes a version, current, and the Segment
+    widget follows it; a folder that is not a checkpoint is named and changes nothing."""
+    import torch
+
+    from napari_propl import _retrain
+
+    errors: list[str] = []
+    monkeypatch.setattr(_retrain, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    project_path = make_project(tmp_path / "p.zarr")
+    review, seg, retrain = widgets(viewer, qtbot, project_path, monkeypatch)
+    project = review.session.project
+
+    bad = tmp_path / "not-a-model"
+    bad.mkdir()
+    (bad / "model.json").write_text("{")
+    (bad / "model.safetensors").write_bytes(b"")
+    worker = retrain.add_model(str(bad))
+    qtbot.waitUntil(lambda: retrain._import_worker is None, timeout=60_000)
+    assert errors and str(bad) in errors[-1]
+    assert [v.name for v in project.versions()] == ["v0001"]
+    assert project.current_version().name == "v0001" and retrain.add_button.isEnabled()
+
+    torch.manual_seed(1)
+    lab = tmp_path / "lab-model"
+    save_checkpoint(build_model("propl-small", tasks=["dark_blob"], input_size=64), lab)
+    monkeypatch.setattr(_retrain.QFileDialog, "getExistingDirectory", lambda *a, **k: str(lab))
+    retrain.add_button.click()  # the dialog answers with the lab's folder
+    worker = retrain._import_worker
+    assert worker is not None
+    qtbot.waitUntil(lambda: retrain._import_worker is None, timeout=60_000)
+    assert project.current_version().name == "v0002"
+    assert project.current_version().outcome == "imported"
+    assert "current model: v0002" in retrain.model_label.text()
+    assert "v0002 (imported)" in retrain.versions.item(0).text()
+    assert seg.model_edit.text().endswith("v0002")  # the next segmentation uses it
+    assert [seg.task_combo.itemText(i) for i in range(seg.task_combo.count())] == ["dark_blob"]
+    assert str(lab.resolve()) in project.model_history()[-1]["reason"]
+    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=120_000)
+    unreviewed = [q.scan_id for q in project.queue(TASK)]
+    assert {project.prediction(s, TASK).model_version for s in unreviewed} == {"v0002"}

@@ -494,6 +494,22 @@ class Project:
             history = list(_attrs(group).get("history", [])) + [entry]
             group.attrs.update({"current": name, "history": history})
 
+    def import_model(self, source: str | Path, make_current: bool = True) -> ver.ModelVersion:
+        """Add a checkpoint from outside the project (e.g. a lab's own model) as a new
+        ``imported`` version, and make it current unless told not to: the model the project
+        predicts with and retrains from. The project's reviews and predictions are untouched.
+
+        Raises:
+            CheckpointError: ``source`` is not a usable checkpoint (the message names the file);
+                nothing is written then.
+            StoreError: the project is open read-only.
+        """
+        self._writable()
+        name = ver.import_checkpoint(self.root, source, {"author": current_user()})
+        if make_current:
+            self.set_current(name, f"imported from {Path(source).resolve()}")
+        return self.version(name)
+
     def _models_attrs(self) -> dict[str, Any]:
         try:
             return _attrs(zarr.open_group(self._store, path=ver.MODELS, mode="r"))

@@ -22,7 +22,10 @@ that was current when the run started), and its outcome:
   bootstrap's lower bound of its Dice gain is above the run's ``min_gain``): promotable;
 - ``worse``: it did not (kept for the record, never promoted automatically; it may still have
   a higher mean held-back Dice, just not surely);
-- ``failed``: training diverged (NaN) or crashed; its weights are never loaded.
+- ``failed``: training diverged (NaN) or crashed; its weights are never loaded;
+- ``imported``: not trained here: a checkpoint the user added (``propl models --add``, or
+  "Add a model…" in the Retrain widget), e.g. their lab's own model, to predict with and to
+  retrain from. It was never judged on this project's scans.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from .revisions import fsync_dir
 
 MODELS = "models"
 VERSION_FILE = "version.json"
-OUTCOMES = ("better", "worse", "failed")
+OUTCOMES = ("better", "worse", "failed", "imported")
 SHIPPED = "shipped"
 """The name under which the model inside the package appears as a parent."""
 _NAME = re.compile(r"v(\d{4,})")
@@ -55,7 +58,7 @@ class ModelVersion:
 
     name: str
     path: Path
-    outcome: str  # better | worse | failed
+    outcome: str  # better | worse | failed | imported
     parent: str  # the version it started from, or "shipped"
     baseline: str  # the version that was current when it ran: the one it had to beat
     created: float
@@ -76,6 +79,9 @@ class ModelVersion:
         def pct(v: float | None) -> str:
             return "n/a" if v is None else f"{v:.1f}"
 
+        if self.outcome == "imported":
+            tasks = ", ".join(self.tasks) or "no tasks"
+            return f"{self.name} (imported): {self.parent}; tasks {tasks}"
         bound = self.record.get("held_back", {}).get("gain_lower_bound")
         sure = "" if bound is None else f" (gain's lower bound {bound:+.1f})"
         # "worse" is stored for any version not shown better (it may score a little higher
@@ -158,6 +164,50 @@ def add_version(root: Path, staged: Path, record: dict[str, Any]) -> str:
             continue
         fsync_dir(folder)
         return name
+
+
+def import_checkpoint(root: Path, source: str | Path, record: dict[str, Any]) -> str:
+    """Add a checkpoint folder from outside the project as a new ``imported`` version.
+
+    It is loaded first (safetensors + JSON only; a pickle, a missing file or weights that do
+    not match their config are refused, naming the file) and stored again in half precision,
+    like every version; nothing is written when it cannot be loaded.
+
+    Raises:
+        CheckpointError: ``source`` is not a usable checkpoint.
+    """
+    import torch
+
+    from ..checkpoint import load_checkpoint, save_checkpoint
+
+    source = Path(source)
+    checkpoint = load_checkpoint(source)
+    tasks = list(checkpoint.model.config.tasks)
+    staged = new_staging(root)
+    try:
+        save_checkpoint(
+            checkpoint.model,
+            staged,
+            checkpoint.metadata | {"imported_from": str(source.resolve())},
+            dtype=torch.float16,
+        )
+        return add_version(
+            root,
+            staged,
+            {
+                "outcome": "imported",
+                "parent": str(source.resolve()),
+                "baseline": "",
+                "tasks": tasks,
+                "model_tasks": tasks,
+                "trained_on": [],
+                "message": f"imported from {source.resolve()}",
+            }
+            | record,
+        )
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
 
 
 def clean_stale_staging(root: Path) -> None:
