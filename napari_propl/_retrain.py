@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from napari.qt.threading import create_worker
@@ -347,7 +348,8 @@ class RetrainWidget(SessionMember, QWidget):
         if promoted:
             text = f"promoted {text}; "
             self.session.model_changed.emit()
-            self.repredict(text)
+            learnt = project.version(name).tasks if project is not None else []
+            self.repredict(text, new_tasks=learnt)
             text += "re-predicting the unreviewed scans…"
         elif outcome == "failed":
             text = f"{name} failed ({result['message']}); the current model is unchanged"
@@ -415,16 +417,20 @@ class RetrainWidget(SessionMember, QWidget):
         self.status_label.setText("")
         show_error(f"cannot add the model: {exc}")
 
-    def repredict(self, note: str = "") -> Any:
+    def repredict(self, note: str = "", new_tasks: Sequence[str] = ()) -> Any:
         """Re-predict every unreviewed scan that has a prediction, with the current model, in
         a worker; the review queue re-orders when it is done (the status then reads ``note``
-        and the count). Returns the worker."""
+        and the count). ``new_tasks``: tasks the version just learnt; one that nothing was
+        ever predicted for (a new task) gets all its unreviewed scans predicted. Returns the
+        worker."""
         session = self.session
         project, model = session.project, session.model_path()
         if project is None or model is None:
             return None
         tasks = [t.id for t in project.tasks]
-        worker = create_worker(_repredict, session, project, str(model), tasks, _ignore_errors=True)
+        worker = create_worker(
+            _repredict, session, project, str(model), tasks, set(new_tasks), _ignore_errors=True
+        )
         worker.yielded.connect(self._on_repredict_progress)
         worker.returned.connect(self._on_repredicted)
         worker.errored.connect(lambda exc: show_error(f"re-prediction failed: {exc}"))
@@ -474,18 +480,26 @@ def _kill_later(process: QProcess) -> None:
     QTimer.singleShot(CANCEL_GRACE_MS, kill)
 
 
-def _repredict(session: Session, project: Any, model: str, tasks: list[str]) -> Any:
-    """Worker body: new predictions for every unreviewed (scan, task) that had one."""
+def _repredict(
+    session: Session, project: Any, model: str, tasks: list[str], new_tasks: set[str]
+) -> Any:
+    """Worker body: new predictions for every unreviewed (scan, task) that had one, and for
+    every unreviewed scan of a task in ``new_tasks`` that nothing was ever predicted for (a
+    new task, learnt from its first corrections: its queue gets predictions to review)."""
     predictor = session.predictor(model, "auto")
     scan_ids = project.scan_ids()
-    todo = [
-        (scan_id, task)
-        for task in tasks
-        if task in predictor.tasks
-        for scan_id in scan_ids
-        if project.review(scan_id, task, with_mask=False) is None
-        and project.prediction_confidence(scan_id, task) is not None
-    ]
+    todo = []
+    for task in tasks:
+        if task not in predictor.tasks:
+            continue
+        unreviewed = [s for s in scan_ids if project.review(s, task, with_mask=False) is None]
+        predicted = [s for s in unreviewed if project.prediction_confidence(s, task) is not None]
+        never = (
+            task in new_tasks
+            and not predicted
+            and all(project.prediction_confidence(s, task) is None for s in scan_ids)
+        )
+        todo += [(s, task) for s in (unreviewed if never else predicted)]
     yield (0, len(todo))
     for i, (scan_id, task) in enumerate(todo):
         predictor.predict_stored(project, scan_id, task)

@@ -22,19 +22,25 @@ TASK = "dark_blob"
 FAST = ["--device", "cpu", "--lr", "1e-2", "--batch-size", "4"]
 
 
-def make_project(root: Path, reviewed: int = 6, n: int = 12) -> Path:
+def make_project(root: Path, reviewed: int = 6, n: int = 12, new_task: bool = False) -> Path:
     """Synthetic cines; a tiny untrained network as version v0001 (current); ``reviewed``
-    scans corrected for dark_blob, the others predicted (so they are queued and re-predicted)."""
+    scans corrected for dark_blob, the others predicted (so they are queued and re-predicted).
+
+    ``new_task``: no model version and no predictions: dark_blob is a task no model knows yet.
+    """
     import torch
 
     rng = np.random.default_rng(0)
     with Project.create(root, tasks=[Task(t) for t in SYNTHETIC_TASKS]) as project:
-        staged = ver.new_staging(root)
-        torch.manual_seed(0)
-        model = build_model("propl-small", tasks=SYNTHETIC_TASKS, input_size=64, pretrained=True)
-        save_checkpoint(model, staged)
-        ver.add_version(root, staged, {"outcome": "better", "parent": "shipped", "tasks": []})
-        project.set_current("v0001", "test setup")
+        if not new_task:
+            staged = ver.new_staging(root)
+            torch.manual_seed(0)
+            model = build_model(
+                "propl-small", tasks=SYNTHETIC_TASKS, input_size=64, pretrained=True
+            )
+            save_checkpoint(model, staged)
+            ver.add_version(root, staged, {"outcome": "better", "parent": "shipped", "tasks": []})
+            project.set_current("v0001", "test setup")
         for i in range(n):
             frames = [make_scan(64, rng) for _ in range(2)]
             image = np.stack([f[0] for f in frames])
@@ -42,7 +48,7 @@ def make_project(root: Path, reviewed: int = 6, n: int = 12) -> Path:
             sid = project.add_scan(image, f"scan{i:02d}")
             if i < reviewed:
                 project.save_review(sid, TASK, "corrected", dark)
-            else:
+            elif not new_task:
                 zeros = np.zeros_like(dark)
                 project.save_prediction(
                     sid, TASK, zeros, zeros.astype(np.float16), np.full(2, 0.5 + i / 100), "v0001"
@@ -219,3 +225,43 @@ def test_add_a_model_makes_it_current_and_a_bad_folder_is_named(
     qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=120_000)
     unreviewed = [q.scan_id for q in project.queue(TASK)]
     assert {project.prediction(s, TASK).model_version for s in unreviewed} == {"v0002"}
+
+
+def test_a_new_task_learnt_from_its_first_corrections_gets_its_queue_predicted(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """The project's model (added with "Add a model…") knows bright_blob only; six scans are
+    corrected for dark_blob. Retrain: the version that gained dark_blob is promoted, and the
+    scans nobody has reviewed get dark_blob predictions, least confident first in the queue."""
+    import torch
+
+    viewer = make_napari_viewer()
+    project_path = make_project(tmp_path / "p.zarr", new_task=True)
+    review, seg, retrain = widgets(viewer, qtbot, project_path, monkeypatch)
+    project = review.session.project
+    torch.manual_seed(0)
+    lab = tmp_path / "lab-model"
+    model = build_model("propl-small", tasks=["bright_blob"], input_size=64, pretrained=True)
+    save_checkpoint(model, lab)
+    retrain.add_model(str(lab))
+    qtbot.waitUntil(lambda: retrain._import_worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=60_000)
+    assert project.current_version().name == "v0001"
+    unreviewed = review.queue_ids()
+    assert len(unreviewed) == 6
+    assert all(project.prediction_confidence(s, TASK) is None for s in unreviewed)
+
+    retrain.steps.setValue(40)
+    retrain.start()
+    wait_done(qtbot, retrain)
+    version = next(e for e in retrain.events if e["kind"] == "version")["data"]
+    assert version["outcome"] == "better" and version["baseline"] == "v0001", version
+    assert project.current_version().name == "v0002"
+    assert "dark_blob" in [seg.task_combo.itemText(i) for i in range(seg.task_combo.count())]
+    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=120_000)
+    assert {project.prediction(s, TASK).model_version for s in unreviewed} == {"v0002"}
+    assert "6 scans re-predicted" in retrain.status_label.text()
+    confidences = [project.prediction_confidence(s, TASK) for s in review.queue_ids()]
+    assert len(confidences) == 6 and confidences == sorted(confidences)
+    # bright_blob was never segmented in this project: it stays that way
+    assert all(project.prediction_confidence(s, "bright_blob") is None for s in unreviewed)
