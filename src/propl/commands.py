@@ -87,6 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every or 200,
         freeze_encoder=bool(args.freeze_encoder),
         anchor=args.anchor or 0.0,
+        freeze_norm_stats=init is not None,  # incremental: keep the checkpoint's statistics
         options=MethodOptions(pseudo_label=args.pseudo_label, view=args.view),
     )
     trainer = Trainer(model, config, data.labelled, data.unlabelled, data.val, args.out)

@@ -174,6 +174,48 @@ def test_frozen_encoder_does_not_move(data):
     assert all(torch.equal(v, after[k]) for k, v in before.items())
 
 
+@pytest.mark.parametrize("method", ["supervised", "unimatch"])
+def test_incremental_training_keeps_every_batchnorm_statistic(data, method):
+    """With freeze_norm_stats no learnt BatchNorm running statistic moves, even when a method
+    runs an eval-mode pass in between (UniMatch's pseudo-labels); the weights still learn.
+    Statistics never learnt (a layer that has not seen a batch) are learnt."""
+    model = new_model()
+    fresh = new_model()
+    for norm in model.modules():  # as in a trained checkpoint
+        if isinstance(norm, torch.nn.modules.batchnorm._BatchNorm):
+            norm.num_batches_tracked.fill_(100)
+
+    def norm_stats():
+        return {
+            name: b.clone()
+            for name, b in model.named_buffers()
+            if name.endswith(("running_mean", "running_var"))
+        }
+
+    before = norm_stats()
+    assert any(not n.startswith("encoder") for n in before)  # the decoders have some too
+    weights = {k: v.clone() for k, v in model.decoder2.state_dict().items() if "weight" in k}
+    cfg = TrainConfig(
+        method=method, steps=3, batch_size=2, device="cpu", freeze_encoder=True,
+        freeze_norm_stats=True, eval_every=1000,
+    )  # fmt: skip
+    list(Trainer(model, cfg, data[0], data[1] if method == "unimatch" else None).run())
+    after = norm_stats()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    moved = model.decoder2.state_dict()
+    assert any(not torch.equal(v, moved[k]) for k, v in weights.items())
+    # never learnt: they follow the batches even with freeze_norm_stats
+    start = {n: b.clone() for n, b in fresh.named_buffers() if n.endswith("running_mean")}
+    list(Trainer(fresh, cfg, data[0], data[1] if method == "unimatch" else None).run())
+    now = dict(fresh.named_buffers())
+    assert any(not torch.equal(v, now[k]) for k, v in start.items() if "decoder" in k)
+    # without it the decoders' learnt statistics follow the batches
+    list(Trainer(model, TrainConfig(method="supervised", steps=2, batch_size=2, device="cpu"),
+                 data[0]).run())  # fmt: skip
+    changed = norm_stats()
+    assert any(not torch.equal(v, changed[k]) for k, v in before.items() if "decoder" in k)
+
+
 def test_prompts_learn_the_right_target():
     """Same images, two tasks (bright vs dark blob): only the prompt tells which to segment."""
     from propl.data.synthetic import make_scan

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +80,9 @@ class Method:
 
     def __init__(self, model: ProPLNet, options: MethodOptions, gen: torch.Generator) -> None:
         self.model, self.opt, self.gen = model, options, gen
+        # back to training mode after an eval-mode pass; the trainer replaces it with its own
+        # (a frozen encoder and frozen normalisation statistics stay in eval mode)
+        self.train_mode: Callable[[], Any] = model.train
 
     def weak(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Weak view of labelled images and their masks (same geometry)."""
@@ -250,7 +255,7 @@ class UniMatch(Method):
         with torch.no_grad():
             model.eval()
             pred_u_w = torch.sigmoid(model(x_u_w, batch.t_u)["d2"])
-            model.train()
+            self.train_mode()
         conf_u = torch.maximum(pred_u_w, 1 - pred_u_w)
         mask_u = (pred_u_w > 0.5).float()
         perm = torch.roll(torch.arange(b), 1)  # each image mixes with its neighbour

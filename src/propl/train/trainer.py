@@ -54,6 +54,11 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     eval_every: int = 100
     anchor: float = 0.0  # L2-SP: pull the shared weights toward their starting values
+    # BatchNorm running statistics stay as they start, where they were learnt (a layer that
+    # has never seen a batch still learns them). For incremental training: batches of a few
+    # scans of one task would otherwise re-normalise every task's decoder features (the other
+    # tasks lost 4-13 Dice points that way in benchmarks/new_task.py).
+    freeze_norm_stats: bool = False
     options: MethodOptions = field(default_factory=MethodOptions)
 
     def __post_init__(self) -> None:
@@ -153,6 +158,7 @@ class Trainer:
         self.gen = seed_everything(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.method = build_method(config.method, self.model, config.options, self.gen)
+        self.method.train_mode = self._train_mode
         self.optimizer = self._make_optimizer()
         self.start_weights = self._start_weights()
         self.step = 0
@@ -309,6 +315,10 @@ class Trainer:
         self.model.train()
         if self.config.freeze_encoder:  # a frozen encoder keeps its BatchNorm statistics too
             self.model.encoder.eval()
+        if self.config.freeze_norm_stats:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and _learnt(module):
+                    module.eval()
 
     def _evaluate_and_save(self) -> Iterator[TrainEvent]:
         if self.validator is not None:
@@ -390,6 +400,12 @@ class Trainer:
             }
         self.rng.bit_generator.state = doc["rng_numpy"]
         self.step, self.best = doc["step"], doc["best"]
+
+
+def _learnt(norm: torch.nn.modules.batchnorm._BatchNorm) -> bool:
+    """Whether a BatchNorm layer's running statistics come from training (it has seen batches)."""
+    tracked = norm.num_batches_tracked
+    return tracked is None or int(tracked) > 0
 
 
 def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
