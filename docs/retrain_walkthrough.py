@@ -15,9 +15,9 @@ the real ``propl train`` subprocess; writes the README's Retrain screenshots.
    screenshot half-way (live loss and held-back Dice), then when it is done and, if the
    version was promoted, the unreviewed scans re-predicted and the top of the re-ordered
    queue opened.
-5. A new task (what "New task…" does after its dialog); screenshot.
 
-Screenshots: docs/images/retrain-{1-running,2-done,3-new-task}.png (--images to change).
+Screenshots: docs/images/retrain-{1-running,2-done}.png (--images to change). A new task taught
+from its first corrections: docs/new_task_walkthrough.py.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from qtpy.QtWidgets import QDockWidget
 
 from propl.data.benchmark import BenchmarkFolder
 from propl.data.readers import read_mask
-from propl.tasks import Task
 
 TASK = "thyroid_nodule"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "us-universal"
@@ -117,25 +116,9 @@ def send_ctrl_enter(viewer) -> None:
     QTest.keyClick(canvas, Qt.Key_Return, Qt.ControlModifier)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="us-universal folder")
-    parser.add_argument("--out", type=Path, help="folder for the project (default: a temp dir)")
-    parser.add_argument("--scans", type=int, default=24, help="scans to import")
-    parser.add_argument("--corrected", type=int, default=10, help="scans to correct")
-    parser.add_argument("--steps", type=int, default=150, help="retraining steps")
-    parser.add_argument("--images", type=Path, default=Path(__file__).parent / "images")
-    args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="propl-retrain-"))
-    project_path = out / "thyroid.zarr"
-    args.images.mkdir(parents=True, exist_ok=True)
-    samples = BenchmarkFolder(args.data).samples(TASK, "train")[: args.scans]
-    truth = {s.id: s.mask for s in samples}
-
-    viewer = napari.Viewer(show=True, title="napari")
-    viewer.window.resize(1600, 1000)
-    pump()
-    # 1. the widgets from the Plugins menu; a new project; import the scans
+def open_widgets(viewer, project_path: Path):
+    """Plugins > ProPL > Review, Segment and Retrain, arranged; a new project (what New… does
+    after its file dialog). Returns the three widgets."""
     for name in ("Review (ProPL)", "Segment (ProPL)", "Retrain (ProPL)"):
         menu_action(viewer, "Plugins", "ProPL", name).trigger()
     pump()
@@ -144,34 +127,33 @@ def main() -> None:
     retrain = dock(viewer, "Retrain (ProPL)")
     arrange(viewer, review, seg, retrain)
     log("docked:", list(viewer.window.dock_widgets))
-    review.open_project(project_path, create=True)  # what New… does after its file dialog
-    review.task_combo.setCurrentText(TASK)
+    review.open_project(project_path, create=True)
+    return review, seg, retrain
+
+
+def import_scans(review, files: list[str]) -> None:
+    """What Import files… does after its dialog; waits for the worker."""
     imported = []
-    worker = review.import_files([str(s.image) for s in samples])  # Import files…
+    worker = review.import_files(files)
     worker.finished.connect(lambda: imported.append(True))
     wait(lambda: imported, what="import")
     pump(0.5)
-    log("imported:", review.queue_list.count(), "scans;", retrain.model_label.text())
 
-    # 2. segment every scan of the project with the shipped model
-    assert seg.model_edit.text().endswith("weights/universal"), seg.model_edit.text()
-    seg.task_combo.setCurrentText(TASK)
-    seg.scope_combo.setCurrentText("all scans in the project")
-    seg.run_button.click()
-    wait(seg.run_button.isEnabled, what="segmentation")
-    log(seg.result_label.text(), "|", seg.device_label.text())
 
-    # 3. review: correct the ten least confident scans, accept the eleventh
+def review_scans(viewer, review, truth: dict, task: str, corrected: int, accepted: int = 0):
+    """From Next: correct ``corrected`` scans (the reviewed outline written into the Labels
+    layer as one undoable edit, which the widget autosaves), then accept ``accepted`` as they
+    are; Ctrl+Enter moves on each time. Returns the reviewed scan ids."""
     project = review.session.project
     review.buttons["next"].click()
     reviewed: list[str] = []
-    for i in range(args.corrected + 1):
+    for i in range(corrected + accepted):
         wait(lambda: review.scan_id not in (None, *reviewed), timeout=60, what="next scan")
         pump(0.3)
         sid = review.scan_id
         name = project.scan(sid).name
         labels = review.labels_layer
-        if i < args.corrected:  # the correction: the reviewed outline, one undoable edit
+        if i < corrected:
             gt = read_mask(truth[name])[None]
             diff = np.asarray(labels.data) != gt
             labels.data_setitem(np.nonzero(diff), gt[diff])
@@ -184,16 +166,17 @@ def main() -> None:
             review.buttons["accept"].click()
         reviewed.append(sid)
         review.wait_saved()
-        r = project.review(sid, TASK, with_mask=False)
+        r = project.review(sid, task, with_mask=False)
         log(f"{name}: {r.status}, {r.edited_pixels} edited pixels")
     wait(lambda: review.scan_id not in (None, *reviewed), timeout=60, what="last scan")
     pump(0.5)
-    log(review.progress_label.text())
-    queue_before = review.queue_ids()
-    conf_before = {s: project.prediction_confidence(s, TASK) for s in queue_before}
+    return reviewed
 
-    # 4. retrain: a short run; half-way, then done
-    retrain.steps.setValue(args.steps)
+
+def run_retrain(viewer, retrain, steps: int, images: Path, running_shot: str) -> None:
+    """Retrain: a screenshot half-way (live loss and held-back Dice), then wait for the end
+    and for the re-prediction; log when each kind of event arrived."""
+    retrain.steps.setValue(steps)
     t_start = time.time()
     retrain.run_button.click()
     log("retraining:", " ".join(retrain.command()[1:]))
@@ -205,25 +188,70 @@ def main() -> None:
     log("prepared:", retrain.status_label.text())
     wait(
         lambda: (
-            not retrain.running
-            or (retrain.progress.value() >= args.steps // 2 and retrain.plot.dice)
+            not retrain.running or (retrain.progress.value() >= steps // 2 and retrain.plot.dice)
         ),
         what="half-way",
     )
-    log(f"half-way: step {retrain.progress.value()} of {args.steps}")
-    shot(viewer, args.images, "1-running")
+    log(f"half-way: step {retrain.progress.value()} of {steps}")
+    shot(viewer, images, running_shot)
     wait(lambda: not retrain.running, what="training")
     t_trained = time.time()
     wait(lambda: retrain._repredict_worker is None, what="re-prediction")
     pump(1.0)
-    t_done = time.time()
-    version = next((e["data"] for e in retrain.events if e["kind"] == "version"), None)
-    log(f"trained in {t_trained - t_start:.0f} s, re-predicted in {t_done - t_trained:.0f} s")
-    log("version:", version)
+    log(f"trained in {t_trained - t_start:.0f} s, re-predicted in {time.time() - t_trained:.0f} s")
+    log("version:", next((e["data"] for e in retrain.events if e["kind"] == "version"), None))
     log_phases(retrain.events, stamps, t_start)
     log("status:", retrain.status_label.text())
     log("model:", retrain.model_label.text())
     log("versions:", [retrain.versions.item(i).text() for i in range(retrain.versions.count())])
+
+
+def walkthrough_args(doc: str) -> argparse.ArgumentParser:
+    """The options both retraining walkthroughs take."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="us-universal folder")
+    parser.add_argument("--out", type=Path, help="folder for the project (default: a temp dir)")
+    parser.add_argument("--scans", type=int, default=24, help="scans to import")
+    parser.add_argument("--corrected", type=int, default=10, help="scans to correct")
+    parser.add_argument("--steps", type=int, default=150, help="retraining steps")
+    parser.add_argument("--images", type=Path, default=Path(__file__).parent / "images")
+    return parser
+
+
+def main() -> None:
+    args = walkthrough_args(__doc__).parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="propl-retrain-"))
+    project_path = out / "thyroid.zarr"
+    args.images.mkdir(parents=True, exist_ok=True)
+    samples = BenchmarkFolder(args.data).samples(TASK, "train")[: args.scans]
+    truth = {s.id: s.mask for s in samples}
+
+    viewer = napari.Viewer(show=True, title="napari")
+    viewer.window.resize(1600, 1000)
+    pump()
+    # 1. the widgets from the Plugins menu; a new project; import the scans
+    review, seg, retrain = open_widgets(viewer, project_path)
+    review.task_combo.setCurrentText(TASK)
+    import_scans(review, [str(s.image) for s in samples])
+    log("imported:", review.queue_list.count(), "scans;", retrain.model_label.text())
+
+    # 2. segment every scan of the project with the shipped model
+    assert seg.model_edit.text().endswith("weights/universal"), seg.model_edit.text()
+    seg.task_combo.setCurrentText(TASK)
+    seg.scope_combo.setCurrentText("all scans in the project")
+    seg.run_button.click()
+    wait(seg.run_button.isEnabled, what="segmentation")
+    log(seg.result_label.text(), "|", seg.device_label.text())
+
+    # 3. review: correct the ten least confident scans, accept the eleventh
+    project = review.session.project
+    review_scans(viewer, review, truth, TASK, args.corrected, accepted=1)
+    log(review.progress_label.text())
+    queue_before = review.queue_ids()
+    conf_before = {s: project.prediction_confidence(s, TASK) for s in queue_before}
+
+    # 4. retrain: a short run; half-way, then done
+    run_retrain(viewer, retrain, args.steps, args.images, "1-running")
     shown = review.scan_id
     pred = project.prediction(shown, TASK)
     stale = int(np.count_nonzero(np.asarray(review.labels_layer.data) != pred.mask))
@@ -242,12 +270,6 @@ def main() -> None:
     log("Segment model:", seg.model_edit.text())
     shot(viewer, args.images, "2-done")
 
-    # 5. a new task (what the New task… dialog does on OK)
-    review.add_task(Task("thyroid_cyst", "thyroid", "cyst", "thyroid cyst", "#00c0ff"))
-    pump(0.5)
-    log("tasks:", [review.task_combo.itemText(i) for i in range(review.task_combo.count())])
-    log("queue for", review.task_combo.currentText(), ":", review.queue_list.count(), "scans")
-    shot(viewer, args.images, "3-new-task")
     review.wait_saved()
     viewer.close()
     pump()
