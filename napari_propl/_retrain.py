@@ -492,14 +492,10 @@ def _repredict(
     for task in tasks:
         if task not in predictor.tasks:
             continue
+        has_prediction = {s: project.prediction_confidence(s, task) is not None for s in scan_ids}
         unreviewed = [s for s in scan_ids if project.review(s, task, with_mask=False) is None]
-        predicted = [s for s in unreviewed if project.prediction_confidence(s, task) is not None]
-        never = (
-            task in new_tasks
-            and not predicted
-            and all(project.prediction_confidence(s, task) is None for s in scan_ids)
-        )
-        todo += [(s, task) for s in (unreviewed if never else predicted)]
+        never = task in new_tasks and not any(has_prediction.values())
+        todo += [(s, task) for s in unreviewed if never or has_prediction[s]]
     yield (0, len(todo))
     for i, (scan_id, task) in enumerate(todo):
         predictor.predict_stored(project, scan_id, task)

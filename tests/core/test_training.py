@@ -209,6 +209,9 @@ def test_incremental_training_keeps_every_batchnorm_statistic(data, method):
     list(Trainer(fresh, cfg, data[0], data[1] if method == "unimatch" else None).run())
     now = dict(fresh.named_buffers())
     assert any(not torch.equal(v, now[k]) for k, v in start.items() if "decoder" in k)
+    counts = [int(m.num_batches_tracked) for n, m in fresh.named_modules() if "running_mean"
+              in dict(m.named_buffers(recurse=False)) and n.startswith("decoder")]  # fmt: skip
+    assert counts and min(counts) >= cfg.steps  # learnt through every step, not just the first
     # without it the decoders' learnt statistics follow the batches
     list(Trainer(model, TrainConfig(method="supervised", steps=2, batch_size=2, device="cpu"),
                  data[0]).run())  # fmt: skip

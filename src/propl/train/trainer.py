@@ -159,6 +159,13 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.method = build_method(config.method, self.model, config.options, self.gen)
         self.method.train_mode = self._train_mode
+        # decided once, before any step: a layer that has never seen a batch learns its
+        # statistics for the whole run (checking in _train_mode would freeze it after a step)
+        self.frozen_norms = (
+            [m for m in self.model.modules() if _is_norm(m) and _learnt(m)]
+            if config.freeze_norm_stats
+            else []
+        )
         self.optimizer = self._make_optimizer()
         self.start_weights = self._start_weights()
         self.step = 0
@@ -315,10 +322,8 @@ class Trainer:
         self.model.train()
         if self.config.freeze_encoder:  # a frozen encoder keeps its BatchNorm statistics too
             self.model.encoder.eval()
-        if self.config.freeze_norm_stats:
-            for module in self.model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and _learnt(module):
-                    module.eval()
+        for norm in self.frozen_norms:
+            norm.eval()
 
     def _evaluate_and_save(self) -> Iterator[TrainEvent]:
         if self.validator is not None:
@@ -402,10 +407,14 @@ class Trainer:
         self.step, self.best = doc["step"], doc["best"]
 
 
-def _learnt(norm: torch.nn.modules.batchnorm._BatchNorm) -> bool:
+def _is_norm(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+
+
+def _learnt(norm: torch.nn.Module) -> bool:
     """Whether a BatchNorm layer's running statistics come from training (it has seen batches)."""
-    tracked = norm.num_batches_tracked
-    return tracked is None or int(tracked) > 0
+    tracked = getattr(norm, "num_batches_tracked", None)
+    return not isinstance(tracked, torch.Tensor) or int(tracked) > 0
 
 
 def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
