@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -48,7 +49,16 @@ def _tasks(folder: BenchmarkFolder, wanted: list[str] | None) -> list[str]:
     return list(wanted or known)
 
 
+def lower_priority(nice: int) -> None:
+    """``os.nice`` for ``--nice`` (a no-op where the platform has none, e.g. Windows)."""
+    if not 0 <= nice <= 19:
+        raise ValueError(f"--nice takes 0 to 19, got {nice}")
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)
+
+
 def run_train(args: argparse.Namespace) -> int:
+    lower_priority(args.nice)
     if args.project is not None:
         return _retrain_project(args)
     if args.out is None:
@@ -63,7 +73,7 @@ def run_train(args: argparse.Namespace) -> int:
     labelled = Fraction(1) if args.method == "full" else parse_labelled(args.labelled)
     fresh = {} if args.init else {"input_size": args.size}  # a checkpoint keeps its own size
     init = resolve_model(args.init) if args.init else None
-    model = init_model(tasks, args.arch, init, **fresh)
+    model = init_model(tasks, args.arch, init, seed=args.seed, **fresh)
     size = int(model.config.input_size)
     data = prepare_data(
         folder,

@@ -92,14 +92,17 @@ class SimulationConfig:
 Progress = Callable[[str], None]
 
 
-def _fresh_model(path: Path, task: str, like: Path) -> Path:
+def _fresh_model(path: Path, task: str, like: Path, seed: int) -> Path:
     """A network shaped like the shipped one that has never seen a label: ImageNet encoder,
-    new decoders and prompt tokens for ``task`` only."""
+    new decoders (initialised from ``seed``) and prompt tokens for ``task`` only."""
     from .checkpoint import load_checkpoint, save_checkpoint
     from .models import ProPLConfig, ProPLNet
+    from .train.recipe import seeded
 
     config = load_checkpoint(like).model.config.to_dict() | {"tasks": [task], "pretrained": True}
-    save_checkpoint(ProPLNet(ProPLConfig(**config)), path, {"simulation": "round 0 start"})
+    with seeded(seed):
+        model = ProPLNet(ProPLConfig(**config))
+    save_checkpoint(model, path, {"simulation": "round 0 start"})
     return path
 
 
@@ -223,7 +226,7 @@ def simulate(
     shutil.rmtree(base, ignore_errors=True)
     progress(f"importing {config.pool} {config.task} train scans")
     masks, start = build_pool(base, folder, config)
-    init = _fresh_model(work / "fresh", config.task, resolve_model(config.like))
+    init = _fresh_model(work / "fresh", config.task, resolve_model(config.like), config.seed)
     progress(f"round 0: training new decoders on {len(start)} corrected scans")
     # new decoders: nothing to keep, so no anchor toward their random start
     first = _retrain(base, config, config.first_steps, init, anchor=0.0)

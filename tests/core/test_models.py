@@ -78,6 +78,23 @@ def test_add_tasks_keeps_old_prompts(model):
         model.task_index("zzz")
 
 
+def test_a_new_prompt_is_the_same_wherever_the_task_is_added(model):
+    """The model a retrain trains and the baseline it is judged against each add the new task in
+    their own process: the prompt must not depend on the random state there."""
+    twin = build_model(model.registry_name, tasks=TASKS, input_size=64, pretrained=False)
+    twin.load_state_dict(model.state_dict())
+    torch.manual_seed(1)
+    model.add_tasks(("d", "e"))
+    torch.manual_seed(2)
+    twin.add_tasks(("d", "e"))
+    assert torch.equal(model.prompts, twin.prompts)
+    state = torch.random.get_rng_state()
+    model.add_tasks(("f",))
+    assert torch.equal(torch.random.get_rng_state(), state)  # global stream untouched
+    assert not torch.equal(model.prompts[3], model.prompts[4])  # each task its own prompt
+    assert not torch.equal(model.prompts[3], model.prompts[:3].mean(0))  # noise added
+
+
 def test_all_296_pretrained_tensors_load():
     full = EfficientNetLite0(include_head=True)
     report = load_lite0_imagenet(full)
@@ -115,3 +132,19 @@ def test_fused_batchnorm_gives_same_outputs(model):
     x, t = torch.rand(2, 1, 64, 64), torch.tensor([1, 2])
     with torch.no_grad():
         assert torch.allclose(model(x, t)["d2"], fused(x, t)["d2"], atol=1e-4)
+
+
+def test_a_fresh_model_is_drawn_from_its_seed():
+    """`propl train --seed S` and the benchmarks rebuild the same starting network from S."""
+    from propl.train.recipe import init_model
+
+    def fresh(seed):
+        return init_model(TASKS, "propl-small", seed=seed, input_size=64, pretrained=False)
+
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    a, b, c = fresh(0), fresh(0), fresh(1)
+    assert torch.equal(torch.random.get_rng_state(), state)  # global stream untouched
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)

@@ -62,7 +62,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Train one method and score it on the test split; returns one ``runs`` row."""
     fraction = Fraction(1) if method == "full" else parse_labelled(labelled)
-    model = init_model(tasks, profile.arch, input_size=profile.size)
+    model = init_model(tasks, profile.arch, seed=seed, input_size=profile.size)
     data = prepare_data(
         folder, tasks, fraction, seed, profile.size, cache_dir=cache, progress=False
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -180,13 +181,23 @@ class ProPLNet(nn.Module):
         return torch.sigmoid(logits).view(samples, b, *logits.shape[1:])
 
     def add_tasks(self, new_tasks: tuple[str, ...]) -> ProPLNet:
-        """Grow the prompt table for new tasks (initialised as the mean of the known prompts)."""
+        """Grow the prompt table for new tasks.
+
+        A new prompt starts as the mean of the known prompts plus noise drawn from a generator
+        seeded by the task's name, so it is the same in every process that adds the task: the
+        model a retrain starts from and the baseline it is judged against get the same prompt,
+        runs are repeatable, and the global random stream is not touched.
+        """
         fresh = tuple(t for t in new_tasks if t not in self.config.tasks)
         if not fresh:
             return self
-        init = self.prompts.data.mean(0, keepdim=True).repeat(len(fresh), 1, 1)
-        init = init + torch.randn_like(init) * self.prompts.data.std()
-        self.prompts = nn.Parameter(torch.cat([self.prompts.data, init], 0))
+        known = self.prompts.data
+        rows = []
+        for name in fresh:
+            gen = torch.Generator().manual_seed(zlib.crc32(name.encode("utf-8")))
+            noise = torch.randn(known.shape[1:], generator=gen).to(known)
+            rows.append(known.mean(0) + noise * known.std())
+        self.prompts = nn.Parameter(torch.cat([known, torch.stack(rows)], 0))
         cfg = asdict(self.config) | {"tasks": self.config.tasks + fresh}
         self.config = ProPLConfig(**cfg)
         return self

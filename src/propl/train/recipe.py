@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..checkpoint import load_checkpoint
 from ..data.benchmark import (
@@ -79,19 +81,30 @@ def _empty(size: int) -> ArraySet:
     )
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Draw from torch's CPU random stream seeded with ``seed``, then put the stream back."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def init_model(
     tasks: Sequence[str],
     model_name: str = "propl",
     init: str | Path | None = None,
+    seed: int = 0,
     **model_kw: Any,
 ) -> ProPLNet:
-    """A fresh model (ImageNet encoder), or one started from a checkpoint.
+    """A fresh model (ImageNet encoder, new decoders initialised from ``seed``), or one started
+    from a checkpoint.
 
     Starting from a checkpoint keeps its weights; tasks it does not know get new prompt tokens
     (the incremental path: learn a new task without rebuilding the network).
     """
     if init is None:
-        return build_model(model_name, tasks=tuple(tasks), **model_kw)
+        with seeded(seed):
+            return build_model(model_name, tasks=tuple(tasks), **model_kw)
     model = load_checkpoint(init).model
     model.add_tasks(tuple(tasks))
     return model
