@@ -96,6 +96,27 @@ def test_held_back_split_is_stable_and_never_empty():
         select_held_back(pairs[:1], 0.2)
 
 
+def test_a_model_is_judged_zero_on_a_task_it_has_not_learnt():
+    """The current model has a (fresh, untrained) prompt for a new task only so that both can
+    be scored on the same held-back scans; the annotator gets nothing from it for that task."""
+    from propl.train.project import judge
+
+    torch.manual_seed(0)
+    model = build_model("propl-small", tasks=SYNTHETIC_TASKS, input_size=SIZE, pretrained=False)
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(2):
+        image, bright, dark = make_scan(SIZE, rng)
+        full = np.ones_like(bright)  # whatever the model draws overlaps it: Dice > 0
+        frames += [(image, full, "bright_blob", f"s{i}"), (image, full, "dark_blob", f"s{i}")]
+    everything = judge(model, frames, "cpu")
+    assert everything["per_task"]["dark_blob"] > 0 and everything["per_task"]["bright_blob"] > 0
+    known = judge(model, frames, "cpu", known={"bright_blob"})
+    bright = everything["per_task"]["bright_blob"]
+    assert known["per_task"] == {"bright_blob": bright, "dark_blob": 0}
+    assert known["mdice"] == bright / 2
+
+
 def test_gain_bound_promotes_a_consistent_gain_but_not_a_lucky_mean():
     base = {f"s{i}:t": 70.0 for i in range(10)}
     steady = {k: v + 2.0 + 0.1 * i for i, (k, v) in enumerate(base.items())}

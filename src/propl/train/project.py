@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, read_tasks, save_checkpoint
 from ..data.benchmark import ArraySet, resize_square
 from ..inference import Predictor, frames_to_float, resolve_model
 from ..metrics import dice
@@ -350,7 +350,7 @@ def retrain(
     # judge() works on a copy, so the model about to train can stand in for its own start.
     same = Path(baseline_path).resolve() == Path(parent_path).resolve()
     baseline = model if same else init_model(tasks, init=baseline_path)
-    base = judge(baseline, data.held_back_frames, config.device)
+    base = judge(baseline, data.held_back_frames, config.device, set(read_tasks(baseline_path)))
     del baseline
     yield TrainEvent("baseline", 0, config.steps, {"name": baseline_name, **_without_scans(base)})
     record: dict[str, Any] = {
@@ -427,15 +427,27 @@ def retrain(
     yield TrainEvent("version", trainer.step, config.steps, _summary(name, record))
 
 
-def judge(model: ProPLNet, frames: Sequence[HeldFrame], device: str) -> dict[str, Any]:
+def judge(
+    model: ProPLNet,
+    frames: Sequence[HeldFrame],
+    device: str,
+    known: set[str] | None = None,
+) -> dict[str, Any]:
     """Dice (%) of ``model`` on held-back frames at their own resolution, as the plugin would
     predict them: ``{"mdice": mean over tasks, "per_task": {task: mean over scans},
-    "per_scan": {"scan:task": mean over its frames}}``."""
+    "per_scan": {"scan:task": mean over its frames}}``.
+
+    ``known``: the tasks the model has learnt (None: all of its tasks). A task it has not
+    learnt scores 0: the plugin offers no prompt for it, so the annotator gets nothing, whatever
+    the untrained prompt token the model was given for training would happen to draw."""
     predictor = Predictor(model, device=device, uncertainty="none")
     frame_scores: dict[str, list[float]] = {}
     for image, mask, task, scan_id in frames:
-        pred = predictor.predict(image, task).mask[0]
-        frame_scores.setdefault(f"{scan_id}:{task}", []).append(100.0 * dice(pred > 0, mask > 0))
+        if known is not None and task not in known:
+            score = 0.0
+        else:
+            score = 100.0 * dice(predictor.predict(image, task).mask[0] > 0, mask > 0)
+        frame_scores.setdefault(f"{scan_id}:{task}", []).append(score)
     per_scan = {k: float(np.mean(v)) for k, v in frame_scores.items()}
     per_task: dict[str, list[float]] = {}
     for key, value in per_scan.items():
