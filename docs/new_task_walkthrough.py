@@ -86,10 +86,12 @@ def main() -> None:
 
     # 3. draw ten scans (no prediction: each starts from an empty mask)
     review_scans(viewer, review, truth, TASK.id, args.corrected)
+    wait(lambda: not review.queue_pending, timeout=60, what="the queue")  # read in a worker
     queue_before = review.queue_ids()
 
     # 4. retrain
     run_retrain(viewer, retrain, args.steps, args.images, "3-new-task-running")
+    wait(lambda: not review.queue_pending, timeout=60, what="the re-ordered queue")
     queue_after = review.queue_ids()
     conf = {s: project.prediction_confidence(s, TASK.id) for s in queue_after}
     log("queue before:", [project.scan(s).name for s in queue_before])

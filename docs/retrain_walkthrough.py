@@ -246,6 +246,7 @@ def main() -> None:
     # 3. review: correct the ten least confident scans, accept the eleventh
     project = review.session.project
     review_scans(viewer, review, truth, TASK, args.corrected, accepted=1)
+    wait(lambda: not review.queue_pending, timeout=60, what="the queue")  # read in a worker
     log(review.progress_label.text())
     queue_before = review.queue_ids()
     conf_before = {s: project.prediction_confidence(s, TASK) for s in queue_before}
@@ -259,6 +260,7 @@ def main() -> None:
         f"open scan {project.scan(shown).name}: stored prediction now {pred.model_version}; "
         f"the mask on screen differs from it in {stale} pixels"
     )
+    wait(lambda: not review.queue_pending, timeout=60, what="the re-ordered queue")
     queue_after = review.queue_ids()
     log("queue before:", [f"{project.scan(s).name} {conf_before[s]:.3f}" for s in queue_before])
     conf_after = {s: project.prediction_confidence(s, TASK) for s in queue_after}

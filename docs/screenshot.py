@@ -47,6 +47,8 @@ def main() -> None:
     seg.run()
     wait(app, seg.run_button.isEnabled)
     review.refresh_queue()
+    while review.queue_pending:  # read in a worker
+        app.processEvents()
     viewer.dims.set_current_step(0, 12)
     for _ in range(50):
         app.processEvents()

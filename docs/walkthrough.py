@@ -110,6 +110,7 @@ def main() -> None:
     review.open_project(project_path)  # what Open… does after its folder dialog
     review.task_combo.setCurrentText(TASK)
     review.unreviewed_only.setChecked(False)
+    wait(lambda: not review.queue_pending)  # the queue is read in a worker
     print("reopened:", [review.queue_list.item(i).text() for i in range(review.queue_list.count())])
     review.load(second)
     wait(lambda: review.scan_id == second)

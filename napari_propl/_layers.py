@@ -74,8 +74,9 @@ class LayerUpdate:
             return layer
         if layer is not None and _same_kind(layer, self):
             layer.data = self.data
-            if "scale" in self.kwargs:
-                layer.scale = self.kwargs["scale"]
+            scale = self.kwargs.get("scale")
+            if scale is not None and not np.array_equal(layer.scale, scale):
+                layer.scale = scale  # setting it re-lays out the viewer, even when unchanged
             return layer
         if layer is not None:
             viewer.layers.remove(layer)

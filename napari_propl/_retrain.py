@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 LOSS_COLOUR = QColor("#f5a623")
 DICE_COLOUR = QColor("#4fc3f7")
 CANCEL_GRACE_MS = 15000
+TRAIN_NICE = 10  # the training subprocess yields the CPU to the GUI (Unix nice)
 
 
 class CurvePlot(QWidget):
@@ -231,6 +232,7 @@ class RetrainWidget(SessionMember, QWidget):
         project = self.session.project
         assert project is not None
         args = ["-m", "propl", "train", "--project", str(project.root), "--json", "--no-promote"]
+        args += ["--nice", str(TRAIN_NICE)]  # napari's event loop comes first on a busy CPU
         args += ["--steps", str(self.steps.value())]
         if self.train_encoder.isChecked():
             args.append("--train-encoder")

@@ -49,6 +49,7 @@ class ReviewWidget(SessionMember, QWidget):
 
     saved = Signal(object, bool)  # (Review, advance), emitted from the save thread
     save_failed = Signal(str)
+    queue_refreshed = Signal()  # the queue list shows the store as it was just read
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -60,6 +61,9 @@ class ReviewWidget(SessionMember, QWidget):
         self._opened_at = 0.0
         self._edited = False
         self._shown_shape: tuple[int, ...] | None = None
+        self._queue_reads = 0  # queue reads started: only the latest one is shown
+        self._queue_shown = 0  # the read the list shows
+        self._advance_from: str | None = None  # after a save: open the next scan once listed
         # one save thread: saves reach the store in the order they were made
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="propl-save")
         self.saved.connect(self._on_saved)
@@ -172,6 +176,7 @@ class ReviewWidget(SessionMember, QWidget):
         else:
             self.project_label.setText("no project open")
         self.task_combo.blockSignals(False)
+        self.session.set_task(self.task_combo.currentText())
         self.refresh_queue()
 
     def _new_task_dialog(self) -> None:
@@ -324,22 +329,53 @@ class ReviewWidget(SessionMember, QWidget):
 
     # -- queue -----------------------------------------------------------------------------
 
-    def refresh_queue(self) -> None:
+    def refresh_queue(self) -> Any:
+        """Re-read the queue from the store in a worker (one read per scan: seconds for a
+        large project), then list it; ``queue_refreshed`` is emitted when it is shown. A read
+        overtaken by a newer one is dropped. Returns the worker (None: nothing to read)."""
         project, task = self.session.project, self.task_combo.currentText()
-        self.queue_list.clear()
+        self._queue_reads += 1
         if project is None or not task:
+            self._queue_shown = self._queue_reads
+            self.queue_list.clear()
             self.progress_label.setText("")
-            return
-        items = project.queue(task, include_reviewed=not self.unreviewed_only.isChecked())
-        for q in items:
+            self.queue_refreshed.emit()
+            return None
+        include_reviewed = not self.unreviewed_only.isChecked()
+        worker = create_worker(
+            _read_queue, project, task, include_reviewed, self._queue_reads, _ignore_errors=True
+        )
+        worker.returned.connect(self._show_queue)
+        worker.errored.connect(self._on_queue_failed)
+        worker.start()
+        return worker
+
+    def _on_queue_failed(self, exc: BaseException) -> None:
+        self._queue_shown, self._advance_from = self._queue_reads, None
+        show_error(f"could not read the review queue: {exc}")
+
+    def _show_queue(self, read: dict[str, Any]) -> None:
+        if read["read"] != self._queue_reads or self.session.project is not read["project"]:
+            return  # a newer read is on its way, or the project changed
+        self._queue_shown = read["read"]
+        self.queue_list.clear()
+        for q in read["items"]:
             conf = "not segmented" if q.confidence is None else f"confidence {q.confidence:.2f}"
             item = QListWidgetItem(f"{q.name}  ·  {conf}  ·  {q.status}")
             item.setData(Qt.UserRole, q.scan_id)
             self.queue_list.addItem(item)
             if q.scan_id == self.scan_id:
                 self.queue_list.setCurrentItem(item)
-        done, total = project.progress(task)
+        done, total = read["progress"]
         self.progress_label.setText(f"reviewed {done} of {total}")
+        current, self._advance_from = self._advance_from, None
+        if current is not None:  # saved with "and next": the first other scan in the queue
+            following = [i for i in self.queue_ids() if i != current]
+            if following:
+                self.load(following[0])
+            else:
+                show_info("review queue done")
+        self.queue_refreshed.emit()
 
     def _on_tasks_changed(self) -> None:
         """A task was added: list it, keep the current choice (and the shown scan)."""
@@ -356,6 +392,7 @@ class ReviewWidget(SessionMember, QWidget):
         """Save a pending edit under the task it was made for, then show the same scan for
         the new task (its label or prediction), so nothing is saved under the wrong task."""
         self._flush()
+        self.session.set_task(self.task_combo.currentText())
         self.refresh_queue()
         if self.scan_id is not None and self.task_combo.currentText():
             self.load(self.scan_id)
@@ -369,6 +406,11 @@ class ReviewWidget(SessionMember, QWidget):
             return
         if project.review(scan_id, task, with_mask=False) is None:
             self.load(scan_id)
+
+    @property
+    def queue_pending(self) -> bool:
+        """A queue read is under way: the list will change when it is shown."""
+        return self._queue_shown != self._queue_reads
 
     def queue_ids(self) -> list[str]:
         return [self.queue_list.item(i).data(Qt.UserRole) for i in range(self.queue_list.count())]
@@ -513,15 +555,17 @@ class ReviewWidget(SessionMember, QWidget):
             f"saved: {review.status} ({review.edited_pixels} edited pixels, "
             f"{review.seconds:.0f} s) by {review.author}"
         )
-        current = self.scan_id
-        self.refresh_queue()
         if advance:
-            ids = self.queue_ids()
-            following = [i for i in ids if i != current]
-            if following:
-                self.load(following[0])
-            else:
-                show_info("review queue done")
+            self._advance_from = self.scan_id
+        self.refresh_queue()
+
+
+def _read_queue(project: Any, task: str, include_reviewed: bool, read: int) -> dict[str, Any]:
+    """Worker body: the task's queue (least confident first) and its progress, one pass."""
+    every = project.queue(task, include_reviewed=True)
+    done = sum(q.status != "unreviewed" for q in every)
+    items = every if include_reviewed else [q for q in every if q.status == "unreviewed"]
+    return {"read": read, "project": project, "items": items, "progress": (done, len(every))}
 
 
 def _read_for_review(project: Any, scan_id: str, task: str) -> dict[str, Any]:

@@ -115,7 +115,15 @@ class SegmentWidget(SessionMember, QWidget):
 
     def _connect_session(self, session: Session) -> None:
         session.model_changed.connect(self._follow_project_model)
+        session.task_changed.connect(self._follow_task)
         self._follow_project_model()
+        self._follow_task(session.task)
+
+    def _follow_task(self, task: str) -> None:
+        """Prompt with the task being reviewed, when the model knows it (a new task is
+        listed once a version that learnt it is current)."""
+        if task and self.task_combo.findText(task) >= 0:
+            self.task_combo.setCurrentText(task)
 
     def _follow_project_model(self) -> None:
         """Segment with the project's current model version, once it has one; back to the
@@ -167,6 +175,8 @@ class SegmentWidget(SessionMember, QWidget):
         self.task_combo.addItems(tasks)
         if current in tasks:
             self.task_combo.setCurrentText(current)
+        if self._session is not None:
+            self._follow_task(self._session.task)
 
     # -- running ---------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ class Session(QObject):
     review_saved = Signal(str)  # a review was saved (its status): auto-retraining counts them
     model_changed = Signal()  # the project's current model version changed (promotion, rollback)
     tasks_changed = Signal()  # a task was added to the project
+    task_changed = Signal(str)  # the task being reviewed changed: the Segment widget follows
     closing = Signal()  # the window is closing: save what is pending now
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -37,6 +38,7 @@ class Session(QObject):
         if parent is not None:
             parent.installEventFilter(self)
         self.project: Project | None = None
+        self.task = ""  # the task being reviewed ("" before one is chosen)
         self._predictor: Predictor | None = None
         self._predictor_key: tuple[str, str, str] | None = None
 
@@ -92,6 +94,12 @@ class Session(QObject):
             raise RuntimeError("no project is open")
         self.project.add_task(task)
         self.tasks_changed.emit()
+
+    def set_task(self, task: str) -> None:
+        """The task the annotator is reviewing; widgets that segment follow it."""
+        if task and task != self.task:
+            self.task = task
+            self.task_changed.emit(task)
 
     def predictor(self, model_path: str | Path, device: str, uncertainty: str = "mc") -> Predictor:
         """The predictor for a checkpoint folder on a device (loaded once, then reused).

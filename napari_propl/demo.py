@@ -2,8 +2,8 @@
 
     python -m napari_propl.demo [--headless] [--out DIR] [--task left_heart] [--model DIR]
 
-Opens napari, loads pydicom's echo cine (File > Open Sample does the same), docks the Segment
-and Review widgets and segments every frame with the shipped model in a worker. On a machine
+Opens napari, loads pydicom's echo cine (File > Open Sample does the same), docks the Segment,
+Review and Retrain widgets and segments every frame with the shipped model in a worker. On a machine
 without a display (or with ``--headless``) it says so and runs ``propl demo`` instead: masks,
 uncertainty and an overlay PNG written to ``--out``.
 """
@@ -36,7 +36,7 @@ def run_headless(args: argparse.Namespace) -> int:
 
 
 def open_viewer(task: str, model: str | None = None, segment: bool = True) -> object:
-    """A viewer with the sample cine, both widgets docked, segmentation started."""
+    """A viewer with the sample cine, the plugin's widgets docked, segmentation started."""
     import napari
 
     from ._sample_data import echo_cine
@@ -46,6 +46,7 @@ def open_viewer(task: str, model: str | None = None, segment: bool = True) -> ob
     layer = viewer.add_image(data, **kwargs)
     _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment (ProPL)")
     viewer.window.add_plugin_dock_widget(PLUGIN, "Review (ProPL)", tabify=True)
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Retrain (ProPL)", tabify=True)
     if model:
         seg.model_edit.setText(model)
         seg._refresh_tasks()

@@ -158,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="--project: write the version but leave promotion to the program holding the "
         "project (the napari plugin runs training this way)",
     )
+    t.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="lower this process's CPU priority by N (Unix; 0-19) so that interactive programs "
+        "sharing the CPU stay responsive: the napari plugin trains with --nice 10",
+    )
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", action="store_true", help="--data: continue from OUT/last")
     t.add_argument("--cache", type=Path, help="cache folder for resized arrays")

@@ -69,7 +69,19 @@ def widgets(viewer, qtbot, project: Path, monkeypatch):
     qtbot.wait(50)  # the widgets join the window's session on the next event-loop turn
     review.open_project(project)
     review.task_combo.setCurrentText(TASK)
+    wait_queue(qtbot, review)
     return review, seg, retrain
+
+
+def wait_queue(qtbot, review) -> None:
+    """The review queue is read in a worker: wait until the list shows the store."""
+    qtbot.waitUntil(lambda: not review.queue_pending, timeout=30_000)
+
+
+def wait_repredicted(qtbot, retrain, review, timeout: int) -> None:
+    """Re-prediction (a worker) is done and the re-ordered queue is listed."""
+    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=timeout)
+    wait_queue(qtbot, review)
 
 
 def wait_done(qtbot, retrain, timeout=240_000) -> None:
@@ -106,7 +118,7 @@ def test_retrain_promotes_repredicts_and_reorders_the_queue(
     assert "current model: v0002" in retrain.model_label.text()
     assert seg.model_edit.text().endswith("v0002")  # hot swap: the next segmentation uses it
     # re-predicted in a worker with the new version; the queue re-ordered by the new scores
-    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=120_000)
+    wait_repredicted(qtbot, retrain, review, timeout=120_000)
     unreviewed = [q.scan_id for q in project.queue(TASK)]
     assert {project.prediction(s, TASK).model_version for s in unreviewed} == {"v0002"}
     confidences = [project.prediction_confidence(s, TASK) for s in review.queue_ids()]
@@ -128,11 +140,11 @@ def test_retrain_promotes_repredicts_and_reorders_the_queue(
     retrain.use_button.click()
     assert project.current_version().name == "v0001"
     assert seg.model_edit.text().endswith("v0001")
-    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=120_000)
+    wait_repredicted(qtbot, retrain, review, timeout=120_000)
     retrain.shipped_button.click()
     assert project.current_version() is None
     assert "weights" in seg.model_edit.text() and "p.zarr" not in seg.model_edit.text()
-    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=120_000)
+    wait_repredicted(qtbot, retrain, review, timeout=120_000)
 
 
 def test_cancel_auto_retrain_and_new_task(make_napari_viewer, qtbot, tmp_path, monkeypatch):
@@ -170,6 +182,7 @@ def test_cancel_auto_retrain_and_new_task(make_napari_viewer, qtbot, tmp_path, m
     review.add_task(Task("cyst", "kidney", "cyst", "kidney cyst", "#00ff00"))
     assert "cyst" in [t.id for t in project.tasks]
     assert review.task_combo.currentText() == "cyst"
+    wait_queue(qtbot, review)
     assert len(review.queue_ids()) == 12  # every scan is unreviewed for it
     qtbot.waitUntil(lambda: review.scan_task == "cyst", timeout=30_000)
     assert review.scan_id == shown and not np.asarray(review.labels_layer.data).any()
@@ -222,7 +235,7 @@ def test_add_a_model_makes_it_current_and_a_bad_folder_is_named(
     assert seg.model_edit.text().endswith("v0002")  # the next segmentation uses it
     assert [seg.task_combo.itemText(i) for i in range(seg.task_combo.count())] == ["dark_blob"]
     assert str(lab.resolve()) in project.model_history()[-1]["reason"]
-    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=120_000)
+    wait_repredicted(qtbot, retrain, review, timeout=120_000)
     unreviewed = [q.scan_id for q in project.queue(TASK)]
     assert {project.prediction(s, TASK).model_version for s in unreviewed} == {"v0002"}
 
@@ -245,7 +258,7 @@ def test_a_new_task_learnt_from_its_first_corrections_gets_its_queue_predicted(
     save_checkpoint(model, lab)
     retrain.add_model(str(lab))
     qtbot.waitUntil(lambda: retrain._import_worker is None, timeout=60_000)
-    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=60_000)
+    wait_repredicted(qtbot, retrain, review, timeout=60_000)
     assert project.current_version().name == "v0001"
     unreviewed = review.queue_ids()
     assert len(unreviewed) == 6
@@ -258,7 +271,7 @@ def test_a_new_task_learnt_from_its_first_corrections_gets_its_queue_predicted(
     assert version["outcome"] == "better" and version["baseline"] == "v0001", version
     assert project.current_version().name == "v0002"
     assert "dark_blob" in [seg.task_combo.itemText(i) for i in range(seg.task_combo.count())]
-    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=120_000)
+    wait_repredicted(qtbot, retrain, review, timeout=120_000)
     assert {project.prediction(s, TASK).model_version for s in unreviewed} == {"v0002"}
     assert "6 scans re-predicted" in retrain.status_label.text()
     confidences = [project.prediction_confidence(s, TASK) for s in review.queue_ids()]

@@ -117,6 +117,7 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
     seg.scope_combo.setCurrentText("all scans in the project")
     seg.run()
     wait_idle(qtbot, seg)
+    qtbot.waitUntil(lambda: not review.queue_pending, timeout=30_000)  # read in a worker
     assert all("confidence" in review.queue_list.item(i).text() for i in range(2))
     project = review.session.project
     confs = [project.prediction_confidence(i, TASK) for i in review.queue_ids()]
@@ -159,6 +160,7 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
     review2.open_project(path)
     review2.task_combo.setCurrentText(TASK)
     review2.unreviewed_only.setChecked(False)
+    qtbot.waitUntil(lambda: not review2.queue_pending, timeout=30_000)
     assert sorted(review2.queue_ids()) == sorted([first, second])
     review2.load(second)
     qtbot.waitUntil(lambda: review2.scan_id == second, timeout=30_000)
@@ -175,6 +177,69 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
         tifffile.imread(tmp_path / "export" / f"{b_name}_{TASK}.tif"), saved.mask
     )
     qtbot.waitUntil(lambda: "exported" in review2.status_label.text(), timeout=10_000)
+
+
+def test_segment_prompts_with_the_task_being_reviewed(
+    make_napari_viewer, qtbot, model_dir, tmp_path
+) -> None:
+    """Switching the Review task switches the Segment widget's prompt, when its model knows
+    the task; a task the model has not learnt leaves the prompt alone."""
+    from propl.tasks import Task
+
+    viewer = make_napari_viewer()
+    review = dock(viewer, "Review (ProPL)")
+    seg = dock(viewer, "Segment (ProPL)")
+    seg.model_edit.setText(str(model_dir))
+    seg._refresh_tasks()
+    assert seg.task_combo.currentText() == "fetal_head"  # the model's first task
+    review.open_project(tmp_path / "study.zarr", create=True)
+    review.task_combo.setCurrentText(TASK)
+    qtbot.waitUntil(lambda: seg.task_combo.currentText() == TASK, timeout=5_000)
+    review.task_combo.setCurrentText("fetal_head")
+    assert seg.task_combo.currentText() == "fetal_head"
+    review.add_task(Task("thyroid_cyst", organ="thyroid", target="cyst"))
+    assert review.task_combo.currentText() == "thyroid_cyst"
+    assert seg.task_combo.currentText() == "fetal_head"  # not in the model: kept
+    seg._refresh_tasks()  # the model reloaded (e.g. after a promotion): still the same choice
+    assert seg.task_combo.currentText() == "fetal_head"
+
+
+def test_the_queue_is_read_off_the_gui_thread_and_a_stale_read_is_dropped(
+    make_napari_viewer, qtbot, tmp_path
+) -> None:
+    """Reading the queue opens every scan's records (seconds for a big project): it runs in a
+    worker, and when reads overlap only the latest is listed."""
+    import threading
+
+    viewer = make_napari_viewer()
+    review = dock(viewer, "Review (ProPL)")
+    review.open_project(tmp_path / "study.zarr", create=True)
+    project = review.session.project
+    for i in range(3):
+        project.add_scan(np.full((1, 20, 20), i, np.uint8), name=f"scan{i}")
+    review.task_combo.setCurrentText(TASK)
+    qtbot.waitUntil(lambda: not review.queue_pending, timeout=30_000)
+    threads, real_queue, release, first_done = [], project.queue, threading.Event(), []
+
+    def slow_first_read(task, include_reviewed=False):
+        threads.append(threading.current_thread())
+        if len(threads) == 1:
+            release.wait(10)  # the first read is overtaken by the second
+            first_done.append(True)
+            return real_queue(task, include_reviewed)[:1]
+        return real_queue(task, include_reviewed)
+
+    project.queue = slow_first_read
+    review.refresh_queue()
+    qtbot.waitUntil(lambda: len(threads) == 1, timeout=10_000)  # the first read is blocked
+    review.refresh_queue()
+    qtbot.waitUntil(lambda: not review.queue_pending, timeout=30_000)
+    assert review.queue_list.count() == 3 and not first_done
+    release.set()
+    qtbot.waitUntil(lambda: bool(first_done), timeout=30_000)
+    qtbot.wait(300)  # its result reaches the event loop, and is dropped
+    assert review.queue_list.count() == 3
+    assert threads and threading.main_thread() not in threads
 
 
 @pytest.mark.parametrize("keep_phi", [False, True])
@@ -226,7 +291,7 @@ def test_add_open_images_skips_a_bad_layer_by_name_and_keeps_the_others(
 def test_demo_viewer_opens_the_sample_and_segments_it(
     make_napari_viewer, qtbot, model_dir, monkeypatch
 ) -> None:
-    """`make demo` with a display: the sample cine, both widgets, every frame segmented."""
+    """`make demo` with a display: the sample cine, the three widgets, every frame segmented."""
     import napari
 
     from napari_propl.demo import open_viewer
@@ -238,6 +303,7 @@ def test_demo_viewer_opens_the_sample_and_segments_it(
     mask = viewer.layers[f"echo cine (pydicom) [{TASK}]"]
     assert mask.data.shape == (30, 240, 320)
     assert "Review (ProPL) (napari-propl)" in viewer.window.dock_widgets
+    assert "Retrain (ProPL) (napari-propl)" in viewer.window.dock_widgets
     assert seg.device_label.text() == "device: cpu"
 
 
