@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +49,11 @@ def measure(viewer, widget, qt_app) -> dict[str, float]:
     return heartbeat(qt_app, lambda: widget.run_button.isEnabled())
 
 
-def heartbeat(qt_app, finished) -> dict[str, float]:
-    """Run the event loop until ``finished()`` (and at least 0.2 s), beating every 10 ms."""
+def heartbeat(qt_app, finished, worst: int = 0) -> dict[str, Any]:
+    """Run the event loop until ``finished()`` (and at least 0.2 s), beating every 10 ms.
+
+    ``worst``: also list that many of the longest gaps as ``[seconds from the start, stall
+    in ms]``, to see what the event loop was doing then."""
     from qtpy.QtCore import QTimer
 
     beats: list[float] = []
@@ -66,12 +70,18 @@ def heartbeat(qt_app, finished) -> dict[str, float]:
         time.sleep(0.002)
     timer.stop()
     gaps = np.diff(beats) * 1000.0
-    return {
+    result: dict[str, Any] = {
         "seconds": round(time.perf_counter() - t0, 2),
         "max_stall_ms": round(float(gaps.max()) - 10.0, 1),
         "p99_gap_ms": round(float(np.percentile(gaps, 99)), 1),
         "beats": len(beats),
     }
+    if worst:
+        top = np.argsort(gaps)[::-1][:worst]
+        result["worst"] = [
+            [round(beats[i] - t0, 2), round(float(gaps[i]) - 10.0, 1)] for i in sorted(top)
+        ]
+    return result
 
 
 def napari_reference() -> dict[str, float]:
