@@ -44,9 +44,10 @@ def open_viewer(task: str, model: str | None = None, segment: bool = True) -> ob
     viewer = napari.Viewer(title="napari-propl demo")
     [(data, kwargs, _kind)] = echo_cine()
     layer = viewer.add_image(data, **kwargs)
-    _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment (ProPL)")
-    viewer.window.add_plugin_dock_widget(PLUGIN, "Review (ProPL)", tabify=True)
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Review (ProPL)")
     viewer.window.add_plugin_dock_widget(PLUGIN, "Retrain (ProPL)", tabify=True)
+    # the last tab added is in front: Segment, which shows the segmentation's result
+    _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment (ProPL)", tabify=True)
     if model:
         seg.model_edit.setText(model)
         seg._refresh_tasks()
