@@ -332,7 +332,7 @@ class RetrainWidget(SessionMember, QWidget):
 
     def _settle(self, result: dict[str, Any]) -> None:
         """Promote a better version (this process holds the lock), then re-predict."""
-        from propl.train.project import promote_if_better
+        from propl.store.versions import promote_if_better  # light: no training imports
 
         project = self.session.project
         name, outcome = result["version"], result["outcome"]

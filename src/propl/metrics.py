@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from scipy.stats import rankdata
 
 __all__ = [
     "SegScores",
@@ -153,6 +152,8 @@ def uncertainty_error_auroc(uncertainty: np.ndarray, pred: np.ndarray, gt: np.nd
     n_neg = err.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
+    from scipy.stats import rankdata  # scipy.stats takes a second to import: only here
+
     ranks = rankdata(u, method="average")
     u_stat = ranks[err].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u_stat / (float(n_pos) * float(n_neg)))

@@ -31,6 +31,7 @@ that was current when the run started), and its outcome:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -38,10 +39,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import atomic_write_bytes
 from .revisions import fsync_dir
+
+if TYPE_CHECKING:
+    from .project import Project
 
 MODELS = "models"
 VERSION_FILE = "version.json"
@@ -223,3 +227,23 @@ def clean_stale_staging(root: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
         except FileNotFoundError:
             pass
+
+
+def promote_if_better(project: Project, name: str) -> bool:
+    """Make version ``name`` current when its run judged it better than the model that was
+    current when it started, and that model is still current (after another promotion in
+    between it would have to be judged again).
+
+    Returns:
+        Whether it was promoted.
+    """
+    version = project.version(name)
+    if version.outcome != "better" or not version.usable:
+        return False
+    current = project.current_version()
+    if (current.name if current else SHIPPED) != version.baseline:
+        return False
+    score = version.held_back_score or math.nan
+    gain = score - (version.baseline_score or 0.0)
+    project.set_current(name, f"held-back Dice {score:.1f} ({gain:+.1f} over {version.baseline})")
+    return True

@@ -19,7 +19,6 @@ pointer and is left to the lock holder: :func:`promote_if_better`.
 from __future__ import annotations
 
 import hashlib
-import math
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +36,7 @@ from ..metrics import dice
 from ..models import ProPLNet
 from ..store import LABELLED, Project, StoreError
 from ..store import versions as ver
+from ..store.versions import promote_if_better
 from .methods import MethodOptions
 from .recipe import init_model
 from .trainer import TrainConfig, Trainer, TrainEvent, can_cache_features
@@ -497,26 +497,6 @@ def _summary(name: str, record: dict[str, Any]) -> dict[str, Any]:
         "gain_lower_bound": held.get("gain_lower_bound"),
         "message": record.get("message", ""),
     }
-
-
-def promote_if_better(project: Project, name: str) -> bool:
-    """Make version ``name`` current when its run judged it better than the model that was
-    current when it started, and that model is still current (after another promotion in
-    between it would have to be judged again).
-
-    Returns:
-        Whether it was promoted.
-    """
-    version = project.version(name)
-    if version.outcome != "better" or not version.usable:
-        return False
-    current = project.current_version()
-    if (current.name if current else ver.SHIPPED) != version.baseline:
-        return False
-    score = version.held_back_score or math.nan
-    gain = score - (version.baseline_score or 0.0)
-    project.set_current(name, f"held-back Dice {score:.1f} ({gain:+.1f} over {version.baseline})")
-    return True
 
 
 __all__ = [
