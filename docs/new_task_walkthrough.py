@@ -36,8 +36,10 @@ import napari
 import numpy as np
 from gui_driver import pump, wait  # docs/gui_driver.py
 from retrain_walkthrough import (  # docs/retrain_walkthrough.py
+    close,
     import_scans,
     log,
+    open_top_of_queue,
     open_widgets,
     review_scans,
     run_retrain,
@@ -105,16 +107,12 @@ def main() -> None:
     seg_tasks = [seg.task_combo.itemText(i) for i in range(seg.task_combo.count())]
     log("Segment model:", seg.model_edit.text(), "tasks:", seg_tasks)
     if queue_after:
-        review.queue_list.itemActivated.emit(review.queue_list.item(0))
-        wait(lambda: review.scan_id == queue_after[0], timeout=60, what="top of the queue")
+        open_top_of_queue(review, queue_after)
         pump(1.0)
         shown = np.asarray(review.labels_layer.data)
         log(f"top of the queue {project.scan(queue_after[0]).name}: {int(shown.sum())} px")
     shot(viewer, args.images, "4-new-task-done")
-    review.wait_saved()
-    viewer.close()
-    pump()
-    log(f"done; project at {project_path}")
+    close(viewer, review, project_path)
 
 
 if __name__ == "__main__":

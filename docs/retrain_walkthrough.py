@@ -116,6 +116,20 @@ def send_ctrl_enter(viewer) -> None:
     QTest.keyClick(canvas, Qt.Key_Return, Qt.ControlModifier)
 
 
+def open_top_of_queue(review, queue: list[str]) -> None:
+    """Back to reviewing: the top of the (re-ordered) queue, as a double click on it does."""
+    review.queue_list.itemActivated.emit(review.queue_list.item(0))
+    wait(lambda: review.scan_id == queue[0], timeout=60, what="top of the queue")
+
+
+def close(viewer, review, project_path: Path) -> None:
+    """Every save stored, then napari closed (the project's lock goes with it)."""
+    review.wait_saved()
+    viewer.close()
+    pump()
+    log(f"done; project at {project_path}")
+
+
 def open_widgets(viewer, project_path: Path):
     """Plugins > ProPL > Review, Segment and Retrain, arranged; a new project (what New… does
     after its file dialog). Returns the three widgets."""
@@ -266,16 +280,10 @@ def main() -> None:
     conf_after = {s: project.prediction_confidence(s, TASK) for s in queue_after}
     log("queue after: ", [f"{project.scan(s).name} {conf_after[s]:.3f}" for s in queue_after])
     log("queue re-ordered:", queue_after != queue_before)
-    # back to reviewing: the top of the re-ordered queue (a double click on it)
-    review.queue_list.itemActivated.emit(review.queue_list.item(0))
-    wait(lambda: review.scan_id == queue_after[0], timeout=60, what="top of the queue")
+    open_top_of_queue(review, queue_after)
     log("Segment model:", seg.model_edit.text())
     shot(viewer, args.images, "2-done")
-
-    review.wait_saved()
-    viewer.close()
-    pump()
-    log(f"done; project at {project_path}")
+    close(viewer, review, project_path)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,6 @@ class ReviewWidget(SessionMember, QWidget):
 
     saved = Signal(object, bool)  # (Review, advance), emitted from the save thread
     save_failed = Signal(str)
-    queue_refreshed = Signal()  # the queue list shows the store as it was just read
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -331,7 +330,7 @@ class ReviewWidget(SessionMember, QWidget):
 
     def refresh_queue(self) -> Any:
         """Re-read the queue from the store in a worker (one read per scan: seconds for a
-        large project), then list it; ``queue_refreshed`` is emitted when it is shown. A read
+        large project), then list it; ``queue_pending`` is true until it is shown. A read
         overtaken by a newer one is dropped. Returns the worker (None: nothing to read)."""
         project, task = self.session.project, self.task_combo.currentText()
         self._queue_reads += 1
@@ -339,7 +338,6 @@ class ReviewWidget(SessionMember, QWidget):
             self._queue_shown = self._queue_reads
             self.queue_list.clear()
             self.progress_label.setText("")
-            self.queue_refreshed.emit()
             return None
         include_reviewed = not self.unreviewed_only.isChecked()
         worker = create_worker(
@@ -375,7 +373,6 @@ class ReviewWidget(SessionMember, QWidget):
                 self.load(following[0])
             else:
                 show_info("review queue done")
-        self.queue_refreshed.emit()
 
     def _on_tasks_changed(self) -> None:
         """A task was added: list it, keep the current choice (and the shown scan)."""
