@@ -1,9 +1,11 @@
 """Predictions and reviews as napari layers: names, colours, and cheap in-place updates.
 
 Creating a napari layer costs 100-200 ms of GUI time on a small CPU (its Qt controls and
-shaders), whatever the data; replacing a layer's data costs a few ms. So the widgets build
-every array in their worker threads, reuse layers when they exist, and create or update the
-layers one per event-loop turn (``run_staged``), so the viewer never freezes for long.
+shaders), whatever the data; replacing a layer's data costs a few ms, but every event-loop turn
+that changes a layer is followed by a repaint of the window (40-55 ms under Xvfb's software
+OpenGL). So the widgets build every array in their worker threads, reuse layers when they
+exist, create missing layers one per event-loop turn and replace the data of existing ones
+all in one turn (``run_staged``), so the viewer never freezes for long.
 """
 
 from __future__ import annotations
@@ -65,6 +67,14 @@ class LayerUpdate:
     kwargs: dict[str, Any] = field(default_factory=dict)
     first: int | None = None  # set: ``data`` replaces frames first.. of the existing layer
     after: dict[str, Any] = field(default_factory=dict)  # napari takes these after creation
+    # an existing layer's new data may wait for a turn after ``done`` (a layer the annotator
+    # only looks at): the longest freeze is then half the work of showing a scan
+    deferred: bool = False
+
+    def creates(self, viewer: Any) -> bool:
+        """Whether ``apply`` would create a layer (slow) rather than replace data (fast)."""
+        layer = viewer.layers[self.name] if self.name in viewer.layers else None
+        return layer is None or not _same_kind(layer, self)
 
     def apply(self, viewer: Any) -> Any:
         layer = viewer.layers[self.name] if self.name in viewer.layers else None
@@ -119,9 +129,11 @@ def prediction_updates(
     low: np.ndarray,
     scale: tuple[float, ...],
     first: int | None = None,
+    defer_secondary: bool = False,
 ) -> list[LayerUpdate]:
     """The pseudo-label, uncertainty and low-confidence outline layers of one prediction
-    (mask last, so it ends up on top and selected)."""
+    (mask last, so it ends up on top and selected). ``defer_secondary``: the uncertainty and
+    outline layers, when they exist, get their data in a turn of their own (``run_staged``)."""
     n = names(base, task)
     return [
         LayerUpdate(
@@ -137,6 +149,7 @@ def prediction_updates(
                 visible=False,
             ),
             first,
+            deferred=defer_secondary,
         ),
         LayerUpdate(
             "labels",
@@ -145,6 +158,7 @@ def prediction_updates(
             dict(scale=scale, opacity=0.9, colormap=mask_colormap(LOW_CONFIDENCE_COLOUR)),
             first,
             after={"contour": 2, "editable": False},
+            deferred=defer_secondary,
         ),
         LayerUpdate(
             "labels",
@@ -161,23 +175,56 @@ def run_staged(
     updates: Iterable[LayerUpdate],
     done: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
-    """Apply ``updates`` one per event-loop turn, then call ``done`` with the layers by name.
+    """Apply ``updates``, then call ``done`` with the layers by name.
 
-    Between two updates Qt paints and handles input, so the longest freeze is one layer's
-    creation instead of all of them.
+    A layer to create gets an event-loop turn of its own, and Qt paints and handles input
+    between two of them, so the longest freeze is one layer's creation instead of all of
+    them. Updates of existing layers are applied together, with ``done``, in one turn: one
+    repaint instead of one per layer. Deferred updates of existing layers follow ``done``
+    after ``DEFERRED_MS``, so that the repaint of the first turn and any input come first;
+    one whose layer is gone by then (another scan is shown) is dropped.
     """
-    pending = list(updates)
-    shown: dict[str, Any] = {}
+    turns, later = plan_turns(viewer, updates)
+    shown: dict[str, Any] = {u.name: viewer.layers[u.name] for u in later}
 
     def step() -> None:
-        if pending:
-            update = pending.pop(0)
+        for update in turns.pop(0) if turns else []:
             shown[update.name] = update.apply(viewer)
+        if turns:
             QTimer.singleShot(0, step)
-        elif done is not None:
+            return
+        if done is not None:
             done(shown)
+        if later:
+            QTimer.singleShot(DEFERRED_MS, apply_later)
+
+    def apply_later() -> None:
+        for update in later:
+            if not update.creates(viewer):
+                update.apply(viewer)
 
     QTimer.singleShot(0, step)
+
+
+DEFERRED_MS = 20  # a 0 ms timer would run before the timers and input that are due
+
+
+def plan_turns(
+    viewer: Any, updates: Iterable[LayerUpdate]
+) -> tuple[list[list[LayerUpdate]], list[LayerUpdate]]:
+    """``updates`` grouped into event-loop turns: each layer to create alone, each run of
+    updates to existing layers together; the last turn also runs ``done`` (it may be empty).
+    Second: the deferred updates of existing layers, for a turn after ``done``."""
+    turns: list[list[LayerUpdate]] = [[]]
+    later: list[LayerUpdate] = []
+    for update in updates:
+        if update.creates(viewer):
+            turns.extend([[update], []])
+        elif update.deferred:
+            later.append(update)
+        else:
+            turns[-1].append(update)
+    return [turn for turn in turns[:-1] if turn] + [turns[-1]], later
 
 
 def show_now(viewer: Any, updates: Iterable[LayerUpdate]) -> dict[str, Any]:

@@ -593,7 +593,7 @@ def _read_for_review(project: Any, scan_id: str, task: str) -> dict[str, Any]:
         "names": _layers.names(name, task),
         "image": _layers.LayerUpdate("image", name, image, dict(rgb=scan.is_color, scale=scale)),
         "updates": _layers.prediction_updates(
-            name, task, colour, np.asarray(mask, np.uint8), unc, low, scale
+            name, task, colour, np.asarray(mask, np.uint8), unc, low, scale, defer_secondary=True
         ),
     }
 

@@ -11,6 +11,8 @@ pytest.importorskip("napari")
 
 from pydicom.data import get_testdata_file  # noqa: E402
 
+from napari_propl._layers import low_confidence  # noqa: E402
+from napari_propl._review import REVIEW_OUTLINE_THRESHOLD as OUTLINE  # noqa: E402
 from propl.checkpoint import save_checkpoint  # noqa: E402
 from propl.models import build_model  # noqa: E402
 from propl.store import Project  # noqa: E402
@@ -145,6 +147,11 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
     second_image = next(lyr for lyr in shown if lyr.metadata["propl_review"] == "image")
     assert second_image.metadata["propl_scan_id"] == second
     np.testing.assert_array_equal(np.asarray(labels.data), project.prediction(second, TASK).mask)
+    # the outline of the doubtful regions follows in a later turn: the second scan's own
+    # (the two scans differ in size, so the first scan's outline cannot pass for it)
+    outline = next(lyr for lyr in shown if lyr.metadata["propl_review"] == "low")
+    expected = low_confidence(project.prediction(second, TASK).uncertainty, OUTLINE)
+    qtbot.waitUntil(lambda: np.array_equal(np.asarray(outline.data), expected), timeout=5_000)
     labels.paint((0, 10, 10), 1)  # an edit through napari's painting API
     qtbot.waitUntil(lambda: project.review(second, TASK) is not None, timeout=10_000)
     review.wait_saved()
