@@ -9,6 +9,9 @@ Three phases, measured one after the other in the same viewer:
 
 * ``first scan``: the first scan of the queue opened, for 3 s. napari creates the four review
   layers (later scans reuse them) and draws them for the first time: a one-time cost.
+* ``zooming``: no plugin work at all: every 2 s the camera zooms in or out by 1 %, so napari
+  repaints the window. The floor: what one repaint of napari costs under this display (Xvfb
+  renders OpenGL in software on the same 2 cores).
 * ``reviewing``: the annotator alone, no training: every 2 s the next scan of the queue is
   opened (read in a worker, shown in the reused layers) and every other scan gets a brush
   stroke, which the widget autosaves as a correction 0.8 s later. The floor: what reviewing
@@ -58,17 +61,24 @@ def predict_unreviewed(path: Path, task: str) -> float:
 
 
 class Annotator:
-    """Every ``ACTION_MS``: open the next scan in the queue; every other scan, a brush stroke."""
+    """Every ``ACTION_MS``: open the next scan in the queue; every other scan, a brush stroke.
+    ``zoom_only``: zoom the camera in or out instead (napari's repaint alone)."""
 
-    def __init__(self, review: Any) -> None:
+    def __init__(self, review: Any, zoom_only: bool = False) -> None:
         from qtpy.QtCore import QTimer
 
-        self.review, self.opened, self.strokes = review, 0, 0
+        self.review, self.opened, self.strokes, self.zooms = review, 0, 0, 0
+        self.zoom_only = zoom_only
         self.timer = QTimer()
         self.timer.setInterval(ACTION_MS)
         self.timer.timeout.connect(self.act)
 
     def act(self) -> None:
+        if self.zoom_only:
+            camera = self.review.viewer.camera
+            camera.zoom *= 1.01 if self.zooms % 2 == 0 else 1 / 1.01
+            self.zooms += 1
+            return
         layer = self.review.labels_layer
         if layer is not None and self.opened % 2 == 1:
             centre = tuple(s // 2 for s in layer.data.shape)
@@ -79,9 +89,11 @@ class Annotator:
         self.opened += 1
 
 
-def measure(app: Any, review: Any, retrain: Any | None, seconds: float) -> dict[str, Any]:
+def measure(
+    app: Any, review: Any, retrain: Any | None, seconds: float, zoom_only: bool = False
+) -> dict[str, Any]:
     """One phase: the annotator at work; with ``retrain``, until its round has settled."""
-    annotator = Annotator(review)
+    annotator = Annotator(review, zoom_only)
     stamps: list[list[Any]] = []
     t0 = time.perf_counter()
     if retrain is None:
@@ -134,7 +146,9 @@ def table(doc: dict[str, Any]) -> str:
     lines += [
         "",
         "`first scan`: napari creates the review layers and draws them once (later scans reuse "
-        "them). `reviewing`: the annotator alone. `retraining`: the same annotator from the "
+        "them). `zooming`: no plugin work, the camera zoomed every 2 s: napari's own repaint "
+        "under Xvfb's software OpenGL, the floor. `reviewing`: the annotator alone. "
+        "`retraining`: the same annotator from the "
         "click on Retrain until the verdict and, after a promotion, the unreviewed scans "
         "re-predicted and the queue re-ordered.",
     ]
@@ -182,6 +196,8 @@ def main() -> None:
     first = heartbeat(app, lambda: review.scan_id is not None and time.perf_counter() - t0 > 3)
     phases = {"first scan": first | {"scans_opened": 1, "strokes": 0}}
     print(f"first scan: {first}", flush=True)
+    phases["zooming"] = measure(app, review, None, args.review_seconds, zoom_only=True)
+    print(f"zooming: {phases['zooming']}", flush=True)
     phases["reviewing"] = measure(app, review, None, args.review_seconds)
     print(f"reviewing: {phases['reviewing']}", flush=True)
     phases["retraining"] = measure(app, review, retrain, 0)
