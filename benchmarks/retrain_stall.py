@@ -99,26 +99,30 @@ def measure(
     if retrain is None:
         finished = lambda: time.perf_counter() - t0 > seconds  # noqa: E731
     else:
-        on_event = retrain._on_event
+        settled: list[dict[str, Any]] = []
 
         def stamped(event: dict[str, Any]) -> None:
             if event["kind"] != "step":
                 stamps.append([round(time.perf_counter() - t0, 2), event["kind"]])
-            on_event(event)
 
-        retrain._on_event = stamped
+        def on_settled(verdict: dict[str, Any]) -> None:
+            settled.append(verdict)
+
+        retrain.event_received.connect(stamped)
+        retrain.round_settled.connect(on_settled)
         retrain.start()
-        finished = lambda: not retrain.running and retrain._repredict_worker is None  # noqa: E731
+        finished = lambda: bool(settled)  # noqa: E731
     annotator.timer.start()
     result = heartbeat(app, finished, worst=8)
     annotator.timer.stop()
     review.wait_saved()
     result |= {"scans_opened": annotator.opened, "strokes": annotator.strokes}
     if retrain is not None:
-        retrain._on_event = on_event
+        retrain.event_received.disconnect(stamped)
+        retrain.round_settled.disconnect(on_settled)
         result["events"] = stamps
-        result["status"] = retrain.status_label.text()
-        result["outcome"] = (retrain._result or {}).get("outcome")
+        result["status"] = settled[0]["status"]
+        result["outcome"] = settled[0]["outcome"]
     return result
 
 
@@ -130,14 +134,14 @@ def table(doc: dict[str, Any]) -> str:
         f"{ACTION_MS / 1000:.0f} s and paints on every other one.",
         "",
         "| phase | seconds | longest stall ms | 99th percentile gap ms | scans opened | "
-        "strokes saved | outcome (promoted after s) |",
+        "strokes saved | outcome (verdict after s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, run in doc["phases"].items():
-        promoted = [t for t, kind in run.get("events", []) if kind == "promotion"]
+        verdict = [t for t, kind in run.get("events", []) if kind == "promotion"]
         outcome = run.get("outcome") or "-"
-        if promoted:
-            outcome += f" ({promoted[0]:.0f})"
+        if verdict:
+            outcome += f" ({verdict[0]:.0f})"
         lines.append(
             f"| {name} | {run['seconds']:.1f} | **{run['max_stall_ms']:.0f}** | "
             f"{run['p99_gap_ms']:.0f} | {run['scans_opened']} | {run['strokes']} | {outcome} |"

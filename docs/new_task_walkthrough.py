@@ -69,7 +69,7 @@ def main() -> None:
     review, seg, retrain = open_widgets(viewer, project_path)
     retrain.add_model(str(args.model))  # what Add a model… does after its dialog
     wait(lambda: retrain._import_worker is None, what="adding the model")
-    wait(lambda: retrain._repredict_worker is None, what="re-prediction")
+    wait(lambda: not retrain.busy, what="re-prediction")
     pump(0.5)
     log(retrain.model_label.text(), "|", retrain.versions.item(0).text())
     seg_tasks = [seg.task_combo.itemText(i) for i in range(seg.task_combo.count())]

@@ -210,7 +210,7 @@ def run_retrain(viewer, retrain, steps: int, images: Path, running_shot: str) ->
     shot(viewer, images, running_shot)
     wait(lambda: not retrain.running, what="training")
     t_trained = time.time()
-    wait(lambda: retrain._repredict_worker is None, what="re-prediction")
+    wait(lambda: not retrain.busy, what="re-prediction")
     pump(1.0)
     log(f"trained in {t_trained - t_start:.0f} s, re-predicted in {time.time() - t_trained:.0f} s")
     log("version:", next((e["data"] for e in retrain.events if e["kind"] == "version"), None))

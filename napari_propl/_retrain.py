@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QPointF, QProcess, Qt, QTimer
+from qtpy.QtCore import QPointF, QProcess, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -119,6 +119,13 @@ class CurvePlot(QWidget):
 class RetrainWidget(SessionMember, QWidget):
     """Retrain the project's model from its reviews; versions, promotion and rollback."""
 
+    # every JSON event of the training subprocess, once the widget has shown it
+    event_received = Signal(dict)
+    # a round is over: its verdict and, after a promotion, the re-prediction and the queue's
+    # re-ordering are done. {"outcome": "better" | "worse" | "failed" | "cancelled" |
+    # "error", "version": name or None, "promoted": bool, "status": the status line}
+    round_settled = Signal(dict)
+
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
@@ -129,6 +136,7 @@ class RetrainWidget(SessionMember, QWidget):
         self._cancelled = False
         self._since_training = 0
         self._repredict_worker: Any = None
+        self._promoted: dict[str, Any] | None = None  # the round that waits for re-prediction
         self._repredict_note = ""  # what the status says before the re-prediction count
         self.events: list[dict[str, Any]] = []  # every JSON event of the last run (tests)
 
@@ -226,7 +234,23 @@ class RetrainWidget(SessionMember, QWidget):
 
     @property
     def running(self) -> bool:
+        """The training subprocess is running."""
         return self.process is not None
+
+    @property
+    def busy(self) -> bool:
+        """Training, or re-predicting the project's scans with a new current model."""
+        return self.running or self._repredict_worker is not None
+
+    def _settled(self, outcome: str, version: str | None, promoted: bool = False) -> None:
+        self.round_settled.emit(
+            {
+                "outcome": outcome,
+                "version": version,
+                "promoted": promoted,
+                "status": self.status_label.text(),
+            }
+        )
 
     def command(self) -> list[str]:
         project = self.session.project
@@ -308,6 +332,7 @@ class RetrainWidget(SessionMember, QWidget):
             self.plot.add_dice(step, float(data["mdice"]))
         elif kind == "version":
             self._result = data
+        self.event_received.emit(event)
 
     def _on_finished(self, code: int, _status: Any = None) -> None:
         process, self.process = self.process, None
@@ -327,6 +352,7 @@ class RetrainWidget(SessionMember, QWidget):
                 last = err.splitlines()[-1] if err else f"exit code {code}"
                 self.status_label.setText(f"retraining failed: {last}")
                 show_error(f"retraining failed: {last}")
+            self._settled("cancelled" if self._cancelled else "error", None)
             return
         self._settle(result)
 
@@ -360,6 +386,10 @@ class RetrainWidget(SessionMember, QWidget):
         self.status_label.setText(text)
         show_info(text)
         self.refresh()
+        if promoted:  # settled when the unreviewed scans are re-predicted
+            self._promoted = {"outcome": outcome, "version": name}
+        else:
+            self._settled(outcome, name)
 
     # -- versions ----------------------------------------------------------------------------
 
@@ -435,7 +465,7 @@ class RetrainWidget(SessionMember, QWidget):
         )
         worker.yielded.connect(self._on_repredict_progress)
         worker.returned.connect(self._on_repredicted)
-        worker.errored.connect(lambda exc: show_error(f"re-prediction failed: {exc}"))
+        worker.errored.connect(self._on_repredict_failed)
         self._repredict_worker, self._repredict_note = worker, note
         worker.start()
         return worker
@@ -451,6 +481,17 @@ class RetrainWidget(SessionMember, QWidget):
         self.status_label.setText(
             f"{self._repredict_note}{n} scans re-predicted; the queue is re-ordered"
         )
+        self._promotion_settled()
+
+    def _on_repredict_failed(self, exc: BaseException) -> None:
+        self._repredict_worker = None
+        show_error(f"re-prediction failed: {exc}")
+        self._promotion_settled()
+
+    def _promotion_settled(self) -> None:
+        round_, self._promoted = self._promoted, None
+        if round_ is not None:
+            self._settled(round_["outcome"], round_["version"], promoted=True)
 
     # -- automatic retraining ------------------------------------------------------------------
 

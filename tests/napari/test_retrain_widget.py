@@ -80,7 +80,7 @@ def wait_queue(qtbot, review) -> None:
 
 def wait_repredicted(qtbot, retrain, review, timeout: int) -> None:
     """Re-prediction (a worker) is done and the re-ordered queue is listed."""
-    qtbot.waitUntil(lambda: retrain._repredict_worker is None, timeout=timeout)
+    qtbot.waitUntil(lambda: not retrain.busy, timeout=timeout)
     wait_queue(qtbot, review)
 
 
@@ -99,12 +99,17 @@ def test_retrain_promotes_repredicts_and_reorders_the_queue(
     queue_before = review.queue_ids()
 
     retrain.steps.setValue(40)
+    settled: list[dict] = []
+    retrain.round_settled.connect(settled.append)
+    received: list[dict] = []
+    retrain.event_received.connect(received.append)
     retrain.start()
     assert retrain.running and not retrain.run_button.isEnabled()
     # the GUI keeps working meanwhile: the annotator can accept a scan while it trains
     review.load(queue_before[0])
     qtbot.waitUntil(lambda: review.scan_id == queue_before[0], timeout=30_000)
     wait_done(qtbot, retrain)
+    assert received == retrain.events
 
     kinds = [e["kind"] for e in retrain.events]
     assert kinds[0] == "prepare" and kinds.count("step") == 40 and "eval" in kinds
@@ -118,9 +123,20 @@ def test_retrain_promotes_repredicts_and_reorders_the_queue(
     assert "current model: v0002" in retrain.model_label.text()
     assert seg.model_edit.text().endswith("v0002")  # hot swap: the next segmentation uses it
     # re-predicted in a worker with the new version; the queue re-ordered by the new scores
-    wait_repredicted(qtbot, retrain, review, timeout=120_000)
+    # the round is settled once, after the re-prediction
+    qtbot.waitUntil(lambda: bool(settled), timeout=120_000)
+    assert not retrain.busy
     unreviewed = [q.scan_id for q in project.queue(TASK)]
     assert {project.prediction(s, TASK).model_version for s in unreviewed} == {"v0002"}
+    assert settled == [
+        {
+            "outcome": "better",
+            "version": "v0002",
+            "promoted": True,
+            "status": retrain.status_label.text(),
+        }
+    ]
+    wait_repredicted(qtbot, retrain, review, timeout=120_000)
     confidences = [project.prediction_confidence(s, TASK) for s in review.queue_ids()]
     assert confidences == sorted(confidences)
     assert "re-ordered" in retrain.status_label.text()
@@ -163,9 +179,11 @@ def test_cancel_auto_retrain_and_new_task(make_napari_viewer, qtbot, tmp_path, m
     review.session.review_saved.emit("corrected")
     assert retrain.running
     qtbot.waitUntil(lambda: any(e["kind"] == "step" for e in retrain.events), timeout=120_000)
-    retrain.cancel_button.click()
-    wait_done(qtbot, retrain, timeout=60_000)
+    with qtbot.waitSignal(retrain.round_settled, timeout=60_000) as settled:
+        retrain.cancel_button.click()
+    assert not retrain.running
     assert "cancelled" in retrain.status_label.text()
+    assert settled.args[0]["outcome"] == "cancelled" and not settled.args[0]["promoted"]
     assert [v.name for v in project.versions()] == ["v0001"]
     assert project.current_version().name == "v0001"
     for sid, r in before.items():
