@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .device import select_device
+from .device import place_model, select_device
 from .models import ProPLNet
 from .models.fuse import fuse_batchnorm
 from .uncertainty import confidence_score, mc_statistics, uncertainty_map
@@ -110,7 +110,7 @@ class Predictor:
         if uncertainty not in UNCERTAINTY_MODES:
             raise ValueError(f"uncertainty must be one of {UNCERTAINTY_MODES}, got {uncertainty!r}")
         self.device = select_device(device)
-        self.model = fuse_batchnorm(model).to(self.device)
+        self.model = place_model(fuse_batchnorm(model), self.device)
         self.batch_size, self.uncertainty, self.mc_samples = batch_size, uncertainty, mc_samples
         self.input_size = int(model.config.input_size)
         self.version: str | None = None

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import atomic_write_bytes, save_checkpoint
-from ..device import select_device
+from ..device import place_model, select_device
 from ..metrics import dice
 from ..models import ProPLNet
 from .methods import METHODS, Batch, MethodOptions, build_method
@@ -153,7 +153,7 @@ class Trainer:
         self.config, self.labelled, self.unlabelled, self.val = config, labelled, unlabelled, val
         self.validator = validator
         self.device = select_device(config.device)
-        self.model = model.to(self.device)
+        self.model = place_model(model, self.device)
         self.out_dir = Path(out_dir) if out_dir else None
         self.gen = seed_everything(config.seed)
         self.rng = np.random.default_rng(config.seed)
@@ -388,7 +388,7 @@ class Trainer:
 
         last = self.out_dir / "last"
         self.model.load_state_dict(load_checkpoint(last).model.state_dict())
-        self.model.to(self.device)
+        place_model(self.model, self.device)
         tensors = load_file(str(last / "train_state.safetensors"))
         doc = json.loads((last / "train_state.json").read_text())
         self.optimizer.load_state_dict(unflatten_optimizer(tensors, doc))
