@@ -71,7 +71,11 @@ def training_candidates(
     """Callables that each run one optimiser step and return the number of images it used.
 
     ProPL's step uses half the batch labelled and half unlabelled (T=3 dropout passes).
+    ``propl_<method>``: the model placed as the trainer places it (channels-last on the CPU);
+    ``propl_propl_nchw``: PyTorch's default layout, to measure what channels-last gains. The
+    U-Net reference stays plain.
     """
+    from ..device import place_model
     from ..train.methods import Batch, MethodOptions, build_method
 
     gen = torch.Generator().manual_seed(0)
@@ -79,10 +83,13 @@ def training_candidates(
     y = (torch.rand(batch, 1, size, size) > 0.7).float()
     t = torch.arange(batch) % len(TASKS)
     out: dict[str, Callable[[], int]] = {}
-    for method in ("supervised", "propl"):
-        if only not in (None, f"propl_{method}"):
+    for method, placed in (("supervised", True), ("propl", True), ("propl", False)):
+        name = f"propl_{method}" + ("" if placed else "_nchw")
+        if only not in (None, name):
             continue
         model = _propl_model(size).train()
+        if placed:
+            model = place_model(model, torch.device("cpu"))
         opt = torch.optim.AdamW(model.parameters(), 1e-4)
         m = build_method(method, model, MethodOptions(), gen)
         half = batch // 2
@@ -99,7 +106,7 @@ def training_candidates(
             opt.step()
             return batch
 
-        out[f"propl_{method}"] = step
+        out[name] = step
     if only not in (None, "unet"):
         return out
     unet = UNet().train()
@@ -194,6 +201,7 @@ def run_speed_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "infer_speedup_mc": round(inf["unet"] / inf["propl224_mc"], 2),
             "train_speedup_propl": round(trn["propl_propl"] / trn["unet"], 2),
         },
+        "channels_last_train_speedup": round(trn["propl_propl"] / trn["propl_propl_nchw"], 2),
         "peak_mem_mb": mem,
         "repeats": args.repeats,
         "command": f"propl benchmark speed --repeats {args.repeats}",
