@@ -508,6 +508,8 @@ class RetrainWidget(SessionMember, QWidget):
         if self.process is not None:
             self.process.kill()
             self.process.waitForFinished(5000)
+        if self._repredict_worker is not None:  # stops at its next scan
+            self._repredict_worker.quit()
 
 
 def _kill_later(process: QProcess) -> None:

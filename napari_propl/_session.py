@@ -7,10 +7,11 @@ It holds no GUI: widgets read it and connect to its signals.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qtpy.QtCore import QEvent, QObject, QTimer, Signal
+from qtpy.QtCore import QEvent, QObject, QThreadPool, QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
 if TYPE_CHECKING:
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from propl.tasks import Task
 
 SESSION_NAME = "propl_session"
+WORKERS_WAIT_MS = 30_000  # on closing, for reads in flight (long workers are asked to stop)
+log = logging.getLogger(__name__)
 
 
 class Session(QObject):
@@ -43,10 +46,19 @@ class Session(QObject):
         self._predictor_key: tuple[str, str, str] | None = None
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
-        """When the window closes: widgets finish their saves, then the project (and its
-        writer lock) is closed, so the next viewer, here or elsewhere, can open it."""
+        """When the window closes: widgets finish their saves and stop their long workers;
+        the workers still reading the project finish; then the project (and its writer
+        lock) is closed, so the next viewer, here or elsewhere, can open it.
+
+        Waiting here matters: a worker still inside a zarr read when Python exits waits
+        forever for zarr's event loop, which has stopped by then, while Qt waits for the
+        worker: napari would hang on quitting."""
         if obj is self.parent() and event.type() == QEvent.Type.Close:
             self.closing.emit()
+            if not QThreadPool.globalInstance().waitForDone(WORKERS_WAIT_MS):
+                log.warning(
+                    "a worker still runs %d s after the window closed", WORKERS_WAIT_MS // 1000
+                )
             self.close_project()
         return False
 

@@ -337,3 +337,35 @@ def test_closing_napari_saves_pending_edits_and_releases_the_project(
         saved = project.review(scan_id, TASK)
         assert saved is not None and saved.status == "corrected"
         assert saved.mask[1, 20, 25] == 1 and saved.edited_pixels > 0
+
+
+def test_closing_the_window_lets_a_read_in_flight_finish_first(
+    make_napari_viewer, tmp_path, monkeypatch
+) -> None:
+    """A worker still inside a zarr read when Python exits waits forever for zarr's stopped
+    event loop, and Qt waits for the worker: napari would hang on quitting. So closing waits
+    for the reads in flight, then closes the project."""
+    import time
+
+    from napari_propl import _review
+
+    read_queue = _review._read_queue
+    events: list[str] = []
+
+    def slow_read(*args):
+        time.sleep(1.0)
+        result = read_queue(*args)
+        events.append("read")
+        return result
+
+    monkeypatch.setattr(_review, "_read_queue", slow_read)
+    viewer = make_napari_viewer()
+    review = dock(viewer, "Review (ProPL)")
+    session = review.session
+    session.project_changed.connect(lambda: events.append("closed") if not session.project else 0)
+    review.open_project(tmp_path / "study.zarr", create=True)
+    review.task_combo.setCurrentText(TASK)
+    assert review.refresh_queue() is not None  # a read in a worker
+    viewer.close()
+    assert events[-2:] == ["read", "closed"]
+    assert session.project is None
