@@ -76,6 +76,7 @@ def shot(viewer, images: Path, name: str) -> Path:
 
     viewer.reset_view()  # the Home button: the whole scan in the canvas
     pump(1.0)
+    images.mkdir(parents=True, exist_ok=True)
     out = images / f"retrain-{name}.png"
     pixels = viewer.screenshot(canvas_only=False)
     img = Image.fromarray(np.asarray(pixels)[..., :3])
@@ -236,7 +237,6 @@ def main() -> None:
     args = walkthrough_args(__doc__).parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="propl-retrain-"))
     project_path = out / "thyroid.zarr"
-    args.images.mkdir(parents=True, exist_ok=True)
     samples = BenchmarkFolder(args.data).samples(TASK, "train")[: args.scans]
     truth = {s.id: s.mask for s in samples}
 
