@@ -71,13 +71,17 @@ class LayerUpdate:
     # only looks at): the longest freeze is then half the work of showing a scan
     deferred: bool = False
 
+    def existing(self, viewer: Any) -> Any:
+        """The viewer's layer of this name, or None."""
+        return viewer.layers[self.name] if self.name in viewer.layers else None
+
     def creates(self, viewer: Any) -> bool:
         """Whether ``apply`` would create a layer (slow) rather than replace data (fast)."""
-        layer = viewer.layers[self.name] if self.name in viewer.layers else None
+        layer = self.existing(viewer)
         return layer is None or not _same_kind(layer, self)
 
     def apply(self, viewer: Any) -> Any:
-        layer = viewer.layers[self.name] if self.name in viewer.layers else None
+        layer = self.existing(viewer)
         if layer is not None and self.first is not None and _fits_frames(layer, self):
             layer.data[self.first : self.first + len(self.data)] = self.data
             layer.refresh()
@@ -185,7 +189,7 @@ def run_staged(
     one whose layer is gone by then (another scan is shown) is dropped.
     """
     turns, later = plan_turns(viewer, updates)
-    shown: dict[str, Any] = {u.name: viewer.layers[u.name] for u in later}
+    shown: dict[str, Any] = {u.name: u.existing(viewer) for u in later}
 
     def step() -> None:
         for update in turns.pop(0) if turns else []:

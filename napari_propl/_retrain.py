@@ -136,7 +136,7 @@ class RetrainWidget(SessionMember, QWidget):
         self._cancelled = False
         self._since_training = 0
         self._repredict_worker: Any = None
-        self._promoted: dict[str, Any] | None = None  # the round that waits for re-prediction
+        self._promoted: str | None = None  # the promoted version whose re-prediction runs
         self._repredict_note = ""  # what the status says before the re-prediction count
         self.events: list[dict[str, Any]] = []  # every JSON event of the last run (tests)
 
@@ -387,7 +387,7 @@ class RetrainWidget(SessionMember, QWidget):
         show_info(text)
         self.refresh()
         if promoted:  # settled when the unreviewed scans are re-predicted
-            self._promoted = {"outcome": outcome, "version": name}
+            self._promoted = name
         else:
             self._settled(outcome, name)
 
@@ -489,9 +489,9 @@ class RetrainWidget(SessionMember, QWidget):
         self._promotion_settled()
 
     def _promotion_settled(self) -> None:
-        round_, self._promoted = self._promoted, None
-        if round_ is not None:
-            self._settled(round_["outcome"], round_["version"], promoted=True)
+        name, self._promoted = self._promoted, None
+        if name is not None:  # only a version judged better is promoted
+            self._settled("better", name, promoted=True)
 
     # -- automatic retraining ------------------------------------------------------------------
 
