@@ -133,8 +133,8 @@ def _known_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k in known}
 
 
-def read_tasks(path: str | Path) -> list[str]:
-    """The task ids a checkpoint was trained for, from its JSON config (no weights loaded).
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's model config (the JSON's ``config``), with no weights loaded.
 
     Raises:
         CheckpointError: no readable config; the message names the file.
@@ -142,9 +142,25 @@ def read_tasks(path: str | Path) -> list[str]:
     _, config_path = _resolve(path)
     try:
         doc = json.loads(config_path.read_text())
-        return [str(t) for t in doc["config"]["tasks"]]
+        config = doc["config"]
+        if not isinstance(config, dict):
+            raise TypeError(f"'config' is a {type(config).__name__}, not an object")
+        return config
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{config_path}: no readable model config ({exc})") from exc
+
+
+def read_tasks(path: str | Path) -> list[str]:
+    """The task ids a checkpoint was trained for, from its JSON config (no weights loaded).
+
+    Raises:
+        CheckpointError: no readable config; the message names the file.
+    """
+    tasks = read_config(path).get("tasks")
+    if not isinstance(tasks, list):
+        _, config_path = _resolve(path)
+        raise CheckpointError(f"{config_path}: no readable model config (no task list)")
+    return [str(t) for t in tasks]
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -63,6 +63,25 @@ def test_mc_dropout_varies_and_decoder2_is_deterministic(model):
     assert torch.equal(d2a, d2b)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_mc_passes_share_the_skips_and_match_full_repeats(model, training):
+    """The MC passes repeat only the dropped (deepest) feature and compute the skips' share of
+    each fusion once: same dropout masks, same numbers as decoding T full copies (in training
+    mode too, where batch-norm statistics span all T samples)."""
+    model.train(training)
+    x = torch.rand(2, 1, 64, 64)
+    t = torch.tensor([0, 2])
+    with torch.no_grad():
+        feats = model.encode(x)
+        torch.manual_seed(7)
+        shared = model.mc_decoder1(feats, t, samples=3)
+        torch.manual_seed(7)
+        full = model.decode([f.repeat(3, 1, 1, 1) for f in feats], t.repeat(3), 1, mc=True)
+    full = torch.sigmoid(full).view(3, 2, 1, 64, 64)
+    assert shared.var(0).max() > 0
+    torch.testing.assert_close(shared, full, atol=1e-5, rtol=1e-4)
+
+
 def test_unknown_model_lists_names():
     with pytest.raises(KeyError, match="propl"):
         build_model("nope", tasks=TASKS)

@@ -38,9 +38,10 @@ def inference_candidates(
 ) -> dict[str, Callable[[], Any]]:
     """Callables that each segment one ``frame_size``² frame, end to end from a numpy array.
 
-    ``propl<S>_<mode>``: the network at input size S with uncertainty mode (mc: T=4).
+    ``propl<S>_<mode>``: the network at input size S with uncertainty mode (mc: T=4);
+    ``shipped_mc``: the model inside the package, at its own input size, as users run it.
     """
-    from ..inference import Predictor
+    from ..inference import Predictor, default_model_path
 
     frame = (np.random.default_rng(0).random((frame_size, frame_size)) * 255).astype(np.uint8)
     out: dict[str, Callable[[], Any]] = {}
@@ -52,6 +53,10 @@ def inference_candidates(
             if only in (None, f"propl{size}_{mode}"):
                 pred = Predictor(model, device="cpu", uncertainty=mode, mc_samples=4)
                 out[f"propl{size}_{mode}"] = partial(pred.predict, frame, TASKS[0])
+    shipped = default_model_path()
+    if shipped is not None and only in (None, "shipped_mc"):
+        pred = Predictor.from_checkpoint(shipped, device="cpu", uncertainty="mc", mc_samples=4)
+        out["shipped_mc"] = partial(pred.predict, frame, pred.tasks[0])
     if only not in (None, "unet"):
         return out
     unet = UNet().eval()
@@ -202,6 +207,7 @@ def run_speed_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "train_speedup_propl": round(trn["propl_propl"] / trn["unet"], 2),
         },
         "channels_last_train_speedup": round(trn["propl_propl"] / trn["propl_propl_nchw"], 2),
+        "shipped_model": shipped_model_summary(inf),
         "peak_mem_mb": mem,
         "repeats": args.repeats,
         "command": f"propl benchmark speed --repeats {args.repeats}",
@@ -211,6 +217,18 @@ def run_speed_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     atomic_write_bytes(results / "speed.md", speed_markdown(result).encode())
     print(speed_markdown(result))
     return result
+
+
+def shipped_model_summary(inf: dict[str, float]) -> dict[str, Any] | None:
+    """The shipped model's input size and MC inference time (None when the build has none)."""
+    from ..checkpoint import read_config
+    from ..inference import default_model_path
+
+    shipped = default_model_path()
+    if shipped is None or "shipped_mc" not in inf:
+        return None
+    size = int(read_config(shipped)["input_size"])
+    return {"input_size": size, "infer_ms_256_mc": round(inf["shipped_mc"], 1)}
 
 
 def speed_markdown(r: dict[str, Any]) -> str:
@@ -224,6 +242,12 @@ def speed_markdown(r: dict[str, Any]) -> str:
     unet = r["infer_ms"]["unet"]
     for k, v in r["infer_ms"].items():
         lines.append(f"| {k} | {v} | {unet / v:.2f}× |")
+    if r.get("shipped_model"):
+        lines += [
+            "",
+            f"shipped_mc: the shipped model, at its input size "
+            f"{r['shipped_model']['input_size']}², MC dropout T = 4.",
+        ]
     lines += ["", "| training at 224² (batch 8) | img/s | vs U-Net |", "|---|---|---|"]
     u = r["train_img_per_s"]["unet"]
     for k, v in r["train_img_per_s"].items():

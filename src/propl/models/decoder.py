@@ -110,7 +110,14 @@ def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3) -> nn.Sequential:
 
 
 class UpFuse(nn.Module):
-    """Upsample ×2 and fuse the encoder skip feature (concatenation, 3×3 conv)."""
+    """Upsample ×2 and fuse the encoder skip feature (concatenation, 3×3 conv).
+
+    ``x`` may hold T stochastic samples of the same images (batch T·B) while ``skip`` holds the
+    B images once (MC dropout: only the deepest feature is dropped, so every sample shares the
+    skips). The convolution over the concatenation is then split, ``W·[x; s] = W_x·x + W_s·s``,
+    and the skip's half is computed once for all T samples instead of T times: the same
+    numbers (up to float rounding) for less work and no T-fold copy of the skips.
+    """
 
     def __init__(self, c_in: int, c_skip: int, c_out: int) -> None:
         super().__init__()
@@ -118,7 +125,17 @@ class UpFuse(nn.Module):
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.fuse(torch.cat([x, skip], 1))
+        if x.shape[0] == skip.shape[0]:
+            return self.fuse(torch.cat([x, skip], 1))
+        b = skip.shape[0]
+        if x.shape[0] % b:
+            raise ValueError(f"x batch {x.shape[0]} is not a multiple of skip batch {b}")
+        conv: nn.Conv2d = self.fuse[0]  # type: ignore[assignment]
+        c_x, pad = x.shape[1], conv.padding
+        y = F.conv2d(x, conv.weight[:, :c_x], conv.bias, padding=pad)
+        s = F.conv2d(skip, conv.weight[:, c_x:], None, padding=pad)
+        y = (y.unflatten(0, (-1, b)) + s).flatten(0, 1)
+        return self.fuse[2](self.fuse[1](y))
 
 
 class PromptedDecoder(nn.Module):
@@ -155,8 +172,9 @@ class PromptedDecoder(nn.Module):
         """Decode encoder features to logits at 1/4 of the input resolution.
 
         Args:
-            features: ``[(B, s4, H/4, W/4), ..., (B, s32, H/32, W/32)]``.
-            prompt: ``(B, L, D)`` the task prompt tokens of each image.
+            features: ``[(B, s4, H/4, W/4), ..., (B, s32, H/32, W/32)]``; the deepest may
+                hold T samples of each image (batch T·B) sharing the other three (batch B).
+            prompt: ``(B, L, D)`` the task prompt tokens of each image (batch of the deepest).
             mc: keep dropout active even in eval mode (Monte-Carlo dropout).
 
         Returns:

@@ -56,8 +56,8 @@ class MBConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = x
         if self.has_expand:
-            h = F.relu6(self._bn0(self._expand_conv(h)))
-        h = F.relu6(self._bn1(self._depthwise_conv(h)))
+            h = F.relu6(self._bn0(self._expand_conv(h)), inplace=True)
+        h = F.relu6(self._bn1(self._depthwise_conv(h)), inplace=True)
         h = self._bn2(self._project_conv(h))
         return h + x if self.residual else h
 
@@ -92,7 +92,7 @@ class EfficientNetLite0(nn.Module):
         Returns:
             ``[(B, 24, H/4, W/4), (B, 40, H/8, W/8), (B, 112, H/16, W/16), (B, 320, H/32, W/32)]``
         """
-        h = F.relu6(self._bn0(self._conv_stem(x)))
+        h = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         features = []
         for i, block in enumerate(self._blocks):
             h = block(h)

@@ -172,11 +172,13 @@ class ProPLNet(nn.Module):
     ) -> Tensor:
         """``samples`` dropout passes of decoder 1 in one batched call → ``(T, B, 1, H, W)`` probs.
 
-        The encoder runs once; its features are repeated T times along the batch. ``size``
-        defaults to the input size; pass the 1/4-scale size to get the decoder's native maps.
+        The encoder runs once. Dropout acts on the deepest feature only, so only that one is
+        repeated T times along the batch; the decoder computes the skips' share once for all T
+        samples (see :class:`~propl.models.decoder.UpFuse`). ``size`` defaults to the input
+        size; pass the 1/4-scale size to get the decoder's native maps.
         """
         b = task_ids.shape[0]
-        rep = [f.repeat(samples, 1, 1, 1) for f in features]
+        rep = [*features[:-1], features[-1].repeat(samples, 1, 1, 1)]
         logits = self.decode(rep, task_ids.repeat(samples), 1, mc=True, size=size)
         return torch.sigmoid(logits).view(samples, b, *logits.shape[1:])
 
