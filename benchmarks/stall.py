@@ -53,9 +53,23 @@ def heartbeat(qt_app, finished, worst: int = 0) -> dict[str, Any]:
     """Run the event loop until ``finished()`` (and at least 0.2 s), beating every 10 ms.
 
     ``worst``: also list that many of the longest gaps as ``[seconds from the start, stall
-    in ms]``, to see what the event loop was doing then."""
+    in ms]``, to see what the event loop was doing then. Python's garbage collections in this
+    process are timed too: ``max_gc_ms`` is the longest, ``full_gcs`` counts generation-2
+    ones (a full collection holds the GUI thread for as long as it runs)."""
+    import gc
+
     from qtpy.QtCore import QTimer
 
+    collections: list[tuple[int, float]] = []
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            collections.append((info["generation"], (time.perf_counter() - started[0]) * 1e3))
+
+    gc.callbacks.append(on_gc)
     beats: list[float] = []
     timer = QTimer()
     timer.setInterval(10)
@@ -69,12 +83,15 @@ def heartbeat(qt_app, finished, worst: int = 0) -> dict[str, Any]:
         qt_app.processEvents()
         time.sleep(0.002)
     timer.stop()
+    gc.callbacks.remove(on_gc)
     gaps = np.diff(beats) * 1000.0
     result: dict[str, Any] = {
         "seconds": round(time.perf_counter() - t0, 2),
         "max_stall_ms": round(float(gaps.max()) - 10.0, 1),
         "p99_gap_ms": round(float(np.percentile(gaps, 99)), 1),
         "beats": len(beats),
+        "max_gc_ms": round(max((ms for _, ms in collections), default=0.0), 1),
+        "full_gcs": sum(1 for gen, _ in collections if gen == 2),
     }
     if worst:
         top = np.argsort(gaps)[::-1][:worst]

@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._gc import CollectorHold
 from ._session import Session, SessionMember
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ class RetrainWidget(SessionMember, QWidget):
         self._repredict_worker: Any = None
         self._promoted: str | None = None  # the promoted version whose re-prediction runs
         self._repredict_note = ""  # what the status says before the re-prediction count
+        self._collector = CollectorHold()  # held from the start of a round until it settles
         self.events: list[dict[str, Any]] = []  # every JSON event of the last run (tests)
 
         self.model_label = QLabel("no project open")
@@ -243,6 +245,7 @@ class RetrainWidget(SessionMember, QWidget):
         return self.running or self._repredict_worker is not None
 
     def _settled(self, outcome: str, version: str | None, promoted: bool = False) -> None:
+        self._collector.release()
         self.round_settled.emit(
             {
                 "outcome": outcome,
@@ -282,6 +285,7 @@ class RetrainWidget(SessionMember, QWidget):
         cmd = self.command()
         process.start(cmd[0], cmd[1:])
         self.process = process
+        self._collector.hold()  # no long full collections while training takes the CPU
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         return process
@@ -505,6 +509,7 @@ class RetrainWidget(SessionMember, QWidget):
             self.start()
 
     def _on_closing(self) -> None:
+        self._collector.release()
         if self.process is not None:
             self.process.kill()
             self.process.waitForFinished(5000)

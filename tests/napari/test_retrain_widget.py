@@ -3,6 +3,7 @@ the review queue re-ordering, cancel, automatic retraining, rollback and a new t
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,7 @@ def test_retrain_promotes_repredicts_and_reorders_the_queue(
     retrain.event_received.connect(received.append)
     retrain.start()
     assert retrain.running and not retrain.run_button.isEnabled()
+    assert gc.get_freeze_count() > 0  # no long full collections while it trains
     # the GUI keeps working meanwhile: the annotator can accept a scan while it trains
     review.load(queue_before[0])
     qtbot.waitUntil(lambda: review.scan_id == queue_before[0], timeout=30_000)
@@ -126,6 +128,7 @@ def test_retrain_promotes_repredicts_and_reorders_the_queue(
     # the round is settled once, after the re-prediction
     qtbot.waitUntil(lambda: bool(settled), timeout=120_000)
     assert not retrain.busy
+    assert gc.get_freeze_count() == 0  # the collector has every object back
     unreviewed = [q.scan_id for q in project.queue(TASK)]
     assert {project.prediction(s, TASK).model_version for s in unreviewed} == {"v0002"}
     assert settled == [
@@ -184,6 +187,7 @@ def test_cancel_auto_retrain_and_new_task(make_napari_viewer, qtbot, tmp_path, m
     assert not retrain.running
     assert "cancelled" in retrain.status_label.text()
     assert settled.args[0]["outcome"] == "cancelled" and not settled.args[0]["promoted"]
+    assert gc.get_freeze_count() == 0
     assert [v.name for v in project.versions()] == ["v0001"]
     assert project.current_version().name == "v0001"
     for sid, r in before.items():
