@@ -1,6 +1,7 @@
 # Developer entry points. Nothing needs an activated venv: every tool runs from $(VENV).
 #   make env        create .venv and install the package editable with the dev extras
-#   make test       import contract, manifest check, fast tests (what CI runs)
+#   make test       import contract, manifest check, fast tests (what CI runs); installs
+#                   Xvfb and Qt's libraries first when missing (.ci/system-deps)
 #   make test-slow  tests that need the real us-universal data or long runs
 #   make lint       ruff check + format check + mypy on the core
 #   make demo       napari + sample echo cine segmented (headless: files in demo-output/)
@@ -36,6 +37,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt | $(PY)
 	touch $@
 
 test: env
+	bash .ci/system-deps test
 	$(BIN)/lint-imports --no-cache
 	$(PY) -m npe2 validate napari_propl
 	$(PY) -m pytest -m "not slow"
@@ -50,6 +52,7 @@ lint: env
 
 # napari with the sample echo cine segmented; without a display: masks + overlay PNG files
 demo: env
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then bash .ci/system-deps gui; fi
 	$(PY) -m napari_propl.demo
 
 clean:

@@ -45,7 +45,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     has_display = any(os.environ.get(var) for var in ("DISPLAY", "WAYLAND_DISPLAY"))
     if needs_display and not has_display and os.environ.get("QT_QPA_PLATFORM") is None:
         pytest.fail(
-            "no X display for a Qt test: install Xvfb (see .ci/run for the Debian packages); "
+            "no X display for a Qt test: install Xvfb "
+            "(`bash .ci/system-deps test` on Debian/Ubuntu); "
             "pytest-xvfb then starts it",
             pytrace=False,
         )
