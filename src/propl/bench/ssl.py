@@ -182,33 +182,93 @@ def run_ssl_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
+def run_name(run: dict[str, Any]) -> str:
+    """``propl (weighted, strong)``: the method and its non-default ProPL options."""
+    parts = [
+        p for p in (run.get("pseudo_label"), run.get("view")) if p not in (None, "uplc", "weak")
+    ]
+    return run["method"] + (f" ({', '.join(parts)})" if parts else "")
+
+
+def seed_summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method and label fraction run with two seeds or more: mean mDice over the seeds and
+    the paired difference to supervised training on the same labels and seeds (the seed draws
+    the labelled subset, so only same-seed differences compare like with like)."""
+    groups: dict[tuple[str, str], dict[int, float]] = {}
+    for r in runs:
+        groups.setdefault((run_name(r), r["labelled"]), {})[r["seed"]] = r["mdice"]
+    rows = []
+    for (name, lab), by_seed in groups.items():
+        if len(by_seed) < 2:
+            continue
+        base = groups.get(("supervised", lab), {})
+        diffs = [v - base[s] for s, v in sorted(by_seed.items()) if s in base]
+        rows.append(
+            {
+                "method": name,
+                "labelled": lab,
+                "seeds": sorted(by_seed),
+                "mdice_mean": sum(by_seed.values()) / len(by_seed),
+                "mdice_min": min(by_seed.values()),
+                "mdice_max": max(by_seed.values()),
+                "vs_supervised": diffs if name != "supervised" and len(diffs) >= 2 else None,
+            }
+        )
+    return rows
+
+
 def ssl_markdown(doc: dict[str, Any]) -> str:
-    """The results as a markdown table: one row per run, Dice per task and mDice."""
+    """The results as a markdown table: one row per run, Dice per task and mDice; then, where
+    a method ran with several seeds, its mean and its paired difference to supervised."""
     tasks = doc.get("tasks", [])
-    head = "| method | labels | " + " | ".join(tasks) + " | mDice | mIoU | mHD95 (px) | val mDice |"
+    head = (
+        "| method | labels | seed | "
+        + " | ".join(tasks)
+        + " | mDice | mIoU | mHD95 (px) | val mDice |"
+    )
     lines = [
         f"Profile `{doc['profile']}` on {doc.get('device')}, seed(s) "
         f"{sorted({r['seed'] for r in doc['runs']})}; Dice % on the test split.",
         "",
         head,
-        "|" + "---|" * (len(tasks) + 6),
+        "|" + "---|" * (len(tasks) + 7),
     ]
     order = {m: i for i, m in enumerate(METHODS)}
     runs = sorted(
         doc["runs"],
-        key=lambda r: (r["labelled"] == "all", r["labelled"], order.get(r["method"], 99)),
+        key=lambda r: (
+            r["labelled"] == "all",
+            r["labelled"],
+            order.get(r["method"], 99),
+            run_name(r),
+            r["seed"],
+        ),
     )
     for r in runs:
-        parts = [
-            p for p in (r.get("pseudo_label"), r.get("view")) if p not in (None, "uplc", "weak")
-        ]
-        name = r["method"] + (f" ({', '.join(parts)})" if parts else "")
         cells = [f"{r['per_task'].get(t, {}).get('dice', float('nan')):.1f}" for t in tasks]
         hd = [v["hd95"] for v in r["per_task"].values() if v.get("hd95") is not None]
         mhd = f"{sum(hd) / len(hd):.1f}" if hd else "–"
         lines.append(
-            f"| {name} | {r['labelled']} | "
+            f"| {run_name(r)} | {r['labelled']} | {r['seed']} | "
             + " | ".join(cells)
             + f" | **{r['mdice']:.2f}** | {r['miou']:.2f} | {mhd} | {r['val_mdice']:.2f} |"
         )
+    summary = seed_summary(runs)
+    if summary:
+        lines += [
+            "",
+            "Over seeds (each seed draws its own labelled subset and initialisation): mean mDice,"
+            " range, and the difference to supervised training on the same labels and seed.",
+            "",
+            "| method | labels | seeds | mean mDice | min – max | vs supervised, mean (per seed) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in summary:
+            d = row["vs_supervised"]
+            vs = f"{sum(d) / len(d):+.2f} ({', '.join(f'{x:+.2f}' for x in d)})" if d else "–"
+            lines.append(
+                f"| {row['method']} | {row['labelled']} | {', '.join(map(str, row['seeds']))} | "
+                f"**{row['mdice_mean']:.2f}** | {row['mdice_min']:.2f} – {row['mdice_max']:.2f} "
+                f"| {vs} |"
+            )
     return "\n".join(lines) + "\n"
