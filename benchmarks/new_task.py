@@ -9,7 +9,7 @@ never saw it. The script runs four real ``propl`` commands (each is printed and 
 
 1. ``propl train --data DATA --tasks <the other four> --method full ...``: a leave-one-task-out
    universal model, like the shipped one but shorter (``--base-steps``), in ``runs/loto-TASK``
-   (git-ignored; skipped when it is already there). About 25 minutes on a 2-core CPU.
+   (git-ignored; skipped when it is already there). About a quarter of an hour on a 2-core CPU.
 2. ``propl evaluate`` of that model on the other tasks' test split: before.
 3. ``propl train --data DATA --tasks TASK --labelled 10 --init runs/loto-TASK/best ...``: the
    new task gains a prompt token; its 10 labelled train scans are the labelled set and the rest
