@@ -206,7 +206,7 @@ class RetrainWidget(SessionMember, QWidget):
         session.project_changed.connect(self.refresh)
         session.model_changed.connect(self.refresh)
         session.review_saved.connect(self._on_review_saved)
-        session.closing.connect(self._on_closing)
+        session.closed.connect(self._on_closed)
         self.refresh()
 
     def refresh(self) -> None:
@@ -508,7 +508,7 @@ class RetrainWidget(SessionMember, QWidget):
             self.status_label.setText(f"{self._since_training} new reviews: retraining")
             self.start()
 
-    def _on_closing(self) -> None:
+    def _on_closed(self) -> None:
         self._collector.release()
         if self.process is not None:
             self.process.kill()

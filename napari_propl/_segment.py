@@ -114,7 +114,7 @@ class SegmentWidget(SessionMember, QWidget):
         self.join_session_when_docked()
 
     def _connect_session(self, session: Session) -> None:
-        session.closing.connect(self.cancel)  # the worker stops at its next chunk of frames
+        session.closed.connect(self.cancel)  # the worker stops at its next chunk of frames
         session.model_changed.connect(self._follow_project_model)
         session.task_changed.connect(self._follow_task)
         self._follow_project_model()

@@ -33,7 +33,8 @@ class Session(QObject):
     model_changed = Signal()  # the project's current model version changed (promotion, rollback)
     tasks_changed = Signal()  # a task was added to the project
     task_changed = Signal(str)  # the task being reviewed changed: the Segment widget follows
-    closing = Signal()  # the window is closing: save what is pending now
+    closing = Signal()  # the window was asked to close: save what is pending now
+    closed = Signal()  # napari accepted the close: stop long work (the project closes next)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -46,21 +47,27 @@ class Session(QObject):
         self._predictor_key: tuple[str, str, str] | None = None
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
-        """When the window closes: widgets finish their saves and stop their long workers;
-        the workers still reading the project finish; then the project (and its writer
-        lock) is closed, so the next viewer, here or elsewhere, can open it.
+        """When the window is asked to close, widgets save what is pending. napari may then
+        refuse the close (its confirm dialog, cancelled): everything stays open. Once napari
+        has accepted it, widgets stop their long work, the workers still reading the project
+        finish, and the project (and its writer lock) is closed, so the next viewer, here or
+        elsewhere, can open it.
 
         Waiting here matters: a worker still inside a zarr read when Python exits waits
         forever for zarr's event loop, which has stopped by then, while Qt waits for the
         worker: napari would hang on quitting."""
-        if obj is self.parent() and event.type() == QEvent.Type.Close:
-            self.closing.emit()
+        if obj is not self.parent() or event.type() != QEvent.Type.Close:
+            return False
+        self.closing.emit()
+        obj.event(event)  # napari's own close handling, now, to learn whether it refuses
+        if event.isAccepted():
+            self.closed.emit()
             if not QThreadPool.globalInstance().waitForDone(WORKERS_WAIT_MS):
                 log.warning(
                     "a worker still runs %d s after the window closed", WORKERS_WAIT_MS // 1000
                 )
             self.close_project()
-        return False
+        return True  # delivered above; Qt reads the verdict off the event
 
     # -- project -------------------------------------------------------------------------
 

@@ -339,6 +339,50 @@ def test_closing_napari_saves_pending_edits_and_releases_the_project(
         assert saved.mask[1, 20, 25] == 1 and saved.edited_pixels > 0
 
 
+def test_a_refused_close_keeps_the_project_open_and_saving(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+) -> None:
+    """napari may refuse to close (its confirm dialog, cancelled): the pending edit is saved
+    all the same, the project stays open, and later edits are saved too. Only a close napari
+    accepts closes the project."""
+    from napari._qt.qt_main_window import _QtMainWindow
+
+    path = tmp_path / "study.zarr"
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 40, 50), np.uint8), name="still")
+    review = dock(viewer, "Review (ProPL)")
+    session = review.session
+    review.open_project(path, create=True)
+    review.task_combo.setCurrentText(TASK)
+    review.add_open_images()
+    qtbot.waitUntil(lambda: review.queue_list.count() == 1, timeout=30_000)
+    [scan_id] = review.queue_ids()
+    review.load(scan_id)
+    qtbot.waitUntil(lambda: review.scan_id == scan_id, timeout=30_000)
+    closed: list[bool] = []
+    session.closed.connect(lambda: closed.append(True))
+
+    review.labels_layer.paint((1, 20, 25), 1)
+    # napari's closeEvent as when its confirm dialog is cancelled
+    monkeypatch.setattr(_QtMainWindow, "closeEvent", lambda self, event: event.ignore())
+    assert viewer.window._qt_window.close() is False
+    assert not closed  # the Segment and Retrain widgets' long work goes on
+    assert session.project is not None and session.project.review(scan_id, TASK) is not None
+
+    review.labels_layer.paint((1, 30, 30), 1)  # the annotator goes on
+    review.wait_saved()
+    qtbot.waitUntil(lambda: not review._autosave_timer.isActive(), timeout=10_000)
+    review.wait_saved()
+    assert session.project.review(scan_id, TASK).mask[1, 30, 30] == 1
+
+    monkeypatch.undo()
+    viewer.close()
+    assert closed == [True] and session.project is None
+    with Project.open(path) as project:  # the writer lock went with the window
+        saved = project.review(scan_id, TASK)
+        assert saved.mask[1, 20, 25] == 1 and saved.mask[1, 30, 30] == 1
+
+
 def test_closing_the_window_lets_a_read_in_flight_finish_first(
     make_napari_viewer, tmp_path, monkeypatch
 ) -> None:
