@@ -314,12 +314,8 @@ def test_demo_viewer_opens_the_sample_and_segments_it(
     assert seg.device_label.text() == "device: cpu"
 
 
-def test_closing_napari_saves_pending_edits_and_releases_the_project(
-    make_napari_viewer, qtbot, tmp_path
-) -> None:
-    """A brush stroke still waiting for its autosave is stored when the window closes, and
-    the writer lock goes with the window (a new viewer in the same process can open it)."""
-    path = tmp_path / "study.zarr"
+def review_one_scan(make_napari_viewer, qtbot, path: Path):
+    """A viewer with a new project at ``path`` holding one two-frame still, open for review."""
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((2, 40, 50), np.uint8), name="still")
     review = dock(viewer, "Review (ProPL)")
@@ -330,6 +326,16 @@ def test_closing_napari_saves_pending_edits_and_releases_the_project(
     [scan_id] = review.queue_ids()
     review.load(scan_id)
     qtbot.waitUntil(lambda: review.scan_id == scan_id, timeout=30_000)
+    return viewer, review, scan_id
+
+
+def test_closing_napari_saves_pending_edits_and_releases_the_project(
+    make_napari_viewer, qtbot, tmp_path
+) -> None:
+    """A brush stroke still waiting for its autosave is stored when the window closes, and
+    the writer lock goes with the window (a new viewer in the same process can open it)."""
+    path = tmp_path / "study.zarr"
+    viewer, review, scan_id = review_one_scan(make_napari_viewer, qtbot, path)
     review.labels_layer.paint((1, 20, 25), 1)
     assert review._autosave_timer.isActive()  # not saved yet: the autosave waits 0.8 s
     viewer.close()
@@ -348,17 +354,8 @@ def test_a_refused_close_keeps_the_project_open_and_saving(
     from napari._qt.qt_main_window import _QtMainWindow
 
     path = tmp_path / "study.zarr"
-    viewer = make_napari_viewer()
-    viewer.add_image(np.zeros((2, 40, 50), np.uint8), name="still")
-    review = dock(viewer, "Review (ProPL)")
+    viewer, review, scan_id = review_one_scan(make_napari_viewer, qtbot, path)
     session = review.session
-    review.open_project(path, create=True)
-    review.task_combo.setCurrentText(TASK)
-    review.add_open_images()
-    qtbot.waitUntil(lambda: review.queue_list.count() == 1, timeout=30_000)
-    [scan_id] = review.queue_ids()
-    review.load(scan_id)
-    qtbot.waitUntil(lambda: review.scan_id == scan_id, timeout=30_000)
     closed: list[bool] = []
     session.closed.connect(lambda: closed.append(True))
 
