@@ -82,7 +82,7 @@ def wait_queue(qtbot, review) -> None:
     qtbot.waitUntil(lambda: not review.queue_pending, timeout=30_000)
 
 
-def wait_repredicted(qtbot, retrain, review, timeout: int) -> None:
+def wait_repredicted(qtbot, retrain, review, timeout: int = SLOW_MS) -> None:
     """Re-prediction (a worker) is done and the re-ordered queue is listed."""
     qtbot.waitUntil(lambda: not retrain.busy, timeout=timeout)
     wait_queue(qtbot, review)
@@ -142,7 +142,7 @@ def test_retrain_promotes_repredicts_and_reorders_the_queue(
             "status": retrain.status_label.text(),
         }
     ]
-    wait_repredicted(qtbot, retrain, review, timeout=SLOW_MS)
+    wait_repredicted(qtbot, retrain, review)
     confidences = [project.prediction_confidence(s, TASK) for s in review.queue_ids()]
     assert confidences == sorted(confidences)
     assert "re-ordered" in retrain.status_label.text()
@@ -162,11 +162,11 @@ def test_retrain_promotes_repredicts_and_reorders_the_queue(
     retrain.use_button.click()
     assert project.current_version().name == "v0001"
     assert seg.model_edit.text().endswith("v0001")
-    wait_repredicted(qtbot, retrain, review, timeout=SLOW_MS)
+    wait_repredicted(qtbot, retrain, review)
     retrain.shipped_button.click()
     assert project.current_version() is None
     assert "weights" in seg.model_edit.text() and "p.zarr" not in seg.model_edit.text()
-    wait_repredicted(qtbot, retrain, review, timeout=SLOW_MS)
+    wait_repredicted(qtbot, retrain, review)
 
 
 def test_cancel_auto_retrain_and_new_task(make_napari_viewer, qtbot, tmp_path, monkeypatch):
@@ -260,7 +260,7 @@ def test_add_a_model_makes_it_current_and_a_bad_folder_is_named(
     assert seg.model_edit.text().endswith("v0002")  # the next segmentation uses it
     assert [seg.task_combo.itemText(i) for i in range(seg.task_combo.count())] == ["dark_blob"]
     assert str(lab.resolve()) in project.model_history()[-1]["reason"]
-    wait_repredicted(qtbot, retrain, review, timeout=SLOW_MS)
+    wait_repredicted(qtbot, retrain, review)
     unreviewed = [q.scan_id for q in project.queue(TASK)]
     assert {project.prediction(s, TASK).model_version for s in unreviewed} == {"v0002"}
 
@@ -283,7 +283,7 @@ def test_a_new_task_learnt_from_its_first_corrections_gets_its_queue_predicted(
     save_checkpoint(model, lab)
     retrain.add_model(str(lab))
     qtbot.waitUntil(lambda: retrain._import_worker is None, timeout=60_000)
-    wait_repredicted(qtbot, retrain, review, timeout=60_000)
+    wait_repredicted(qtbot, retrain, review)
     assert project.current_version().name == "v0001"
     unreviewed = review.queue_ids()
     assert len(unreviewed) == 6
@@ -296,7 +296,7 @@ def test_a_new_task_learnt_from_its_first_corrections_gets_its_queue_predicted(
     assert version["outcome"] == "better" and version["baseline"] == "v0001", version
     assert project.current_version().name == "v0002"
     assert "dark_blob" in [seg.task_combo.itemText(i) for i in range(seg.task_combo.count())]
-    wait_repredicted(qtbot, retrain, review, timeout=SLOW_MS)
+    wait_repredicted(qtbot, retrain, review)
     assert {project.prediction(s, TASK).model_version for s in unreviewed} == {"v0002"}
     assert "6 scans re-predicted" in retrain.status_label.text()
     confidences = [project.prediction_confidence(s, TASK) for s in review.queue_ids()]

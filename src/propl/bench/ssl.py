@@ -109,10 +109,14 @@ def run_one(
     }
 
 
+def _variant_parts(pseudo_label: str | None, view: str | None) -> list[str]:
+    """The ProPL options that differ from the paper's (none for the other methods)."""
+    return [p for p in (pseudo_label, view) if p not in (None, "uplc", "weak")]
+
+
 def variant_name(opts: MethodOptions) -> str:
     """Run-folder suffix of a non-default ProPL variant ("" for the paper's settings)."""
-    parts = [p for p in (opts.pseudo_label, opts.view) if p not in ("uplc", "weak")]
-    return "".join(f"-{p}" for p in parts)
+    return "".join(f"-{p}" for p in _variant_parts(opts.pseudo_label, opts.view))
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -184,9 +188,7 @@ def run_ssl_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_name(run: dict[str, Any]) -> str:
     """``propl (weighted, strong)``: the method and its non-default ProPL options."""
-    parts = [
-        p for p in (run.get("pseudo_label"), run.get("view")) if p not in (None, "uplc", "weak")
-    ]
+    parts = _variant_parts(run.get("pseudo_label"), run.get("view"))
     return run["method"] + (f" ({', '.join(parts)})" if parts else "")
 
 
