@@ -18,7 +18,7 @@ class CLIError(Exception):
 
 
 def _add_propl_options(p: argparse.ArgumentParser) -> None:
-    """ProPL's variants: --pseudo-label and --view (other methods ignore them)."""
+    """ProPL's variants: --pseudo-label, --view and --teacher (other methods ignore them)."""
     p.add_argument(
         "--pseudo-label",
         default="uplc",
@@ -31,6 +31,13 @@ def _add_propl_options(p: argparse.ArgumentParser) -> None:
         choices=["weak", "strong"],
         help="ProPL: decoder 2 learns the pseudo-labels on the weak view (paper) or on a "
         "photometric + CutMix view",
+    )
+    p.add_argument(
+        "--teacher",
+        default="self",
+        choices=["self", "ema"],
+        help="ProPL: pseudo-labels from the model's own decoder 1 (paper) or from decoder 1 of "
+        "an exponential moving average of the model",
     )
 
 

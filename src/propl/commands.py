@@ -64,7 +64,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.out is None:
         raise ValueError("propl train --data needs --out (the run directory)")
     from .inference import resolve_model
-    from .train.methods import MethodOptions
+    from .train.methods import method_options
     from .train.recipe import init_model, prepare_data
     from .train.trainer import TrainConfig, Trainer
 
@@ -98,7 +98,7 @@ def run_train(args: argparse.Namespace) -> int:
         freeze_encoder=bool(args.freeze_encoder),
         anchor=args.anchor or 0.0,
         freeze_norm_stats=init is not None,  # incremental: keep the checkpoint's statistics
-        options=MethodOptions(pseudo_label=args.pseudo_label, view=args.view),
+        options=method_options(args),
     )
     trainer = Trainer(model, config, data.labelled, data.unlabelled, data.val, args.out)
     bar = (
@@ -131,7 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _retrain_project(args: argparse.Namespace) -> int:
-    from .train.methods import MethodOptions
+    from .train.methods import method_options
     from .train.project import RetrainConfig, promote_if_better, retrain
 
     if args.method == "full":
@@ -155,7 +155,7 @@ def _retrain_project(args: argparse.Namespace) -> int:
         device=args.device,
         eval_every=args.eval_every or defaults.eval_every,
         tasks=tuple(args.tasks) if args.tasks else None,
-        options=MethodOptions(pseudo_label=args.pseudo_label, view=args.view),
+        options=method_options(args),
     )
     # Take the writer lock first (unless the caller holds it and promotes): a second writer
     # is refused before any training time is spent.

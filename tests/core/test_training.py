@@ -75,7 +75,8 @@ def test_method_lowers_loss(method, data):
     [("uplc", "weak"), ("weighted", "weak"), ("agreement", "weak"), ("hermes", "weak")]
     + [("uplc", "strong"), ("weighted", "strong")],
 )
-def test_propl_pseudo_label_modes_train(mode, view, data):
+@pytest.mark.parametrize("teacher", ["self", "ema"])
+def test_propl_pseudo_label_modes_train(mode, view, teacher, data):
     lab, unlab, _ = data
     cfg = TrainConfig(
         method="propl",
@@ -84,7 +85,7 @@ def test_propl_pseudo_label_modes_train(mode, view, data):
         unlabelled_batch_size=2,
         eval_every=100,
         device="cpu",
-        options=MethodOptions(pseudo_label=mode, view=view),
+        options=MethodOptions(pseudo_label=mode, view=view, teacher=teacher),
     )
     events = list(Trainer(new_model(), cfg, lab, unlab).run())
     steps = [e for e in events if e.kind == "step"]
@@ -104,17 +105,60 @@ def test_bad_config_rejected():
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="view"):
         TrainConfig(options=MethodOptions(view="sideways"))
+    with pytest.raises(ValueError, match="teacher"):
+        TrainConfig(options=MethodOptions(teacher="oracle"))
 
 
-def test_stop_then_resume_equals_uninterrupted(data, tmp_path):
+def test_propl_ema_teacher_makes_the_pseudo_labels_and_trails_the_student(data, monkeypatch):
+    lab, unlab, _ = data
+    cfg = TrainConfig(
+        method="propl",
+        steps=5,
+        batch_size=2,
+        unlabelled_batch_size=2,
+        lr=3e-3,
+        eval_every=100,
+        device="cpu",
+        options=MethodOptions(teacher="ema", ema_decay=0.5),
+    )
+    model = new_model()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model, cfg, lab, unlab)
+    teacher = trainer.method.teacher
+    assert teacher is not None and not any(p.requires_grad for p in teacher.parameters())
+    calls = {"teacher": 0, "student": 0}
+    for who, net in (("teacher", teacher), ("student", model)):
+        original = net.mc_decoder1
+
+        def counting(*a, _who=who, _original=original, **kw):
+            calls[_who] += 1
+            return _original(*a, **kw)
+
+        monkeypatch.setattr(net, "mc_decoder1", counting)
+    list(trainer.run())
+    assert calls == {"teacher": 5, "student": 0}  # the EMA copy's decoder 1, every step
+
+    def distance(a: dict, b: dict) -> float:
+        return sum(float((a[k].float() - b[k].float()).norm()) for k, _ in model.named_parameters())
+
+    student, ema = model.state_dict(), teacher.state_dict()
+    assert 0 < distance(ema, student) < distance(start, student)  # between start and student
+
+
+@pytest.mark.parametrize(
+    "method,options",
+    [("mean-teacher", MethodOptions()), ("propl", MethodOptions(teacher="ema"))],
+)
+def test_stop_then_resume_equals_uninterrupted(method, options, data, tmp_path):
     lab, unlab, val = data
     cfg = TrainConfig(
-        method="mean-teacher",
+        method=method,
         steps=6,
         batch_size=2,
         unlabelled_batch_size=2,
         eval_every=100,
         device="cpu",
+        options=options,
     )
     straight = new_model()
     list(Trainer(straight, cfg, lab, unlab, val, tmp_path / "a").run())

@@ -25,7 +25,7 @@ from ..device import select_device
 from ..evaluate import evaluate_folder
 from ..inference import Predictor
 from ..results import write_json
-from ..train.methods import MethodOptions
+from ..train.methods import MethodOptions, method_options
 from ..train.recipe import init_model, prepare_data
 from ..train.trainer import TrainConfig, Trainer
 
@@ -104,19 +104,40 @@ def run_one(
         "img_per_s": round(rate, 2),
         "ece": scores["ece"],
         "uncertainty_auroc": scores["uncertainty_auroc"],
-        "pseudo_label": (options or MethodOptions()).pseudo_label if method == "propl" else None,
-        "view": (options or MethodOptions()).view if method == "propl" else None,
+        **variant_of(method, options or MethodOptions()),
     }
 
 
-def _variant_parts(pseudo_label: str | None, view: str | None) -> list[str]:
+VARIANT_FIELDS = {"pseudo_label": "uplc", "view": "weak", "teacher": "self"}
+"""ProPL's options recorded with each run, and the paper's setting of each."""
+
+
+def variant_of(method: str, opts: MethodOptions) -> dict[str, str | None]:
+    """The ProPL options of a run (None for the other methods, which ignore them)."""
+    return {f: getattr(opts, f) if method == "propl" else None for f in VARIANT_FIELDS}
+
+
+def _variant_values(run: dict[str, Any]) -> tuple[str | None, ...]:
+    """A run's ProPL options; rows written before an option existed had the paper's setting."""
+    propl = run["method"] == "propl"
+    return tuple(
+        run.get(f) or (default if propl else None) for f, default in VARIANT_FIELDS.items()
+    )
+
+
+def _variant_parts(run: dict[str, Any]) -> list[str]:
     """The ProPL options that differ from the paper's (none for the other methods)."""
-    return [p for p in (pseudo_label, view) if p not in (None, "uplc", "weak")]
+    values = _variant_values(run)
+    return [
+        v for v, default in zip(values, VARIANT_FIELDS.values(), strict=True) if v and v != default
+    ]
 
 
 def variant_name(opts: MethodOptions) -> str:
     """Run-folder suffix of a non-default ProPL variant ("" for the paper's settings)."""
-    return "".join(f"-{p}" for p in _variant_parts(opts.pseudo_label, opts.view))
+    return "".join(
+        f"-{p}" for p in _variant_parts({"method": "propl", **variant_of("propl", opts)})
+    )
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -124,13 +145,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _key(run: dict[str, Any]) -> tuple:
-    return (
-        run["method"],
-        run["labelled"],
-        run["seed"],
-        run.get("pseudo_label"),
-        run.get("view", "weak" if run["method"] == "propl" else None),
-    )
+    return (run["method"], run["labelled"], run["seed"], *_variant_values(run))
 
 
 def run_ssl_benchmark(args: argparse.Namespace) -> dict[str, Any]:
@@ -157,19 +172,14 @@ def run_ssl_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if "full" in (args.methods or METHODS):
         plan.append(("full", "all"))
     for method, lab in plan:
-        opts = MethodOptions(pseudo_label=args.pseudo_label, view=args.view)
-        propl = method == "propl"
-        key = (
-            method,
-            lab,
-            args.seed,
-            opts.pseudo_label if propl else None,
-            opts.view if propl else None,
+        opts = method_options(args)
+        key = _key(
+            {"method": method, "labelled": lab, "seed": args.seed, **variant_of(method, opts)}
         )
         if key in done:
             print(f"skip {method} {lab} (already in {out})", file=sys.stderr)
             continue
-        variant = variant_name(opts) if propl else ""
+        variant = variant_name(opts) if method == "propl" else ""
         run_dir = (
             Path("runs")
             / "bench"
@@ -188,7 +198,7 @@ def run_ssl_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_name(run: dict[str, Any]) -> str:
     """``propl (weighted, strong)``: the method and its non-default ProPL options."""
-    parts = _variant_parts(run.get("pseudo_label"), run.get("view"))
+    parts = _variant_parts(run)
     return run["method"] + (f" ({', '.join(parts)})" if parts else "")
 
 

@@ -47,10 +47,17 @@ class MethodOptions:
     gamma: float = 2.0  # UPLC exponent
     rampup: float = 0.1  # fraction of training over which unsupervised weights ramp up
     view: str = "weak"  # ProPL: decoder 2 learns pseudo-labels on the weak or a strong view
+    teacher: str = "self"  # ProPL: pseudo-labels from the model's own decoder 1, or an EMA copy's
     ema_decay: float = 0.99  # Mean Teacher
     mt_weight: float = 1.0  # Mean Teacher consistency weight
     conf_threshold: float = 0.95  # UniMatch
     fp_dropout: float = 0.5  # UniMatch feature perturbation
+
+
+def method_options(args: Any) -> MethodOptions:
+    """The ProPL options of parsed command-line arguments (``--pseudo-label``, ``--view``,
+    ``--teacher``)."""
+    return MethodOptions(pseudo_label=args.pseudo_label, view=args.view, teacher=args.teacher)
 
 
 def ramp(progress: float, length: float) -> float:
@@ -65,6 +72,23 @@ def supervised_loss(model: ProPLNet, x_l: Tensor, y_l: Tensor, t_l: Tensor) -> T
     """Both decoders on ground truth (decoder 1 through its dropout)."""
     out = model(x_l, t_l)
     return bce_dice(out["d1"], y_l) + bce_dice(out["d2"], y_l)
+
+
+def frozen_copy(model: ProPLNet) -> ProPLNet:
+    """A copy of ``model`` in eval mode that no optimiser moves (an EMA teacher)."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def ema_update(teacher: ProPLNet, student: ProPLNet, decay: float) -> None:
+    """teacher ← decay·teacher + (1 − decay)·student; buffers (BatchNorm statistics) copied."""
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.mul_(decay).add_(s.detach(), alpha=1 - decay)
+    for t_buf, s_buf in zip(teacher.buffers(), student.buffers(), strict=True):
+        t_buf.copy_(s_buf)
 
 
 def paste(a: Tensor, box: Tensor, perm: Tensor) -> Tensor:
@@ -133,10 +157,18 @@ class ProPL(Method):
 
     L = BCE+Dice(d1, y_l) + BCE+Dice(d2, y_l) + λ·ramp·BCE+Dice(d2(x_u), pseudo-label(d1 MC)).
     Decoder 2 also sees the labels of labelled scans (our reading; it only adds clean signal).
+
+    With ``teacher="ema"`` (our option, after the EMA teachers of BUS, arXiv 2603.06167) the MC
+    passes run through decoder 1 of an exponential moving average of the model: a temporal
+    ensemble whose pseudo-labels drift less from step to step than the student's own.
     """
 
     name = "propl"
     needs_unlabelled = True
+
+    def __init__(self, model: ProPLNet, options: MethodOptions, gen: torch.Generator) -> None:
+        super().__init__(model, options, gen)
+        self.teacher = frozen_copy(model) if options.teacher == "ema" else None
 
     def loss(self, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
         assert batch.x_u is not None and batch.t_u is not None
@@ -158,8 +190,12 @@ class ProPL(Method):
         loss_sup = loss_sup + bce_dice(model.decode(feats_l, batch.t_l, 2, size=size), y_l)
 
         with torch.no_grad():
-            detached = [f.detach() for f in feats_u]
-            mean_u, var_u = mc_statistics(model.mc_decoder1(detached, batch.t_u, opt.mc_samples))
+            source = model if self.teacher is None else self.teacher
+            if self.teacher is not None and batch.f_u is None:  # the teacher's own encoder
+                feats_t = self.teacher.encode(x_u_w)
+            else:  # the student's features (with a frozen encoder they are the teacher's too)
+                feats_t = [f.detach() for f in feats_u]
+            mean_u, var_u = mc_statistics(source.mc_decoder1(feats_t, batch.t_u, opt.mc_samples))
         if opt.view == "strong":
             pred_u_2, pseudo = self.strong_view(x_u_w, batch.t_u, mean_u, var_u, progress)
         else:
@@ -203,6 +239,10 @@ class ProPL(Method):
         pl = make_pseudo_label(mean_u, var_u, mode=mode, gamma=self.opt.gamma, p2=p2)
         return pl.target, pl.weight
 
+    def after_step(self) -> None:
+        if self.teacher is not None:
+            ema_update(self.teacher, self.model, self.opt.ema_decay)
+
 
 class MeanTeacher(Method):
     """Mean Teacher: an EMA copy's predictions on noisy views supervise the student (MSE)."""
@@ -212,9 +252,7 @@ class MeanTeacher(Method):
 
     def __init__(self, model: ProPLNet, options: MethodOptions, gen: torch.Generator) -> None:
         super().__init__(model, options, gen)
-        self.teacher = copy.deepcopy(model).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = frozen_copy(model)
 
     def loss(self, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
         assert batch.x_u is not None and batch.t_u is not None
@@ -229,13 +267,8 @@ class MeanTeacher(Method):
         loss = loss_sup + self.opt.mt_weight * ramp(progress, self.opt.rampup) * loss_u
         return loss, {"sup": float(loss_sup.detach()), "unsup": float(loss_u.detach())}
 
-    @torch.no_grad()
     def after_step(self) -> None:
-        decay = self.opt.ema_decay
-        for t, s in zip(self.teacher.parameters(), self.model.parameters(), strict=True):
-            t.mul_(decay).add_(s.detach(), alpha=1 - decay)
-        for t_buf, s_buf in zip(self.teacher.buffers(), self.model.buffers(), strict=True):
-            t_buf.copy_(s_buf)
+        ema_update(self.teacher, self.model, self.opt.ema_decay)
 
 
 class UniMatch(Method):

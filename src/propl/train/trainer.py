@@ -74,6 +74,8 @@ class TrainConfig:
             object.__setattr__(self, "options", MethodOptions(**self.options))
         if self.options.view not in ("weak", "strong"):
             raise ValueError(f"view must be 'weak' or 'strong', got {self.options.view!r}")
+        if self.options.teacher not in ("self", "ema"):
+            raise ValueError(f"teacher must be 'self' or 'ema', got {self.options.teacher!r}")
         if self.cache_features and not (
             self.freeze_encoder and can_cache_features(self.method, self.options)
         ):
