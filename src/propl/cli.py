@@ -18,7 +18,8 @@ class CLIError(Exception):
 
 
 def _add_propl_options(p: argparse.ArgumentParser) -> None:
-    """ProPL's variants: --pseudo-label, --view and --teacher (other methods ignore them)."""
+    """ProPL's variants: --pseudo-label, --view, --teacher and --unsup-weight (other methods
+    ignore them)."""
     p.add_argument(
         "--pseudo-label",
         default="uplc",
@@ -38,6 +39,13 @@ def _add_propl_options(p: argparse.ArgumentParser) -> None:
         choices=["self", "ema"],
         help="ProPL: pseudo-labels from the model's own decoder 1 (paper) or from decoder 1 of "
         "an exponential moving average of the model",
+    )
+    p.add_argument(
+        "--unsup-weight",
+        type=float,
+        default=6.0,
+        metavar="LAMBDA",
+        help="ProPL: weight of decoder 2's loss on pseudo-labels (the paper's lambda, 6)",
     )
 
 
@@ -213,12 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "predict",
         help="segment image files",
-        description="Write <name>_mask and <name>_uncertainty per input file.",
+        description="Write <name>_mask and <name>_uncertainty per input file. Large archives: "
+        "under `torchrun --nproc_per_node N -m propl predict ...` each process (one per GPU) "
+        "takes every N-th file; --shard K/N does the same for processes you start yourself.",
     )
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--task", required=True)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--format", default="tiff", choices=["tiff", "png"])
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="predict only the K-th of N interleaved parts of FILES (K = 1..N)",
+    )
     _add_common_model(p)
 
     x = sub.add_parser(

@@ -10,6 +10,7 @@ import sys
 import threading
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -19,6 +20,9 @@ from .data.readers import ReaderError
 from .results import write_json
 from .store import Project, StoreError, StoreLockedError
 from .train.project import RetrainError
+
+if TYPE_CHECKING:
+    from .train.distributed import Ranks
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -58,12 +62,27 @@ def lower_priority(nice: int) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .train.distributed import process_group, ranks_from_env
+
     lower_priority(args.nice)
     if args.project is not None:
+        if ranks_from_env().parallel:
+            raise ValueError(
+                "propl train --project trains in one process (a project's reviewed scans fit "
+                "one device); start it without torchrun"
+            )
         return _retrain_project(args)
     if args.out is None:
         raise ValueError("propl train --data needs --out (the run directory)")
+    with process_group(args.device) as (ranks, _):
+        return _train_folder(args, ranks)
+
+
+def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
+    """``propl train --data``: in one process, or as one rank of a ``torchrun`` group (rank 0
+    alone prints and writes)."""
     from .inference import resolve_model
+    from .train.distributed import main_first
     from .train.methods import method_options
     from .train.recipe import init_model, prepare_data
     from .train.trainer import TrainConfig, Trainer
@@ -75,17 +94,18 @@ def run_train(args: argparse.Namespace) -> int:
     init = resolve_model(args.init) if args.init else None
     model = init_model(tasks, args.arch, init, seed=args.seed, **fresh)
     size = int(model.config.input_size)
-    data = prepare_data(
-        folder,
-        tasks,
-        labelled,
-        args.seed,
-        size,
-        args.val_fraction,
-        cache_dir=args.cache,
-        progress=not args.json,
-        task_order=model.config.tasks,
-    )
+    with main_first(ranks):  # rank 0 fills the cache, the others then read it
+        data = prepare_data(
+            folder,
+            tasks,
+            labelled,
+            args.seed,
+            size,
+            args.val_fraction,
+            cache_dir=args.cache,
+            progress=ranks.main and not args.json,
+            task_order=model.config.tasks,
+        )
     config = TrainConfig(
         method=args.method,
         steps=args.steps or 2000,
@@ -103,10 +123,12 @@ def run_train(args: argparse.Namespace) -> int:
     trainer = Trainer(model, config, data.labelled, data.unlabelled, data.val, args.out)
     bar = (
         None
-        if args.json
+        if args.json or not ranks.main
         else tqdm(total=config.steps, desc=f"train {args.method}", unit="step", file=sys.stderr)
     )
     for event in trainer.run(resume=args.resume):
+        if not ranks.main:
+            continue
         if args.json:
             print(event.to_json(), flush=True)
             continue
@@ -273,17 +295,39 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"K/N"`` (1-based, as users count) → ``(K - 1, N)``."""
+    try:
+        k, n = (int(part) for part in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes K/N, e.g. 1/4; got {spec!r}") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"--shard K/N needs 1 <= K <= N; got {spec!r}")
+    return k - 1, n
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from .data.readers import read_scan
     from .export import write_prediction
     from .inference import Predictor, resolve_model
+    from .train.distributed import rank_device, ranks_from_env
 
+    ranks = ranks_from_env()
+    part, parts = ranks.rank, ranks.world  # under torchrun: every WORLD_SIZE-th file
+    if args.shard:
+        if ranks.parallel:
+            raise ValueError("--shard and torchrun both split the files: use one of them")
+        part, parts = parse_shard(args.shard)
+    files = args.files[part::parts]
     predictor = Predictor.from_checkpoint(
-        resolve_model(args.model), device=args.device, uncertainty=args.uncertainty
+        resolve_model(args.model),
+        device=str(rank_device(args.device, ranks)),
+        uncertainty=args.uncertainty,
     )
     predictor.model.task_index(args.task)  # fail fast on an unknown task
     failures = 0
-    for path in tqdm(args.files, desc="predict", unit="file", file=sys.stderr):
+    desc = "predict" if parts == 1 else f"predict {part + 1}/{parts}"
+    for path in tqdm(files, desc=desc, unit="file", file=sys.stderr, disable=part > 0):
         try:
             frames, _ = read_scan(path)
         except ReaderError as exc:

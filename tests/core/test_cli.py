@@ -82,6 +82,33 @@ def test_predict_bad_file_is_named_and_others_still_written(run_dir, folder, tmp
     assert (tmp_path / "o" / f"{good.stem}_mask.tif").is_file()
 
 
+def test_predict_shards_split_the_files_between_processes(folder, run_dir, tmp_path, monkeypatch):
+    files = sorted((folder / "bright_blob" / "images").glob("*.png"))[:5]
+    base = f"predict {' '.join(map(str, files))} --task bright_blob --model {run_dir / 'best'}"
+    written = []
+    for k in (1, 2):
+        out = tmp_path / f"shard{k}"
+        assert propl(f"{base} --out {out} --shard {k}/2 --device cpu") == 0
+        written.append({p.name.removesuffix("_mask.tif") for p in out.glob("*_mask.tif")})
+    assert written == [{f.stem for f in files[0::2]}, {f.stem for f in files[1::2]}]
+    # under torchrun the rank picks its part
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert propl(f"{base} --out {tmp_path / 'rank1'} --device cpu") == 0
+    assert {p.name.removesuffix("_mask.tif") for p in (tmp_path / "rank1").glob("*_mask.tif")} == {
+        f.stem for f in files[1::2]
+    }
+
+
+@pytest.mark.parametrize("shard", ["0/2", "3/2", "half", "1/0"])
+def test_predict_bad_shard(folder, run_dir, tmp_path, shard, capsys):
+    src = next((folder / "bright_blob" / "images").glob("*.png"))
+    cmd = f"predict {src} --task bright_blob --model {run_dir / 'best'} --out {tmp_path}"
+    assert propl(f"{cmd} --shard {shard}") == 2
+    assert "--shard" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
 @pytest.mark.parametrize(
     "cmdline, needle",
     [

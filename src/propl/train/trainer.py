@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import atomic_write_bytes, save_checkpoint
-from ..device import place_model, select_device
+from ..device import place_model
 from ..metrics import dice
 from ..models import ProPLNet
+from .distributed import any_rank, barrier, current_ranks, rank_device, rank_seed
 from .methods import METHODS, Batch, MethodOptions, build_method
 
 CACHEABLE = ("propl", "supervised", "full")
@@ -74,6 +76,8 @@ class TrainConfig:
             object.__setattr__(self, "options", MethodOptions(**self.options))
         if self.options.view not in ("weak", "strong"):
             raise ValueError(f"view must be 'weak' or 'strong', got {self.options.view!r}")
+        if self.options.unsup_weight < 0:
+            raise ValueError(f"unsup_weight must be >= 0, got {self.options.unsup_weight}")
         if self.options.teacher not in ("self", "ema"):
             raise ValueError(f"teacher must be 'self' or 'ema', got {self.options.teacher!r}")
         if self.cache_features and not (
@@ -125,8 +129,25 @@ def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(images).to(device).unsqueeze(1).float().div_(255.0)
 
 
+class _Objective(torch.nn.Module):
+    """The training loss as a module's ``forward``, for DistributedDataParallel to wrap: DDP
+    averages the gradients of whatever a wrapped forward computed, and a method's loss calls
+    the network's parts (encoder, decoders, MC passes) directly, not its ``forward``."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__()
+        self.model = trainer.model  # registered: DDP syncs its parameters
+        self.loss = trainer.objective
+
+    def forward(self, batch: Batch, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss(batch, progress)
+
+
 class Trainer:
     """Train a ProPL network on preloaded arrays.
+
+    Under ``torchrun`` (an initialised process group, see :mod:`.distributed`) every rank
+    trains on its own batches with averaged gradients; rank 0 alone validates and writes.
 
     Args:
         model: a ProPL network; its ``config.tasks`` order defines the task indices.
@@ -154,13 +175,12 @@ class Trainer:
             raise ValueError(f"method {config.method!r} needs unlabelled scans; none were given")
         self.config, self.labelled, self.unlabelled, self.val = config, labelled, unlabelled, val
         self.validator = validator
-        self.device = select_device(config.device)
+        self.ranks = current_ranks()
+        self.device = rank_device(config.device, self.ranks)
         self.model = place_model(model, self.device)
         self.out_dir = Path(out_dir) if out_dir else None
-        self.gen = seed_everything(config.seed)
-        self.rng = np.random.default_rng(config.seed)
-        self.method = build_method(config.method, self.model, config.options, self.gen)
-        self.method.train_mode = self._train_mode
+        self.gen = seed_everything(rank_seed(config.seed, self.ranks.rank))
+        self.rng = np.random.default_rng(rank_seed(config.seed, self.ranks.rank))
         # decided once, before any step: a layer that has never seen a batch learns its
         # statistics for the whole run (checking in _train_mode would freeze it after a step)
         self.frozen_norms = (
@@ -168,7 +188,20 @@ class Trainer:
             if config.freeze_norm_stats
             else []
         )
-        self.optimizer = self._make_optimizer()
+        self.optimizer = self._make_optimizer()  # decides which parameters train
+        self.loss_fn: Callable[[Batch, float], tuple[torch.Tensor, dict[str, float]]]
+        self.loss_fn = self.objective
+        if self.ranks.parallel:  # after the optimiser: DDP syncs the parameters that train
+            self.loss_fn = torch.nn.parallel.DistributedDataParallel(
+                _Objective(self),  # its construction copies rank 0's weights to every rank
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                # every method trains every parameter that requires a gradient (each one runs
+                # under torchrun in tests/core/test_distributed.py); a method that did not would
+                # fail there with DDP's "unused parameters" error
+                find_unused_parameters=False,
+            )
+        self.method = build_method(config.method, self.model, config.options, self.gen)
+        self.method.train_mode = self._train_mode
         self.start_weights = self._start_weights()
         self.step = 0
         self.best: dict[str, Any] = {"mdice": -1.0, "step": 0}
@@ -254,6 +287,17 @@ class Trainer:
                 batch.f_u = [f[iu].to(dev).float() for f in self.features["u"]]
         return batch
 
+    @contextmanager
+    def _quiet_backward(self) -> Iterator[None]:
+        """DDP on the CPU warns that some gradients' strides differ from its buckets': the
+        channels-last weights of shape (N, C, 1, 1) have more than one valid stride for their
+        size-1 dimensions. The values are right (tests/core/test_distributed.py); only that
+        warning is silenced."""
+        with warnings.catch_warnings():
+            if self.ranks.parallel and self.device.type == "cpu":
+                warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
+            yield
+
     def _autocast(self) -> Any:
         if self.config.amp and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -282,32 +326,32 @@ class Trainer:
                     "method": cfg.method,
                     "labelled": len(self.labelled.images),
                     "unlabelled": 0 if self.unlabelled is None else len(self.unlabelled.images),
+                    "ranks": self.ranks.world,
                 },
             )
         )
         self._train_mode()
         seen, t0 = 0, time.perf_counter()
         while self.step < cfg.steps:
-            if should_stop():
+            if any_rank(should_stop(), self.device):
                 self.save_state()
                 yield self._log(TrainEvent("stopped", self.step, cfg.steps, self.best))
                 return
             lr = self._set_lr()
             batch = self._batch(sampler_l, sampler_u)
             with self._autocast():
-                loss, parts = self.method.loss(batch, self.step / cfg.steps)
-            penalty = self._anchor_penalty()
-            if penalty is not None:
-                loss = loss + penalty
-                parts = parts | {"anchor": float(penalty.detach())}
+                loss, parts = self.loss_fn(batch, self.step / cfg.steps)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {float(loss.detach())} at step {self.step}")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with self._quiet_backward():
+                loss.backward()
             self.optimizer.step()
             self.method.after_step()
             self.step += 1
-            seen += batch.x_l.shape[0] + (0 if batch.x_u is None else batch.x_u.shape[0])
+            seen += self.ranks.world * (
+                batch.x_l.shape[0] + (0 if batch.x_u is None else batch.x_u.shape[0])
+            )
             rate = seen / (time.perf_counter() - t0)
             yield TrainEvent(
                 "step",
@@ -320,6 +364,15 @@ class Trainer:
                 self._train_mode()
         yield self._log(TrainEvent("done", self.step, cfg.steps, self.best))
 
+    def objective(self, batch: Batch, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """One step's loss: the method's, plus the anchor penalty when there is one."""
+        loss, parts = self.method.loss(batch, progress)
+        penalty = self._anchor_penalty()
+        if penalty is not None:
+            loss = loss + penalty
+            parts = parts | {"anchor": float(penalty.detach())}
+        return loss, parts
+
     def _train_mode(self) -> None:
         self.model.train()
         if self.config.freeze_encoder:  # a frozen encoder keeps its BatchNorm statistics too
@@ -328,6 +381,15 @@ class Trainer:
             norm.eval()
 
     def _evaluate_and_save(self) -> Iterator[TrainEvent]:
+        if not self.ranks.main:  # the weights are the same on every rank: rank 0 judges them
+            barrier()
+            return
+        try:
+            yield from self._evaluate_and_save_main()
+        finally:
+            barrier()
+
+    def _evaluate_and_save_main(self) -> Iterator[TrainEvent]:
         if self.validator is not None:
             scores = self.validator(self.model)
         else:
@@ -353,7 +415,7 @@ class Trainer:
             self.save_state()
 
     def _log(self, event: TrainEvent) -> TrainEvent:
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.ranks.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with open(self.out_dir / "log.jsonl", "a") as fh:
                 fh.write(event.to_json() + "\n")
@@ -362,7 +424,7 @@ class Trainer:
     # --- resume ---------------------------------------------------------------------------
     def save_state(self) -> None:
         """Save model, optimiser, method (EMA teacher) and RNG states under ``out_dir/last``."""
-        if self.out_dir is None:
+        if self.out_dir is None or not self.ranks.main:
             return
         last = self.out_dir / "last"
         save_checkpoint(self.model, last, {"train": self.config.to_dict(), "step": self.step})
@@ -407,6 +469,11 @@ class Trainer:
             }
         self.rng.bit_generator.state = doc["rng_numpy"]
         self.step, self.best = doc["step"], doc["best"]
+        if self.ranks.rank > 0:  # rank 0 saved its own streams; the others start fresh ones
+            seed = rank_seed(self.config.seed, self.ranks.rank) + self.step
+            self.gen.manual_seed(seed)
+            torch.manual_seed(seed)
+            self.rng = np.random.default_rng(seed)
 
 
 def _is_norm(module: torch.nn.Module) -> bool:
