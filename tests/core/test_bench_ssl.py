@@ -53,3 +53,20 @@ def test_markdown_has_a_seed_column_and_the_summary_only_with_several_seeds():
 
     single = ssl_markdown({"profile": "quick", "tasks": ["a"], "runs": RUNS[:1]})
     assert "Over seeds" not in single
+
+
+def test_propl_variants_are_named_and_rows_from_before_an_option_keep_the_papers_setting():
+    from propl.bench.ssl import _key, run_name, variant_name
+    from propl.train.methods import MethodOptions
+
+    old = run("propl", 0, 70.0, pseudo_label="uplc", view="weak")  # written before --teacher
+    paper = run("propl", 0, 70.0, pseudo_label="uplc", view="weak", teacher="self",
+                unsup_weight=6.0)  # fmt: skip
+    assert _key(old) == _key(paper) and run_name(old) == "propl"
+    ema = run("propl", 0, 70.0, pseudo_label="weighted", teacher="ema", unsup_weight=1.0)
+    assert run_name(ema) == "propl (weighted, ema, weight 1)"
+    assert _key(ema) != _key(paper)
+    opts = MethodOptions(pseudo_label="weighted", teacher="ema", unsup_weight=1.0)
+    assert variant_name(opts) == "-weighted-ema-w1" and variant_name(MethodOptions()) == ""
+    # other methods carry no ProPL options, whatever the arguments said
+    assert run_name(run("unimatch", 0, 70.0, teacher=None)) == "unimatch"

@@ -108,7 +108,12 @@ def run_one(
     }
 
 
-VARIANT_FIELDS = {"pseudo_label": "uplc", "view": "weak", "teacher": "self"}
+VARIANT_FIELDS: dict[str, Any] = {
+    "pseudo_label": "uplc",
+    "view": "weak",
+    "teacher": "self",
+    "unsup_weight": 6.0,
+}
 """ProPL's options recorded with each run, and the paper's setting of each."""
 
 
@@ -117,26 +122,34 @@ def variant_of(method: str, opts: MethodOptions) -> dict[str, str | None]:
     return {f: getattr(opts, f) if method == "propl" else None for f in VARIANT_FIELDS}
 
 
-def _variant_values(run: dict[str, Any]) -> tuple[str | None, ...]:
+def _variant_values(run: dict[str, Any]) -> tuple[Any, ...]:
     """A run's ProPL options; rows written before an option existed had the paper's setting."""
     propl = run["method"] == "propl"
     return tuple(
-        run.get(f) or (default if propl else None) for f, default in VARIANT_FIELDS.items()
+        run[f] if run.get(f) is not None else (default if propl else None)
+        for f, default in VARIANT_FIELDS.items()
     )
 
 
-def _variant_parts(run: dict[str, Any]) -> list[str]:
-    """The ProPL options that differ from the paper's (none for the other methods)."""
-    values = _variant_values(run)
-    return [
-        v for v, default in zip(values, VARIANT_FIELDS.values(), strict=True) if v and v != default
-    ]
+def _variant_parts(run: dict[str, Any], folder: bool = False) -> list[str]:
+    """The ProPL options that differ from the paper's (none for the other methods), as words
+    for a table ("weight 1") or for a folder name ("w1")."""
+    parts = []
+    for field, value in zip(VARIANT_FIELDS, _variant_values(run), strict=True):
+        if value is None or value == VARIANT_FIELDS[field]:
+            continue
+        if field == "unsup_weight":
+            parts.append(f"w{value:g}" if folder else f"weight {value:g}")
+        else:
+            parts.append(str(value))
+    return parts
 
 
 def variant_name(opts: MethodOptions) -> str:
     """Run-folder suffix of a non-default ProPL variant ("" for the paper's settings)."""
     return "".join(
-        f"-{p}" for p in _variant_parts({"method": "propl", **variant_of("propl", opts)})
+        f"-{p}"
+        for p in _variant_parts({"method": "propl", **variant_of("propl", opts)}, folder=True)
     )
 
 

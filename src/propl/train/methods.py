@@ -56,8 +56,13 @@ class MethodOptions:
 
 def method_options(args: Any) -> MethodOptions:
     """The ProPL options of parsed command-line arguments (``--pseudo-label``, ``--view``,
-    ``--teacher``)."""
-    return MethodOptions(pseudo_label=args.pseudo_label, view=args.view, teacher=args.teacher)
+    ``--teacher``, ``--unsup-weight``)."""
+    return MethodOptions(
+        pseudo_label=args.pseudo_label,
+        view=args.view,
+        teacher=args.teacher,
+        unsup_weight=args.unsup_weight,
+    )
 
 
 def ramp(progress: float, length: float) -> float:
