@@ -29,6 +29,7 @@ CASES = {  # name: (method, extra TrainConfig fields)
     "propl-cached": ("propl", {"freeze_encoder": True, "cache_features": True}),
     "supervised-anchored": ("supervised", {"anchor": 1.0}),
     "stop": ("supervised", {}),
+    "resume": ("supervised", {}),  # continues the "stop" run from its last/
 }
 
 
@@ -47,7 +48,7 @@ def main(out: Path) -> None:
             start = {k: v.detach().clone().contiguous() for k, v in model.named_parameters()}
             cfg = TrainConfig(method=method, steps=STEPS, batch_size=2, unlabelled_batch_size=2,
                               lr=3e-3, eval_every=2, device="cpu", **extra)  # fmt: skip
-            run_dir = out / name
+            run_dir = out / ("stop" if name == "resume" else name)
             trainer = Trainer(model, cfg, lab, unlab, val, run_dir)
             steps_asked = []
 
@@ -55,7 +56,7 @@ def main(out: Path) -> None:
                 asked.append(1)
                 return name == "stop" and ranks.rank == 1 and len(asked) > 1
 
-            events = list(trainer.run(should_stop=stop))
+            events = list(trainer.run(should_stop=stop, resume=name == "resume"))
             params = {k: v.detach().cpu().contiguous() for k, v in model.named_parameters()}
             save_file(params, str(out / f"{name}.rank{ranks.rank}.safetensors"))
             if ranks.main:

@@ -46,7 +46,7 @@ def seen(out: Path, name: str, rank: int) -> dict:
     return json.loads((out / f"{name}.rank{rank}.json").read_text())
 
 
-@pytest.mark.parametrize("name", [n for n in CASES if n != "stop"])
+@pytest.mark.parametrize("name", [n for n in CASES if n not in ("stop", "resume")])
 def test_ranks_train_on_their_own_batches_and_end_with_the_same_weights(worker_out, name):
     rank0, rank1 = weights(worker_out, name, "rank0"), weights(worker_out, name, "rank1")
     start = weights(worker_out, name, "start")
@@ -81,6 +81,16 @@ def test_a_stop_on_one_rank_stops_every_rank_at_the_same_step(worker_out):
         s = seen(worker_out, "stop", rank)
         assert s["kinds"][-1] == "stopped" and s["last_step"] == 1, (rank, s)
     assert (worker_out / "stop" / "last" / "train_state.json").is_file()
+
+
+def test_a_stopped_run_resumes_on_every_rank(worker_out):
+    for rank in (0, 1):
+        s = seen(worker_out, "resume", rank)
+        assert s["kinds"][0] == "start" and s["kinds"][-1] == "done", (rank, s)
+        assert s["last_step"] == STEPS and len(s["losses"]) == STEPS - 1  # from step 1 on
+    assert seen(worker_out, "resume", 0)["losses"] != seen(worker_out, "resume", 1)["losses"]
+    rank0, rank1 = weights(worker_out, "resume", "rank0"), weights(worker_out, "resume", "rank1")
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
 
 
 def test_propl_train_under_torchrun(tmp_path):
