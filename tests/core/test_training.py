@@ -37,6 +37,12 @@ def new_model(pretrained: bool = False):
     return build_model("propl-small", tasks=SYNTHETIC_TASKS, input_size=SIZE, pretrained=pretrained)
 
 
+def small_config(method: str, steps: int, **kw) -> TrainConfig:
+    """A few CPU steps of two labelled (and two unlabelled) scans, no validation."""
+    kw = {"batch_size": 2, "unlabelled_batch_size": 2, "eval_every": 100, "device": "cpu"} | kw
+    return TrainConfig(method=method, steps=steps, **kw)
+
+
 def labelled_loss(model, lab: ArraySet) -> float:
     model.eval()
     with torch.no_grad():
@@ -78,15 +84,8 @@ def test_method_lowers_loss(method, data):
 @pytest.mark.parametrize("teacher", ["self", "ema"])
 def test_propl_pseudo_label_modes_train(mode, view, teacher, data):
     lab, unlab, _ = data
-    cfg = TrainConfig(
-        method="propl",
-        steps=2,
-        batch_size=2,
-        unlabelled_batch_size=2,
-        eval_every=100,
-        device="cpu",
-        options=MethodOptions(pseudo_label=mode, view=view, teacher=teacher),
-    )
+    options = MethodOptions(pseudo_label=mode, view=view, teacher=teacher)
+    cfg = small_config("propl", 2, options=options)
     events = list(Trainer(new_model(), cfg, lab, unlab).run())
     steps = [e for e in events if e.kind == "step"]
     assert len(steps) == 2 and all(np.isfinite(e.data["unsup"]) for e in steps)
@@ -107,20 +106,13 @@ def test_bad_config_rejected():
         TrainConfig(options=MethodOptions(view="sideways"))
     with pytest.raises(ValueError, match="teacher"):
         TrainConfig(options=MethodOptions(teacher="oracle"))
+    with pytest.raises(ValueError, match="unsup_weight"):
+        TrainConfig(options=MethodOptions(unsup_weight=-1.0))
 
 
 def test_propl_ema_teacher_makes_the_pseudo_labels_and_trails_the_student(data, monkeypatch):
     lab, unlab, _ = data
-    cfg = TrainConfig(
-        method="propl",
-        steps=5,
-        batch_size=2,
-        unlabelled_batch_size=2,
-        lr=3e-3,
-        eval_every=100,
-        device="cpu",
-        options=MethodOptions(teacher="ema", ema_decay=0.5),
-    )
+    cfg = small_config("propl", 5, lr=3e-3, options=MethodOptions(teacher="ema", ema_decay=0.5))
     model = new_model()
     start = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = Trainer(model, cfg, lab, unlab)
@@ -151,15 +143,7 @@ def test_propl_ema_teacher_makes_the_pseudo_labels_and_trails_the_student(data, 
 )
 def test_stop_then_resume_equals_uninterrupted(method, options, data, tmp_path):
     lab, unlab, val = data
-    cfg = TrainConfig(
-        method=method,
-        steps=6,
-        batch_size=2,
-        unlabelled_batch_size=2,
-        eval_every=100,
-        device="cpu",
-        options=options,
-    )
+    cfg = small_config(method, 6, options=options)
     straight = new_model()
     list(Trainer(straight, cfg, lab, unlab, val, tmp_path / "a").run())
 
