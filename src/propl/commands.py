@@ -312,6 +312,14 @@ def run_predict(args: argparse.Namespace) -> int:
     from .inference import Predictor, resolve_model
     from .train.distributed import rank_device, ranks_from_env
 
+    first_with_stem: dict[str, Path] = {}
+    for path in args.files:  # outputs are named by stem: two same-named inputs would collide
+        other = first_with_stem.setdefault(Path(path).stem, Path(path))
+        if other != Path(path):
+            raise ValueError(
+                f"{other} and {path} would both write {Path(path).stem}_mask: predict them "
+                "into different --out folders"
+            )
     ranks = ranks_from_env()
     part, parts = ranks.rank, ranks.world  # under torchrun: every WORLD_SIZE-th file
     if args.shard:

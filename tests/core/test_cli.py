@@ -100,6 +100,19 @@ def test_predict_shards_split_the_files_between_processes(folder, run_dir, tmp_p
     }
 
 
+def test_predict_refuses_inputs_whose_outputs_would_collide(folder, run_dir, tmp_path, capsys):
+    src = next((folder / "bright_blob" / "images").glob("*.png"))
+    twin = tmp_path / "elsewhere" / src.name
+    twin.parent.mkdir()
+    twin.write_bytes(src.read_bytes())
+    out = tmp_path / "out"
+    cmd = f"predict {src} {twin} --task bright_blob --model {run_dir / 'best'} --out {out}"
+    assert propl(cmd) == 2
+    err = capsys.readouterr().err
+    assert str(src) in err and str(twin) in err
+    assert not out.exists()  # refused before anything was written
+
+
 @pytest.mark.parametrize("shard", ["0/2", "3/2", "half", "1/0"])
 def test_predict_bad_shard(folder, run_dir, tmp_path, shard, capsys):
     src = next((folder / "bright_blob" / "images").glob("*.png"))
