@@ -117,7 +117,7 @@ VARIANT_FIELDS: dict[str, Any] = {
 """ProPL's options recorded with each run, and the paper's setting of each."""
 
 
-def variant_of(method: str, opts: MethodOptions) -> dict[str, str | None]:
+def variant_of(method: str, opts: MethodOptions) -> dict[str, Any]:
     """The ProPL options of a run (None for the other methods, which ignore them)."""
     return {f: getattr(opts, f) if method == "propl" else None for f in VARIANT_FIELDS}
 
@@ -184,8 +184,8 @@ def run_ssl_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     ]
     if "full" in (args.methods or METHODS):
         plan.append(("full", "all"))
+    opts = method_options(args)
     for method, lab in plan:
-        opts = method_options(args)
         key = _key(
             {"method": method, "labelled": lab, "seed": args.seed, **variant_of(method, opts)}
         )

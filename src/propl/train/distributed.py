@@ -84,7 +84,7 @@ def rank_device(requested: str, ranks: Ranks) -> torch.device:
     if device.type == "mps":
         raise ValueError("torchrun with MPS is not supported; use --device cpu")
     if device.type == "cuda":
-        if device.index is not None and requested != "auto":
+        if device.index is not None:
             raise ValueError(
                 f"--device {requested} under torchrun: each process takes cuda:LOCAL_RANK; "
                 "pass --device cuda or auto"

@@ -196,10 +196,10 @@ class ProPL(Method):
 
         with torch.no_grad():
             source = model if self.teacher is None else self.teacher
-            if self.teacher is not None and batch.f_u is None:  # the teacher's own encoder
-                feats_t = self.teacher.encode(x_u_w)
-            else:  # the student's features (with a frozen encoder they are the teacher's too)
-                feats_t = [f.detach() for f in feats_u]
+            # the teacher encodes the view itself, unless the encoder is frozen and cached
+            # (then the student's features are the teacher's too)
+            own = self.teacher is not None and batch.f_u is None
+            feats_t = source.encode(x_u_w) if own else [f.detach() for f in feats_u]
             mean_u, var_u = mc_statistics(source.mc_decoder1(feats_t, batch.t_u, opt.mc_samples))
         if opt.view == "strong":
             pred_u_2, pseudo = self.strong_view(x_u_w, batch.t_u, mean_u, var_u, progress)

@@ -179,8 +179,9 @@ class Trainer:
         self.device = rank_device(config.device, self.ranks)
         self.model = place_model(model, self.device)
         self.out_dir = Path(out_dir) if out_dir else None
-        self.gen = seed_everything(rank_seed(config.seed, self.ranks.rank))
-        self.rng = np.random.default_rng(rank_seed(config.seed, self.ranks.rank))
+        seed = rank_seed(config.seed, self.ranks.rank)
+        self.gen = seed_everything(seed)
+        self.rng = np.random.default_rng(seed)
         # decided once, before any step: a layer that has never seen a batch learns its
         # statistics for the whole run (checking in _train_mode would freeze it after a step)
         self.frozen_norms = (
