@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = b.add_subparsers(dest="which", required=True, metavar="{ssl,speed,report}")
     bs = bsub.add_parser("ssl", help="side-by-side semi-supervised benchmark")
     bs.add_argument("--data", required=True, type=Path)
-    bs.add_argument("--profile", default="quick", choices=["quick", "full", "smoke"])
+    bs.add_argument("--profile", default="quick", choices=["quick", "long", "full", "smoke"])
     bs.add_argument("--methods", nargs="+")
     bs.add_argument("--labelled", nargs="+")
     bs.add_argument("--seed", type=int, default=0)

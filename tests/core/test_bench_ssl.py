@@ -70,3 +70,14 @@ def test_propl_variants_are_named_and_rows_from_before_an_option_keep_the_papers
     assert variant_name(opts) == "-weighted-ema-w1" and variant_name(MethodOptions()) == ""
     # other methods carry no ProPL options, whatever the arguments said
     assert run_name(run("unimatch", 0, 70.0, teacher=None)) == "unimatch"
+
+
+def test_every_profile_can_be_chosen_on_the_command_line():
+    from propl.bench.ssl import PROFILES
+    from propl.cli import build_parser
+
+    for name in PROFILES:
+        args = build_parser().parse_args(["benchmark", "ssl", "--data", "d", "--profile", name])
+        assert args.profile == name
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["benchmark", "ssl", "--data", "d", "--profile", "huge"])
