@@ -25,19 +25,13 @@ import numpy as np
 import torch
 
 from propl.bench.ssl import PROFILES
-from propl.data.benchmark import ArraySet
-from propl.data.synthetic import SYNTHETIC_TASKS, make_dataset
+from propl.data.synthetic import SYNTHETIC_TASKS, make_arrays
 from propl.device import select_device
 from propl.inference import Predictor
 from propl.models import build_model
 from propl.train.trainer import TrainConfig, Trainer
 
 METHODS = ("supervised", "propl", "mean-teacher", "unimatch")
-
-
-def arrays(n: int, size: int, seed: int) -> ArraySet:
-    images, masks, tasks = make_dataset(n, size, seed)
-    return ArraySet(images, masks, tasks, [f"s{seed}_{i}" for i in range(n)], [(size, size)] * n)
 
 
 def sync(device: torch.device) -> None:
@@ -47,7 +41,8 @@ def sync(device: torch.device) -> None:
 
 def train_speed(method: str, device: torch.device, size: int, batch: int, steps: int,
                 warmup: int) -> dict[str, float]:  # fmt: skip
-    lab, unlab, val = arrays(4 * batch, size, 0), arrays(4 * batch, size, 1), arrays(4, size, 2)
+    lab, unlab = make_arrays(4 * batch, size, 0), make_arrays(4 * batch, size, 1)
+    val = make_arrays(4, size, 2)
     torch.manual_seed(0)
     model = build_model("propl", tasks=SYNTHETIC_TASKS, input_size=size)
     cfg = TrainConfig(method=method, steps=steps, batch_size=batch, unlabelled_batch_size=batch,

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from propl.data.benchmark import ArraySet
-from propl.data.synthetic import SYNTHETIC_TASKS, make_dataset
+from propl.data.synthetic import SYNTHETIC_TASKS, make_arrays
 from propl.models import build_model
 from propl.train.distributed import process_group
 from propl.train.methods import MethodOptions
@@ -34,9 +34,7 @@ CASES = {  # name: (method, extra TrainConfig fields)
 
 
 def arrays(n: int, seed: int) -> ArraySet:
-    images, masks, tasks = make_dataset(n, SIZE, seed)
-    ids = [f"s{seed}_{i}" for i in range(n)]
-    return ArraySet(images, masks, tasks, ids, [(SIZE, SIZE)] * n)
+    return make_arrays(n, SIZE, seed)
 
 
 def main(out: Path) -> None:

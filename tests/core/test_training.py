@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from propl.data.benchmark import ArraySet
-from propl.data.synthetic import SYNTHETIC_TASKS, make_dataset
+from propl.data.synthetic import SYNTHETIC_TASKS, make_arrays
 from propl.models import build_model
 from propl.train.losses import bce_dice
 from propl.train.methods import METHODS, MethodOptions
@@ -17,14 +17,7 @@ SIZE = 64
 
 
 def arrays(n: int, seed: int) -> ArraySet:
-    images, masks, tasks = make_dataset(n, SIZE, seed)
-    return ArraySet(
-        images=images,
-        masks=masks,
-        task_index=tasks,
-        ids=[f"s{seed}_{i}" for i in range(n)],
-        orig_shapes=[(SIZE, SIZE)] * n,
-    )
+    return make_arrays(n, SIZE, seed)
 
 
 @pytest.fixture(scope="module")

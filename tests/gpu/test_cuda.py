@@ -18,7 +18,7 @@ import torch
 
 from propl.checkpoint import load_checkpoint, save_checkpoint
 from propl.data.benchmark import ArraySet
-from propl.data.synthetic import SYNTHETIC_TASKS, make_dataset, write_benchmark_folder
+from propl.data.synthetic import SYNTHETIC_TASKS, make_arrays, write_benchmark_folder
 from propl.device import select_device
 from propl.inference import Predictor
 from propl.models import build_model
@@ -32,9 +32,7 @@ SIZE = 64
 
 
 def arrays(n: int, seed: int) -> ArraySet:
-    images, masks, tasks = make_dataset(n, SIZE, seed)
-    ids = [f"s{seed}_{i}" for i in range(n)]
-    return ArraySet(images, masks, tasks, ids, [(SIZE, SIZE)] * n)
+    return make_arrays(n, SIZE, seed)
 
 
 def new_model():

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .benchmark import ArraySet
+
 SYNTHETIC_TASKS = ("bright_blob", "dark_blob")
 
 
@@ -58,6 +60,13 @@ def make_dataset(
         masks.append(bright if i % 2 == 0 else dark)
         tasks.append(i % 2)
     return np.stack(images), np.stack(masks), np.array(tasks, np.int64)
+
+
+def make_arrays(n: int, size: int = 64, seed: int = 0) -> ArraySet:
+    """:func:`make_dataset` as the trainer's :class:`ArraySet` (ids ``s<seed>_<i>``)."""
+    images, masks, tasks = make_dataset(n, size, seed)
+    ids = [f"s{seed}_{i}" for i in range(n)]
+    return ArraySet(images, masks, tasks, ids, [(size, size)] * n)
 
 
 def write_benchmark_folder(
