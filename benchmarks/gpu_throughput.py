@@ -4,9 +4,10 @@
 
 Each method trains for ``--steps`` steps of batch 16 (+ 16 unlabelled) at 224² on synthetic
 scans (speed does not depend on what the scans show), bf16 autocast as in every CUDA run; the
-median step time after the first ``--warmup`` steps gives steps/s, and from it the minutes one
-run of the ``full`` profile (8,000 steps, plus its validations) would take. Inference: one 256²
-frame with MC-dropout uncertainty, and frames of a batch of 16, median of ``--repeats`` calls.
+median step time after the first ``--warmup`` steps gives steps/s, and from it the minutes the
+8,000 training steps of one ``full`` profile run would take (its validations not counted).
+Inference: one 256² frame with MC-dropout uncertainty, and frames of a batch of 16, median of
+``--repeats`` calls.
 Run by ``benchmarks/gpu.sh`` on a lent GPU; it writes JSON so that the next session can size its
 GPU runs from measurements.
 """

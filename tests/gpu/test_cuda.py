@@ -120,7 +120,9 @@ def test_a_checkpoint_trained_on_cuda_loads_on_the_cpu(tmp_path):
 
 
 def test_propl_train_under_torchrun_with_nccl(tmp_path):
-    """One process per GPU (at most two); NCCL gives every rank the same weights."""
+    """``propl train`` under torchrun on CUDA (NCCL), one process per GPU (at most two): one
+    event stream, a best checkpoint. Equal weights on every rank are tested on the CPU
+    (tests/core/test_distributed.py)."""
     n = min(2, torch.cuda.device_count())
     folder = write_benchmark_folder(tmp_path / "syn", n_train=12, n_test=3)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
