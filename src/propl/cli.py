@@ -12,6 +12,13 @@ from . import __version__
 
 EXIT_USAGE = 2
 
+# The training methods (``propl.train.methods.METHODS``) and the SSL benchmark's profiles
+# (``propl.bench.ssl.PROFILES``), spelled out so that building the parser imports no torch; tests
+# keep these lists equal to the registries.
+METHOD_CHOICES = ["propl", "supervised", "mean-teacher", "unimatch", "full"]
+PROFILE_CHOICES = ["quick", "long", "full", "smoke"]
+DEVICE_HELP = "auto (cuda > mps > cpu), cuda, mps or cpu"
+
 
 class CLIError(Exception):
     """A user-facing error: printed as ``propl: error: ...`` without a traceback."""
@@ -55,7 +62,7 @@ def _add_common_model(p: argparse.ArgumentParser) -> None:
         help="checkpoint directory (model.safetensors + model.json) written by `propl train` "
         "(default: the shipped universal model)",
     )
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, mps or cpu")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument(
         "--uncertainty",
         default="mc",
@@ -90,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--method",
         default="propl",
-        choices=["propl", "supervised", "mean-teacher", "unimatch", "full"],
+        choices=METHOD_CHOICES,
+        help="propl (the paper's semi-supervised method, default), supervised (labelled subset "
+        "only), mean-teacher, unimatch (UniMatch-style), full (every train label: the upper "
+        "bound)",
     )
     t.add_argument(
         "--labelled",
@@ -104,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="task ids to train on (default: all in the folder, "
         "or every project task with reviewed scans)",
     )
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the labelled subset, the initialisation and the batches (default 0)",
+    )
     t.add_argument("--out", type=Path, help="--data: run directory (required)")
     t.add_argument("--steps", type=int, help="optimiser steps (default 2000; 150 with --project)")
     t.add_argument("--size", type=int, default=224, help="input side (multiple of 32)")
@@ -138,7 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "instead of encoding each frame once and augmenting its features",
     )
     t.add_argument("--eval-every", type=int, help="validation every N steps (200; 25 --project)")
-    t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="--data: part of each task's train split carved out for validation (default 0.1)",
+    )
     t.add_argument(
         "--hold-back",
         type=float,
@@ -181,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="lower this process's CPU priority by N (Unix; 0-19) so that interactive programs "
         "sharing the CPU stay responsive: the napari plugin trains with --nice 10",
     )
-    t.add_argument("--device", default="auto")
+    t.add_argument("--device", default="auto", help=DEVICE_HELP)
     t.add_argument("--resume", action="store_true", help="--data: continue from OUT/last")
     t.add_argument("--cache", type=Path, help="cache folder for resized arrays")
     t.add_argument("--json", action="store_true", help="print progress as JSON lines")
@@ -195,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. your lab's model) as a new version and makes it current: the project predicts "
         "with it and retrains from it.",
     )
-    m.add_argument("--project", required=True, type=Path)
+    m.add_argument("--project", required=True, type=Path, help="project folder (.zarr)")
     group = m.add_mutually_exclusive_group()
     group.add_argument("--use", metavar="VERSION", help="make this version current (or 'shipped')")
     group.add_argument(
@@ -212,9 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="score a model on a folder split",
         description="Per-task Dice/IoU/HD95 and mDice at the stored resolution.",
     )
-    e.add_argument("--data", required=True, type=Path)
-    e.add_argument("--split", default="test", choices=["train", "test"])
-    e.add_argument("--tasks", nargs="+")
+    e.add_argument("--data", required=True, type=Path, help="folder with tasks.json, splits.json")
+    e.add_argument(
+        "--split", default="test", choices=["train", "test"], help="split to score (default test)"
+    )
+    e.add_argument("--tasks", nargs="+", help="task ids to score (default: all in the folder)")
     e.add_argument("--out", type=Path, help="write metrics as JSON here")
     _add_common_model(e)
 
@@ -225,10 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
         "under `torchrun --nproc_per_node N -m propl predict ...` each process (one per GPU) "
         "takes every N-th file; --shard K/N does the same for processes you start yourself.",
     )
-    p.add_argument("files", nargs="+", type=Path)
-    p.add_argument("--task", required=True)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--format", default="tiff", choices=["tiff", "png"])
+    p.add_argument(
+        "files", nargs="+", type=Path, help="PNG, JPEG, BMP, TIFF or DICOM (stills and cines)"
+    )
+    p.add_argument("--task", required=True, help="task prompt id, e.g. thyroid_nodule")
+    p.add_argument("--out", required=True, type=Path, help="folder to write (created if needed)")
+    p.add_argument(
+        "--format",
+        default="tiff",
+        choices=["tiff", "png"],
+        help="tiff: one stack per file (default); png: one image per frame",
+    )
     p.add_argument(
         "--shard",
         metavar="K/N",
@@ -244,13 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
         "area, ellipse axes and circumference per frame (mm when the spacing is known).",
     )
     x.add_argument("--project", required=True, type=Path, help="project folder (.zarr)")
-    x.add_argument("--task", required=True)
-    x.add_argument("--out", required=True, type=Path)
+    x.add_argument("--task", required=True, help="task id whose masks to export")
+    x.add_argument("--out", required=True, type=Path, help="folder to write (created if needed)")
     x.add_argument(
         "--format",
         nargs="+",
         default=["tiff", "png", "nifti", "dicom-seg"],
         choices=["tiff", "png", "nifti", "dicom-seg"],
+        help="one or more formats (default: all four)",
     )
     x.add_argument(
         "--include-unreviewed",
@@ -275,8 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Headless demo: pydicom's 30-frame echo cine, segmented with the shipped "
         "model (or --model) for the left heart; writes TIFF stacks and an overlay PNG.",
     )
-    d.add_argument("--out", type=Path, default=Path("demo-output"))
-    d.add_argument("--task", default="left_heart")
+    d.add_argument(
+        "--out", type=Path, default=Path("demo-output"), help="folder to write (demo-output)"
+    )
+    d.add_argument("--task", default="left_heart", help="task prompt id (left_heart)")
     d.add_argument("--overwrite", action="store_true", help="replace files from an earlier run")
     _add_common_model(d)
 
@@ -289,20 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
         "score the test split. Writes JSON, a markdown table and an SVG chart.",
     )
     s.add_argument("--data", required=True, type=Path, help="us-universal folder")
-    s.add_argument("--task", required=True)
-    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--task", required=True, help="task id, e.g. thyroid_nodule")
+    s.add_argument("--rounds", type=int, default=3, help="correction rounds after round 0 (3)")
     s.add_argument("--per-round", type=int, default=10, help="scans corrected per round (K)")
     s.add_argument("--start", type=int, default=10, help="scans corrected before round 0")
     s.add_argument("--pool", type=int, default=200, help="train scans in the project")
     s.add_argument(
         "--strategies", nargs="+", default=["uncertainty", "random"], help="uncertainty, random"
     )
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--seed", type=int, default=0, help="seed of the scans drawn and of training (0)"
+    )
     s.add_argument("--test-scans", type=int, default=0, help="first N test scans scored; 0: all")
     s.add_argument("--first-steps", type=int, default=300, help="training steps of round 0")
     s.add_argument("--steps", type=int, default=150, help="training steps of later rounds")
     s.add_argument("--lr", type=float, help="retraining learning rate (default 5e-4)")
-    s.add_argument("--device", default="auto")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument(
         "--like",
         type=Path,
@@ -321,14 +355,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bsub = b.add_subparsers(dest="which", required=True, metavar="{ssl,speed,report}")
     bs = bsub.add_parser("ssl", help="side-by-side semi-supervised benchmark")
-    bs.add_argument("--data", required=True, type=Path)
-    bs.add_argument("--profile", default="quick", choices=["quick", "long", "full", "smoke"])
-    bs.add_argument("--methods", nargs="+")
-    bs.add_argument("--labelled", nargs="+")
-    bs.add_argument("--seed", type=int, default=0)
-    bs.add_argument("--results", type=Path, default=Path("benchmarks/results"))
-    bs.add_argument("--device", default="auto")
-    bs.add_argument("--cache", type=Path)
+    bs.add_argument("--data", required=True, type=Path, help="us-universal folder")
+    bs.add_argument(
+        "--profile",
+        default="quick",
+        choices=PROFILE_CHOICES,
+        help="quick: 128 px, 400 steps (the whole table in about an hour on a 2-core CPU); "
+        "long: 128 px, 1,600 steps; full: 224 px, 8,000 steps, for a GPU; smoke: seconds, "
+        "checks the code only",
+    )
+    bs.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHOD_CHOICES,
+        metavar="METHOD",
+        help=f"methods to run (default: all: {', '.join(METHOD_CHOICES)})",
+    )
+    bs.add_argument(
+        "--labelled",
+        nargs="+",
+        metavar="FRACTION",
+        help="labelled parts of each task's train split (default: 1/16 1/8); full ignores it",
+    )
+    bs.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    bs.add_argument(
+        "--results",
+        type=Path,
+        default=Path("benchmarks/results"),
+        help="folder of ssl-PROFILE.json/.md; runs already there are skipped",
+    )
+    bs.add_argument("--device", default="auto", help=DEVICE_HELP)
+    bs.add_argument("--cache", type=Path, help="cache folder for resized arrays (faster re-runs)")
     _add_propl_options(bs)
     br = bsub.add_parser("report", help="copy the results tables into README/docs")
     br.add_argument(
@@ -338,11 +395,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=[Path("README.md")],
         help="markdown files with <!-- BEGIN name --> ... <!-- END name --> blocks",
     )
-    br.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    br.add_argument(
+        "--results",
+        type=Path,
+        default=Path("benchmarks/results"),
+        help="folder of the results files (default benchmarks/results)",
+    )
     bp = bsub.add_parser("speed", help="inference and training speed vs the U-Net reference")
-    bp.add_argument("--repeats", type=int, default=7)
-    bp.add_argument("--results", type=Path, default=Path("benchmarks/results"))
-    bp.add_argument("--device", default="cpu")
+    bp.add_argument(
+        "--repeats",
+        type=int,
+        default=7,
+        help="timed repeats per candidate, alternating (default 7; training: half, at least 3)",
+    )
+    bp.add_argument(
+        "--results",
+        type=Path,
+        default=Path("benchmarks/results"),
+        help="folder to write speed.json/.md (default benchmarks/results)",
+    )
+    bp.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
     return parser
 
 

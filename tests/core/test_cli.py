@@ -160,6 +160,41 @@ def test_help(cmd):
     assert "usage: propl" in out
 
 
+def _options(parser, name="propl"):
+    """(command, option) for every argument of every (sub)command."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _options(sub, f"{name} {sub_name}")
+        elif action.dest != "help":
+            yield name, action
+
+
+def test_every_option_of_every_command_is_explained_in_help():
+    from propl.cli import build_parser
+
+    unexplained = [
+        f"{cmd} {'/'.join(a.option_strings) or a.dest}"
+        for cmd, a in _options(build_parser())
+        if not a.help
+    ]
+    assert unexplained == []
+
+
+def test_method_choices_are_the_registered_methods():
+    from propl.bench.ssl import METHODS as BENCH_METHODS
+    from propl.cli import METHOD_CHOICES, build_parser
+    from propl.train.methods import METHODS
+
+    assert sorted(METHOD_CHOICES) == sorted(METHODS) == sorted(BENCH_METHODS)
+    args = build_parser().parse_args(["benchmark", "ssl", "--data", "d", "--methods", "propl"])
+    assert args.methods == ["propl"]
+    with pytest.raises(SystemExit):  # a typo is refused before any data is read
+        build_parser().parse_args(["benchmark", "ssl", "--data", "d", "--methods", "unimach"])
+
+
 def test_benchmark_ssl_smoke(folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     results = tmp_path / "r"
