@@ -71,6 +71,15 @@ def _add_common_model(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_results(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=Path("benchmarks/results"),
+        help=f"folder of {what} (default benchmarks/results)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="propl",
@@ -378,12 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="labelled parts of each task's train split (default: 1/16 1/8); full ignores it",
     )
     bs.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
-    bs.add_argument(
-        "--results",
-        type=Path,
-        default=Path("benchmarks/results"),
-        help="folder of ssl-PROFILE.json/.md; runs already there are skipped",
-    )
+    _add_results(bs, "ssl-PROFILE.json/.md; runs already there are skipped")
     bs.add_argument("--device", default="auto", help=DEVICE_HELP)
     bs.add_argument("--cache", type=Path, help="cache folder for resized arrays (faster re-runs)")
     _add_propl_options(bs)
@@ -395,12 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[Path("README.md")],
         help="markdown files with <!-- BEGIN name --> ... <!-- END name --> blocks",
     )
-    br.add_argument(
-        "--results",
-        type=Path,
-        default=Path("benchmarks/results"),
-        help="folder of the results files (default benchmarks/results)",
-    )
+    _add_results(br, "the results files")
     bp = bsub.add_parser("speed", help="inference and training speed vs the U-Net reference")
     bp.add_argument(
         "--repeats",
@@ -408,12 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=7,
         help="timed repeats per candidate, alternating (default 7; training: half, at least 3)",
     )
-    bp.add_argument(
-        "--results",
-        type=Path,
-        default=Path("benchmarks/results"),
-        help="folder to write speed.json/.md (default benchmarks/results)",
-    )
+    _add_results(bp, "speed.json/.md")
     bp.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
     return parser
 
