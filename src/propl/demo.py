@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write_bytes
 from .export import _png_bytes, _tiff_bytes, write_mask_tiff
+from .files import atomic_write_bytes
 
 SAMPLE = "examples_ybr_color.dcm"  # pydicom's 30-frame echocardiography cine (YBR colour)
 

@@ -1,7 +1,7 @@
 """Writing predictions and masks to files: TIFF stacks, per-frame PNG, NIfTI, DICOM-SEG, CSV.
 
 Every writer builds the whole file in memory, writes it beside its final name and renames it
-(:func:`~propl.checkpoint.atomic_write_bytes`), so an interrupted export never leaves half a
+(:func:`~propl.files.atomic_write_bytes`), so an interrupted export never leaves half a
 file; creates missing parent folders; and refuses to replace an existing file unless
 ``overwrite=True``. Masks are ``(F, H, W)`` uint8 label maps (0 = background; 1 or a task's
 label value = foreground), frames "as acquired" like :func:`propl.data.readers.read_scan`.
@@ -22,11 +22,12 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from .checkpoint import atomic_write_bytes
-from .inference import Prediction
+from .files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from pydicom.sr.coding import Code
+
+    from .inference import Prediction
 
 FORMATS = ("tiff", "png")
 MEASUREMENT_COLUMNS: tuple[str, ...] = (

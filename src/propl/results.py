@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_bytes
+from .files import atomic_write_bytes
 
 
 def json_safe(obj: Any) -> Any:

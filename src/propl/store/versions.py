@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..checkpoint import atomic_write_bytes
+from ..files import atomic_write_bytes
 from .revisions import fsync_dir
 
 if TYPE_CHECKING:
