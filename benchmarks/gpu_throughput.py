@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from propl.bench.ssl import PROFILES
+from propl.bench.profiles import PROFILES
 from propl.data.synthetic import SYNTHETIC_TASKS, make_arrays
 from propl.device import select_device
 from propl.inference import Predictor

@@ -9,14 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .bench.profiles import PROFILES
 
 EXIT_USAGE = 2
 
-# The training methods (``propl.train.methods.METHODS``) and the SSL benchmark's profiles
-# (``propl.bench.ssl.PROFILES``), spelled out so that building the parser imports no torch; tests
-# keep these lists equal to the registries.
+# The training methods (``propl.train.methods.METHODS``), spelled out so that building the parser
+# imports no torch; a test keeps this list equal to the registry.
 METHOD_CHOICES = ["propl", "supervised", "mean-teacher", "unimatch", "full"]
-PROFILE_CHOICES = ["quick", "long", "full", "smoke"]
 DEVICE_HELP = "auto (cuda > mps > cpu), cuda, mps or cpu"
 
 
@@ -368,10 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument(
         "--profile",
         default="quick",
-        choices=PROFILE_CHOICES,
-        help="quick: 128 px, 400 steps (the whole table in about an hour on a 2-core CPU); "
-        "long: 128 px, 1,600 steps; full: 224 px, 8,000 steps, for a GPU; smoke: seconds, "
-        "checks the code only",
+        choices=list(PROFILES),
+        help="; ".join(f"{name}: {p.size} px, {p.steps:,} steps" for name, p in PROFILES.items())
+        + " (quick: the whole table in about an hour on a 2-core CPU; full: for a GPU; smoke: "
+        "checks the code only)",
     )
     bs.add_argument(
         "--methods",

@@ -113,12 +113,21 @@ def test_import_linter_contract(tmp_path: Path) -> None:
 
 # Opening a project, saving a correction and exporting masks need neither PyTorch nor the model:
 # a process that only does those (a writer, `propl export`, `propl models`, the plugin before its
-# first prediction) must not pay torch's import (seconds on a small CPU).
-TORCH_FREE = ("propl.store", "propl.files", "propl.results", "propl.export", "propl.project_export")
+# first prediction) must not pay torch's import (seconds on a small CPU); nor must building the
+# command line's parser (`propl --help`).
+TORCH_FREE = (
+    "propl.store",
+    "propl.files",
+    "propl.results",
+    "propl.export",
+    "propl.project_export",
+    "propl.cli",
+    "propl.bench.profiles",
+)
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)
-def test_store_and_exports_load_without_torch(module: str) -> None:
+def test_module_loads_without_torch(module: str) -> None:
     code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith('torch')))"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True

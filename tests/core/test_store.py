@@ -242,6 +242,12 @@ def test_sigkill_at_random_moments_loses_no_saved_correction(tmp_path: Path) -> 
         for i in range(3):
             p.add_scan(frames(i, (4, 64, 64)), f"s{i}")
     saved: dict[tuple[str, str], str] = {}
+
+    def assert_whole(revisions: dict[tuple[str, str], str]) -> None:
+        for (scan_id, revision), digest in revisions.items():
+            mask = rev_mask(path, scan_id, revision)
+            assert hashlib.sha256(mask.tobytes()).hexdigest() == digest, (scan_id, revision)
+
     rnd = random.Random(0)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for kill in range(20):
@@ -274,13 +280,9 @@ def test_sigkill_at_random_moments_loses_no_saved_correction(tmp_path: Path) -> 
                     assert review.revision >= max(
                         (r for s, r in saved if s == scan_id), default="r000000"
                     )
-            for (scan_id, revision), digest in new.items():  # what this writer saved is whole
-                mask = rev_mask(path, scan_id, revision)
-                assert hashlib.sha256(mask.tobytes()).hexdigest() == digest
+            assert_whole(new)  # what this writer saved is whole
     assert len(saved) >= 20
-    for (scan_id, revision), digest in saved.items():  # and no later kill damaged any of it
-        mask = rev_mask(path, scan_id, revision)
-        assert hashlib.sha256(mask.tobytes()).hexdigest() == digest
+    assert_whole(saved)  # and no later kill damaged any of it
 
 
 def rev_mask(path: Path, scan_id: str, revision: str) -> np.ndarray:

@@ -12,42 +12,24 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write_bytes
 from ..data.benchmark import BenchmarkFolder, parse_labelled
 from ..device import select_device
 from ..evaluate import evaluate_folder
+from ..files import atomic_write_bytes
 from ..inference import Predictor
 from ..results import write_json
 from ..train.methods import MethodOptions, method_options
 from ..train.recipe import init_model, prepare_data
 from ..train.trainer import TrainConfig, Trainer
+from .profiles import PROFILES, Profile
 
 METHODS = ("supervised", "propl", "mean-teacher", "unimatch", "full")
-
-
-@dataclass(frozen=True)
-class Profile:
-    size: int
-    steps: int
-    batch: int
-    eval_every: int
-    arch: str = "propl"
-
-
-PROFILES = {
-    "smoke": Profile(size=64, steps=4, batch=2, eval_every=2, arch="propl-small"),
-    "quick": Profile(size=128, steps=400, batch=8, eval_every=100),
-    # quick's input and batch at four times the steps: does a longer budget change the ranking?
-    "long": Profile(size=128, steps=1600, batch=8, eval_every=200),
-    "full": Profile(size=224, steps=8000, batch=16, eval_every=500),
-}
 
 
 def run_one(

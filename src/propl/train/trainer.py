@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint import atomic_write_bytes, save_checkpoint
+from ..checkpoint import save_checkpoint
 from ..device import place_model
+from ..files import atomic_write_bytes
 from ..metrics import dice
 from ..models import ProPLNet
 from .distributed import any_rank, barrier, current_ranks, rank_device, rank_seed
