@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import CheckpointError
 from .files import atomic_write_bytes
 from .models import ProPLNet, build_model
 
@@ -24,10 +25,6 @@ SCHEMA_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "model.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message names the file."""
 
 
 @dataclass

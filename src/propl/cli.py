@@ -413,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from . import commands  # heavy imports (torch) only once the arguments are valid
+    from . import commands  # heavier imports only once the arguments are valid
 
     try:
         return int(getattr(commands, f"run_{args.command}")(args) or 0)

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError
 from .data.benchmark import BenchmarkFolder, DataFolderError, parse_labelled
 from .data.readers import ReaderError
+from .errors import CheckpointError, RetrainError
 from .results import write_json
 from .store import Project, StoreError, StoreLockedError
-from .train.project import RetrainError
 
 if TYPE_CHECKING:
     from .train.distributed import Ranks

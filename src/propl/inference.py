@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import load_checkpoint
 from .device import place_model, select_device
+from .errors import CheckpointError
 from .models import ProPLNet
 from .models.fuse import fuse_batchnorm
 from .uncertainty import confidence_score, mc_statistics, uncertainty_map

@@ -122,6 +122,8 @@ TORCH_FREE = (
     "propl.export",
     "propl.project_export",
     "propl.cli",
+    "propl.commands",
+    "propl.errors",
     "propl.bench.profiles",
 )
 

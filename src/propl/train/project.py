@@ -31,6 +31,7 @@ import torch
 
 from ..checkpoint import load_checkpoint, read_tasks, save_checkpoint
 from ..data.benchmark import ArraySet, resize_square
+from ..errors import RetrainError
 from ..inference import Predictor, frames_to_float, resolve_model
 from ..metrics import dice
 from ..models import ProPLNet
@@ -43,10 +44,6 @@ from .trainer import TrainConfig, Trainer, TrainEvent, can_cache_features
 
 MIN_LABELLED = 2
 """Reviewed (scan, task) pairs needed to retrain: at least one to learn from, one to judge."""
-
-
-class RetrainError(ValueError):
-    """Retraining cannot start (e.g. too few reviewed scans); the message says why."""
 
 
 @dataclass(frozen=True)
