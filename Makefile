@@ -40,7 +40,8 @@ test: env
 	bash .ci/system-deps test
 	$(BIN)/lint-imports --no-cache
 	$(PY) -m npe2 validate napari_propl
-	$(PY) -m pytest -m "not slow"
+	# --durations: every log names the slowest tests, to keep the suite at a few minutes
+	$(PY) -m pytest -m "not slow" --durations=15
 
 test-slow: env
 	$(PY) -m pytest -m slow
