@@ -36,11 +36,11 @@ $(STAMP): pyproject.toml constraints-cpu.txt | $(PY)
 	$(PY) -m pip install $(PIP_CONSTRAINTS) -e ".[dev]"
 	touch $@
 
+# --durations: every log names the slowest tests, to keep the suite at a few minutes.
 test: env
 	bash .ci/system-deps test
 	$(BIN)/lint-imports --no-cache
 	$(PY) -m npe2 validate napari_propl
-	# --durations: every log names the slowest tests, to keep the suite at a few minutes
 	$(PY) -m pytest -m "not slow" --durations=15
 
 test-slow: env

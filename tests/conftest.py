@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +41,28 @@ def rng() -> np.random.Generator:
     else:
         torch.manual_seed(0)
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def torch_loaded_by() -> Callable[[str], list[str]]:
+    """Runs Python ``code`` in a fresh interpreter and returns the ``torch`` modules it loaded.
+
+    A fresh interpreter, because this test process has long imported torch. The code may
+    assert: a failure is reported with the child's stderr.
+    """
+
+    def run(code: str) -> list[str]:
+        probe = (
+            f"{code}\nimport json, sys\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('torch'))))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    return run
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
