@@ -344,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--first-steps", type=int, default=300, help="training steps of round 0")
     s.add_argument("--steps", type=int, default=150, help="training steps of later rounds")
     s.add_argument("--lr", type=float, help="retraining learning rate (default 5e-4)")
+    _add_propl_options(s)
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument(
         "--like",

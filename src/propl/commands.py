@@ -10,7 +10,7 @@ import sys
 import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -410,7 +410,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     import tempfile
 
     from .simulate import SimulationConfig, simulate, table, write
+    from .train.methods import method_options, option_flags
 
+    options = method_options(args)
+    retrain: dict[str, Any] = {"options": options} | ({"lr": args.lr} if args.lr else {})
     config = SimulationConfig(
         task=args.task,
         rounds=args.rounds,
@@ -424,7 +427,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         steps=args.steps,
         device=args.device,
         like=str(args.like) if args.like else None,
-        retrain={"lr": args.lr} if args.lr else {},
+        retrain=retrain,
     )
     out = args.out or Path("benchmarks/results") / f"simulate-{args.task}.json"
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="propl-simulate-"))
@@ -439,7 +442,9 @@ def run_simulate(args: argparse.Namespace) -> int:
         f"propl simulate --data DATA --task {config.task} --rounds {config.rounds} "
         f"--per-round {config.per_round} --start {config.start} --pool {config.pool} "
         f"--seed {config.seed} --test-scans {config.test_scans} --first-steps "
-        f"{config.first_steps} --steps {config.steps}" + (f" --lr {args.lr}" if args.lr else "")
+        f"{config.first_steps} --steps {config.steps}"
+        + (f" --lr {args.lr}" if args.lr else "")
+        + "".join(f" {flag}" for flag in option_flags(options))
     )
     for path in write(doc, out):
         print(f"wrote {path}", file=sys.stderr)

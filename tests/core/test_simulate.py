@@ -40,7 +40,8 @@ def run(folder, tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "simulate-dark_blob.json"
     cmd = (
         f"simulate --data {folder} --task dark_blob --rounds {ROUNDS} --per-round {K} "
-        f"--start {START} --pool 16 --first-steps 20 --steps 8 --lr 1e-2 --device cpu "
+        f"--start {START} --pool 16 --first-steps 20 --steps 8 --lr 1e-2 --unsup-weight 2 "
+        f"--device cpu "
         f"--like {tiny} --workdir {work} --out {out}"
     )
     assert main(shlex.split(cmd)) == 0
@@ -76,6 +77,19 @@ def test_each_round_corrects_k_scans_the_strategy_picked(run):
     assert (
         details["uncertainty"][1]["picked_confidence"] <= details["random"][1]["picked_confidence"]
     )
+
+
+def test_propl_options_reach_every_round_and_the_command(run):
+    """``--unsup-weight 2`` (like --pseudo-label, --view, --teacher) is what each round trains
+    with, and the recorded command repeats it so the run can be redone."""
+    doc, _, work = run
+    assert doc["config"]["retrain"]["options"]["unsup_weight"] == 2.0
+    assert doc["command"].endswith("--lr 0.01 --unsup-weight 2")
+    for strategy in ("uncertainty", "random"):
+        with Project.open(work / f"{strategy}.zarr", read_only=True) as p:
+            for version in p.versions():
+                settings = version.record["settings"]
+                assert settings["options"]["unsup_weight"] == 2.0 and settings["lr"] == 0.01
 
 
 def test_table_and_chart_are_written(run):

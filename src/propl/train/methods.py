@@ -65,6 +65,18 @@ def method_options(args: Any) -> MethodOptions:
     )
 
 
+def option_flags(opts: MethodOptions) -> list[str]:
+    """The command-line flags that give ``opts`` (only the options that differ from the
+    defaults), the inverse of :func:`method_options`."""
+    flags = []
+    for name in ("pseudo_label", "view", "teacher", "unsup_weight"):
+        value = getattr(opts, name)
+        if value != getattr(MethodOptions, name):
+            text = f"{value:g}" if isinstance(value, float) else str(value)
+            flags += ["--" + name.replace("_", "-"), text]
+    return flags
+
+
 def ramp(progress: float, length: float) -> float:
     """Sigmoid-shaped ramp-up exp(-5 (1 - t)^2) over the first ``length`` of training."""
     if length <= 0:
