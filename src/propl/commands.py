@@ -438,14 +438,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    doc["command"] = (
-        f"propl simulate --data DATA --task {config.task} --rounds {config.rounds} "
-        f"--per-round {config.per_round} --start {config.start} --pool {config.pool} "
-        f"--seed {config.seed} --test-scans {config.test_scans} --first-steps "
-        f"{config.first_steps} --steps {config.steps}"
-        + (f" --lr {args.lr}" if args.lr else "")
-        + "".join(f" {flag}" for flag in option_flags(options))
-    )
+    doc["command"] = config.command(option_flags(options))
     for path in write(doc, out):
         print(f"wrote {path}", file=sys.stderr)
     print(table(doc))

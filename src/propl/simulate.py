@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,23 @@ class SimulationConfig:
                 f"a pool of {self.pool} scans cannot give {self.start} + {self.rounds} x "
                 f"{self.per_round} corrections"
             )
+
+    def command(self, option_flags: Sequence[str] = ()) -> str:
+        """The ``propl simulate`` line that redoes this campaign (``--data DATA`` stands for
+        the folder; *option_flags*: ProPL's options, from ``option_flags``)."""
+        line = (
+            f"propl simulate --data DATA --task {self.task} --rounds {self.rounds} "
+            f"--per-round {self.per_round} --start {self.start} --pool {self.pool} "
+            f"--seed {self.seed} --test-scans {self.test_scans} --first-steps "
+            f"{self.first_steps} --steps {self.steps}"
+        )
+        if self.strategies != STRATEGIES:
+            line += " --strategies " + " ".join(self.strategies)
+        if self.like:
+            line += f" --like {self.like}"
+        if "lr" in self.retrain:
+            line += f" --lr {self.retrain['lr']:g}"
+        return line + "".join(f" {flag}" for flag in option_flags)
 
 
 Progress = Callable[[str], None]

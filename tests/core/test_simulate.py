@@ -85,6 +85,7 @@ def test_propl_options_reach_every_round_and_the_command(run):
     doc, _, work = run
     assert doc["config"]["retrain"]["options"]["unsup_weight"] == 2.0
     assert doc["command"].endswith("--lr 0.01 --unsup-weight 2")
+    assert "--strategies" not in doc["command"]  # the default pair
     for strategy in ("uncertainty", "random"):
         with Project.open(work / f"{strategy}.zarr", read_only=True) as p:
             for version in p.versions():
@@ -109,3 +110,40 @@ def test_bad_arguments_are_clear_errors(folder, tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown strategies"):
         SimulationConfig(task="t", strategies=("oracle",))
     assert not (tmp_path / "x.json").exists()
+
+
+def test_the_recorded_command_parses_back_to_the_same_campaign():
+    """Every choice that differs from the defaults is in the line, so it redoes the run."""
+    from propl.cli import build_parser
+
+    config = SimulationConfig(
+        task="thyroid_nodule",
+        rounds=2,
+        per_round=5,
+        start=6,
+        pool=40,
+        strategies=("uncertainty",),
+        seed=3,
+        test_scans=7,
+        first_steps=30,
+        steps=12,
+        like="models/small",
+        retrain={"lr": 5e-4},
+    )
+    argv = shlex.split(config.command(["--unsup-weight", "1"]))[1:]
+    args = build_parser().parse_args([a.replace("DATA", "/data") for a in argv])
+    assert (args.task, args.rounds, args.per_round, args.start, args.pool) == (
+        "thyroid_nodule",
+        2,
+        5,
+        6,
+        40,
+    )
+    assert (args.strategies, args.seed, args.test_scans, args.first_steps, args.steps) == (
+        ["uncertainty"],
+        3,
+        7,
+        30,
+        12,
+    )
+    assert str(args.like) == "models/small" and args.lr == 5e-4 and args.unsup_weight == 1.0
