@@ -50,11 +50,15 @@ def load(task: str) -> dict[float, dict[int, dict]]:
 
 def table(task: str, runs: dict[float, dict[int, dict]]) -> str:
     weights = sorted(runs, reverse=True)  # the paper's 6 first
-    seeds = sorted(set.intersection(*(set(runs[w]) for w in weights)))
+    seeds = sorted(set.intersection(*(set(runs[w]) for w in weights))) if weights else []
     if len(weights) < 2 or not seeds:
         raise SystemExit("need runs at two weights with a seed in common")
     ref, alt = weights[0], weights[-1]
-    rounds = len(runs[ref][seeds[0]]["strategies"]["uncertainty"])
+
+    def dice(w: float, seed: int) -> list[float]:
+        return runs[w][seed]["strategies"]["uncertainty"]
+
+    rounds = len(dice(ref, seeds[0]))
     lines = [
         f"Pseudo-label weight λ in project retraining, task `{task}`, least-confident-first "
         f"corrections (`propl simulate --strategies uncertainty --unsup-weight W --seed N`; "
@@ -67,25 +71,15 @@ def table(task: str, runs: dict[float, dict[int, dict]]) -> str:
     diffs: list[list[float]] = [[] for _ in range(rounds)]
     for seed in seeds:
         for w in weights:
-            doc = runs[w][seed]
-            dice = doc["strategies"]["uncertainty"]
             lines.append(
                 f"| {seed} | {w:g} | "
-                + " | ".join(f"{d:.2f}" for d in dice)
-                + f" | {doc['pixel_auroc']:.3f} |"
+                + " | ".join(f"{d:.2f}" for d in dice(w, seed))
+                + f" | {runs[w][seed]['pixel_auroc']:.3f} |"
             )
-        a, b = (
-            runs[alt][seed]["strategies"]["uncertainty"],
-            runs[ref][seed]["strategies"]["uncertainty"],
-        )
         for r in range(rounds):
-            diffs[r].append(a[r] - b[r])
+            diffs[r].append(dice(alt, seed)[r] - dice(ref, seed)[r])
     means = {
-        w: [
-            statistics.mean(runs[w][s]["strategies"]["uncertainty"][r] for s in seeds)
-            for r in range(rounds)
-        ]
-        for w in weights
+        w: [statistics.mean(dice(w, s)[r] for s in seeds) for r in range(rounds)] for w in weights
     }
     for w in weights:
         auroc = statistics.mean(runs[w][s]["pixel_auroc"] for s in seeds)

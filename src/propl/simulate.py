@@ -22,6 +22,7 @@ the two curves show what each strategy's picks teach. Results: ``{"task", "round
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -100,7 +101,7 @@ class SimulationConfig:
         if self.strategies != STRATEGIES:
             line += " --strategies " + " ".join(self.strategies)
         if self.like:
-            line += f" --like {self.like}"
+            line += f" --like {shlex.quote(self.like)}"
         if "lr" in self.retrain:
             line += f" --lr {self.retrain['lr']:g}"
         return line + "".join(f" {flag}" for flag in option_flags)

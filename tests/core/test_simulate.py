@@ -127,7 +127,7 @@ def test_the_recorded_command_parses_back_to_the_same_campaign():
         test_scans=7,
         first_steps=30,
         steps=12,
-        like="models/small",
+        like="my models/small",
         retrain={"lr": 5e-4},
     )
     argv = shlex.split(config.command(["--unsup-weight", "1"]))[1:]
@@ -146,4 +146,4 @@ def test_the_recorded_command_parses_back_to_the_same_campaign():
         30,
         12,
     )
-    assert str(args.like) == "models/small" and args.lr == 5e-4 and args.unsup_weight == 1.0
+    assert str(args.like) == "my models/small" and args.lr == 5e-4 and args.unsup_weight == 1.0
