@@ -79,6 +79,15 @@ def _add_results(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _add_feature_cache(parser: argparse.ArgumentParser, when: str = "") -> None:
+    parser.add_argument(
+        "--no-feature-cache",
+        action="store_true",
+        help=f"{when}run the frozen encoder every step on augmented images instead of encoding "
+        "each frame once and augmenting its features",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="propl",
@@ -154,12 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="--project: train the encoder too (slower, can adapt more)",
     )
-    t.add_argument(
-        "--no-feature-cache",
-        action="store_true",
-        help="--project with a frozen encoder: run the encoder every step on augmented images "
-        "instead of encoding each frame once and augmenting its features",
-    )
+    _add_feature_cache(t, "--project with a frozen encoder: ")
     t.add_argument("--eval-every", type=int, help="validation every N steps (200; 25 --project)")
     t.add_argument(
         "--val-fraction",
@@ -344,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--first-steps", type=int, default=300, help="training steps of round 0")
     s.add_argument("--steps", type=int, default=150, help="training steps of later rounds")
     s.add_argument("--lr", type=float, help="retraining learning rate (default 5e-4)")
+    _add_feature_cache(s)
     _add_propl_options(s)
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument(

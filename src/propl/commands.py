@@ -414,6 +414,8 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     options = method_options(args)
     retrain: dict[str, Any] = {"options": options} | ({"lr": args.lr} if args.lr else {})
+    if args.no_feature_cache:
+        retrain["cache_features"] = False
     config = SimulationConfig(
         task=args.task,
         rounds=args.rounds,

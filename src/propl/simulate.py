@@ -104,6 +104,8 @@ class SimulationConfig:
             line += f" --like {shlex.quote(self.like)}"
         if "lr" in self.retrain:
             line += f" --lr {self.retrain['lr']:g}"
+        if self.retrain.get("cache_features") is False:
+            line += " --no-feature-cache"
         return line + "".join(f" {flag}" for flag in option_flags)
 
 

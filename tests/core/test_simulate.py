@@ -41,7 +41,7 @@ def run(folder, tiny, tmp_path_factory):
     cmd = (
         f"simulate --data {folder} --task dark_blob --rounds {ROUNDS} --per-round {K} "
         f"--start {START} --pool 16 --first-steps 20 --steps 8 --lr 1e-2 --unsup-weight 2 "
-        f"--device cpu "
+        f"--no-feature-cache --device cpu "
         f"--like {tiny} --workdir {work} --out {out}"
     )
     assert main(shlex.split(cmd)) == 0
@@ -80,17 +80,19 @@ def test_each_round_corrects_k_scans_the_strategy_picked(run):
 
 
 def test_propl_options_reach_every_round_and_the_command(run):
-    """``--unsup-weight 2`` (like --pseudo-label, --view, --teacher) is what each round trains
-    with, and the recorded command repeats it so the run can be redone."""
+    """``--unsup-weight 2`` (like --pseudo-label, --view, --teacher) and ``--no-feature-cache``
+    are what each round trains with, and the recorded command repeats them so the run can be
+    redone."""
     doc, _, work = run
     assert doc["config"]["retrain"]["options"]["unsup_weight"] == 2.0
-    assert doc["command"].endswith("--lr 0.01 --unsup-weight 2")
+    assert doc["command"].endswith("--lr 0.01 --no-feature-cache --unsup-weight 2")
     assert "--strategies" not in doc["command"]  # the default pair
     for strategy in ("uncertainty", "random"):
         with Project.open(work / f"{strategy}.zarr", read_only=True) as p:
             for version in p.versions():
                 settings = version.record["settings"]
                 assert settings["options"]["unsup_weight"] == 2.0 and settings["lr"] == 0.01
+                assert settings["cache_features"] is False
 
 
 def test_table_and_chart_are_written(run):
@@ -128,7 +130,7 @@ def test_the_recorded_command_parses_back_to_the_same_campaign():
         first_steps=30,
         steps=12,
         like="my models/small",
-        retrain={"lr": 5e-4},
+        retrain={"lr": 5e-4, "cache_features": False},
     )
     argv = shlex.split(config.command(["--unsup-weight", "1"]))[1:]
     args = build_parser().parse_args([a.replace("DATA", "/data") for a in argv])
@@ -147,3 +149,4 @@ def test_the_recorded_command_parses_back_to_the_same_campaign():
         12,
     )
     assert str(args.like) == "my models/small" and args.lr == 5e-4 and args.unsup_weight == 1.0
+    assert args.no_feature_cache
