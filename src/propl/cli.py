@@ -84,7 +84,14 @@ def _add_feature_cache(parser: argparse.ArgumentParser, when: str = "") -> None:
         "--no-feature-cache",
         action="store_true",
         help=f"{when}run the frozen encoder every step on augmented images instead of encoding "
-        "each frame once and augmenting its features",
+        "each frame once per weak view",
+    )
+    parser.add_argument(
+        "--feature-views",
+        type=int,
+        default=4,
+        metavar="N",
+        help="weak views of each frame encoded once and cached, the first unaugmented (4)",
     )
 
 

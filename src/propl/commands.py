@@ -166,6 +166,7 @@ def _retrain_project(args: argparse.Namespace) -> int:
         if args.freeze_encoder is None
         else args.freeze_encoder,
         cache_features=not args.no_feature_cache,
+        feature_views=args.feature_views,
         frames_per_scan=args.frames_per_scan,
         hold_back=args.hold_back,
         confidence=args.confidence,
@@ -411,11 +412,14 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     from .simulate import SimulationConfig, simulate, table, write
     from .train.methods import method_options, option_flags
+    from .train.project import RetrainConfig
 
     options = method_options(args)
     retrain: dict[str, Any] = {"options": options} | ({"lr": args.lr} if args.lr else {})
     if args.no_feature_cache:
         retrain["cache_features"] = False
+    if args.feature_views != RetrainConfig.feature_views:
+        retrain["feature_views"] = args.feature_views
     config = SimulationConfig(
         task=args.task,
         rounds=args.rounds,

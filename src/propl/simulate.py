@@ -106,6 +106,8 @@ class SimulationConfig:
             line += f" --lr {self.retrain['lr']:g}"
         if self.retrain.get("cache_features") is False:
             line += " --no-feature-cache"
+        if "feature_views" in self.retrain:
+            line += f" --feature-views {self.retrain['feature_views']}"
         return line + "".join(f" {flag}" for flag in option_flags)
 
 

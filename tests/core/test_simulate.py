@@ -130,7 +130,7 @@ def test_the_recorded_command_parses_back_to_the_same_campaign():
         first_steps=30,
         steps=12,
         like="my models/small",
-        retrain={"lr": 5e-4, "cache_features": False},
+        retrain={"lr": 5e-4, "cache_features": False, "feature_views": 2},
     )
     argv = shlex.split(config.command(["--unsup-weight", "1"]))[1:]
     args = build_parser().parse_args([a.replace("DATA", "/data") for a in argv])
@@ -149,4 +149,4 @@ def test_the_recorded_command_parses_back_to_the_same_campaign():
         12,
     )
     assert str(args.like) == "my models/small" and args.lr == 5e-4 and args.unsup_weight == 1.0
-    assert args.no_feature_cache
+    assert args.no_feature_cache and args.feature_views == 2

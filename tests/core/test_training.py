@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from propl.data.augment import warp
 from propl.data.benchmark import ArraySet
 from propl.data.synthetic import SYNTHETIC_TASKS, make_arrays
 from propl.models import build_model
 from propl.train.losses import bce_dice
 from propl.train.methods import METHODS, MethodOptions
-from propl.train.trainer import TrainConfig, Trainer, to_tensor
+from propl.train.trainer import TaskBalancedSampler, TrainConfig, Trainer, to_tensor
 
 SIZE = 64
 
@@ -290,11 +291,25 @@ def test_cached_features_are_the_encoders_and_training_on_them_lowers_the_loss(m
     encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     list(trainer.run())
     model.encoder.eval()
-    with torch.no_grad():
-        fresh = model.encode(to_tensor(lab.images, torch.device("cpu")))
-    for cached, computed in zip(trainer.features["l"], fresh, strict=True):
-        torch.testing.assert_close(cached.float(), computed, atol=2e-2, rtol=2e-2)  # fp16 cache
+    views, thetas = cfg.feature_views, trainer.view_thetas["l"]
+    assert trainer.features["l"][0].shape[:2] == (views, len(lab.images)) and views > 1
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    assert torch.equal(thetas[0], identity.expand_as(thetas[0]))  # view 0: the image itself
+    assert not torch.allclose(thetas[1], thetas[2])  # the others: different weak views
+    x = to_tensor(lab.images, torch.device("cpu"))
+    with torch.no_grad():  # each view is the encoder's features of the warped image
+        for v in range(views):
+            fresh = model.encode(warp(x, thetas[v]))
+            for cached, computed in zip(trainer.features["l"], fresh, strict=True):
+                torch.testing.assert_close(cached[v].float(), computed, atol=2e-2, rtol=2e-2)
     assert ("u" in trainer.features) == (method == "propl")
+    # a batch's masks follow the geometry of the view its features come from
+    batch = trainer._batch(TaskBalancedSampler(lab.task_index, np.random.default_rng(0)), None)
+    level = trainer.features["l"][0].float()
+    masks = torch.from_numpy(lab.masks).unsqueeze(1).float()
+    for feat, y in zip(batch.f_l[0], batch.y_l, strict=True):
+        v, n = (level == feat).flatten(2).all(-1).nonzero()[0].tolist()
+        assert torch.equal(y, warp(masks[n : n + 1], thetas[v, n : n + 1], "nearest")[0])
     # the encoder, BatchNorm statistics included, is untouched; the decoders learned
     after = model.encoder.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in encoder_before.items())
@@ -302,6 +317,8 @@ def test_cached_features_are_the_encoders_and_training_on_them_lowers_the_loss(m
 
 
 def test_feature_cache_needs_a_frozen_encoder_and_a_geometric_view():
+    with pytest.raises(ValueError, match="feature_views"):
+        TrainConfig(freeze_encoder=True, cache_features=True, feature_views=0)
     with pytest.raises(ValueError, match="cache_features"):
         TrainConfig(cache_features=True)
     with pytest.raises(ValueError, match="cache_features"):

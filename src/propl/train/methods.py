@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.augment import affine_theta, cutmix_boxes, photometric, random_affine, warp
+from ..data.augment import cutmix_boxes, photometric, random_affine
 from ..models import ProPLNet
 from ..uncertainty import hermes_mask, make_pseudo_label, mc_statistics
 from .losses import bce_dice, sigmoid_mse
@@ -33,7 +33,7 @@ class Batch:
     t_l: Tensor  # (B,) task indices
     x_u: Tensor | None = None  # (B', 1, H, W) unlabelled images
     t_u: Tensor | None = None  # (B',)
-    f_l: list[Tensor] | None = None  # cached frozen-encoder features of x_l (instead of x_l)
+    f_l: list[Tensor] | None = None  # cached frozen-encoder features of a weak view of x_l
     f_u: list[Tensor] | None = None  # ... of x_u
 
 
@@ -135,15 +135,6 @@ class Method:
         """Weak view of unlabelled images."""
         return random_affine(x, None, self.gen)[0]
 
-    def weak_features(
-        self, feats: list[Tensor], y: Tensor | None
-    ) -> tuple[list[Tensor], Tensor | None]:
-        """The weak view applied to cached encoder features (each scale warped by the same
-        affine, the mask too): an approximation of encoding the warped image, for a frozen
-        encoder whose features are computed once."""
-        theta = affine_theta(feats[0].shape[0], self.gen, feats[0].device)
-        return [warp(f, theta) for f in feats], None if y is None else warp(y, theta, "nearest")
-
     def loss(self, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
 
@@ -157,9 +148,8 @@ class Supervised(Method):
     name = "supervised"
 
     def loss(self, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
-        if batch.f_l is not None:
-            feats, y = self.weak_features(batch.f_l, batch.y_l)
-            assert y is not None
+        if batch.f_l is not None:  # cached features of weak views; y_l is warped alike
+            feats, y = batch.f_l, batch.y_l
             size = (y.shape[-2], y.shape[-1])
             loss = bce_dice(self.model.decode(feats, batch.t_l, 1, size=size), y)
             loss = loss + bce_dice(self.model.decode(feats, batch.t_l, 2, size=size), y)
@@ -190,11 +180,9 @@ class ProPL(Method):
     def loss(self, batch: Batch, progress: float) -> tuple[Tensor, dict[str, float]]:
         assert batch.x_u is not None and batch.t_u is not None
         model, opt = self.model, self.opt
-        if batch.f_l is not None and batch.f_u is not None:  # cached frozen-encoder features
-            feats_l, y_opt = self.weak_features(batch.f_l, batch.y_l)
-            feats_u = self.weak_features(batch.f_u, None)[0]
-            assert y_opt is not None
-            y_l, x_u_w = y_opt, batch.x_u  # x_u_w is only used by the strong view
+        if batch.f_l is not None and batch.f_u is not None:  # cached features of weak views
+            feats_l, feats_u, y_l = batch.f_l, batch.f_u, batch.y_l
+            x_u_w = batch.x_u  # unused: the strong view cannot train on cached features
         else:
             x_l, y_l = self.weak(batch.x_l, batch.y_l)
             x_u_w = self.weak_u(batch.x_u)

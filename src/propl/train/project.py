@@ -56,9 +56,10 @@ class RetrainConfig:
         hold_back: part of the reviewed pairs held back to judge the new version (at least one).
         freeze_encoder: train decoders and prompt tokens only (faster; the encoder's ImageNet
             and ultrasound features stay as they are).
-        cache_features: with a frozen encoder, encode each frame once and train on the cached
-            features (the weak view's affine is applied to the features): no encoder pass per
-            step.
+        cache_features: with a frozen encoder, encode each frame once per weak view and train
+            on the cached features: no encoder pass per step.
+        feature_views: weak views cached per frame (the first unaugmented); memory grows with
+            it (about 0.2 MB per frame and view at 192 px).
         max_unlabelled: cap on unlabelled frames (memory and loading time).
         min_gain: Dice points a new version must gain over the current model on the held-back
             scans to be promotable, at the ``confidence`` below.
@@ -78,6 +79,7 @@ class RetrainConfig:
     lr: float = 5e-4
     freeze_encoder: bool = True
     cache_features: bool = True
+    feature_views: int = 4
     frames_per_scan: int = 4
     hold_back: float = 0.2
     max_unlabelled: int = 256
@@ -326,6 +328,7 @@ def retrain(
         cache_features=config.freeze_encoder
         and config.cache_features
         and can_cache_features(method, config.options),
+        feature_views=config.feature_views,
         seed=config.seed,
         device=config.device,
         eval_every=config.eval_every,

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import save_checkpoint
+from ..data.augment import affine_theta, warp
 from ..device import place_model
 from ..files import atomic_write_bytes
 from ..metrics import dice
@@ -52,6 +53,10 @@ class TrainConfig:
     warmup: float = 0.05
     freeze_encoder: bool = False
     cache_features: bool = False  # frozen encoder: encode every image once, train on features
+    # cache_features: weak views encoded per image (the first unaugmented); each step takes
+    # one of them, its mask warped alike (real views of the image: warping the cached
+    # features instead was far worse, benchmarks/results/unsup-weight-thyroid_nodule.md)
+    feature_views: int = 4
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
@@ -73,6 +78,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.anchor < 0:
             raise ValueError(f"anchor must be >= 0, got {self.anchor}")
+        if self.feature_views < 1:
+            raise ValueError(f"feature_views must be >= 1, got {self.feature_views}")
         if isinstance(self.options, dict):
             object.__setattr__(self, "options", MethodOptions(**self.options))
         if self.options.view not in ("weak", "strong"):
@@ -207,22 +214,38 @@ class Trainer:
         self.start_weights = self._start_weights()
         self.step = 0
         self.best: dict[str, Any] = {"mdice": -1.0, "step": 0}
+        # cached encoder features: per set ("l", "u"), per level (views, N, C, h, w) in
+        # float16, and the affine matrix that made each view (views, N, 2, 3)
         self.features: dict[str, list[torch.Tensor]] = {}
+        self.view_thetas: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def _cache_features(self) -> None:
-        """Encode every labelled and unlabelled image once (the encoder is frozen, in eval
-        mode); kept in float16 on the CPU and moved per batch."""
+        """Encode every labelled and unlabelled image once per weak view (the encoder is
+        frozen, in eval mode); kept in float16 on the CPU and moved per batch. The views are
+        drawn from their own generator, seeded by the config: the same on every rank and on
+        resume, and the training stream is untouched."""
         self.model.encoder.eval()
         sets = {"l": self.labelled}
         if self.method.needs_unlabelled:
             sets["u"] = self.unlabelled
+        gen = torch.Generator().manual_seed(self.config.seed)
+        views = self.config.feature_views
         for key, data in sets.items():
-            parts: list[list[torch.Tensor]] = []
-            for start in range(0, len(data.images), 32):
-                x = to_tensor(data.images[start : start + 32], self.device)
-                parts.append([f.to("cpu", torch.float16) for f in self.model.encode(x)])
-            self.features[key] = [torch.cat(level) for level in zip(*parts, strict=True)]
+            n = len(data.images)
+            theta = affine_theta(views * n, gen, torch.device("cpu")).view(views, n, 2, 3)
+            theta[0] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # the image itself
+            per_view: list[list[torch.Tensor]] = []
+            for v in range(views):
+                parts: list[list[torch.Tensor]] = []
+                for start in range(0, n, 32):
+                    x = to_tensor(data.images[start : start + 32], self.device)
+                    if v:
+                        x = warp(x, theta[v, start : start + 32].to(self.device))
+                    parts.append([f.to("cpu", torch.float16) for f in self.model.encode(x)])
+                per_view.append([torch.cat(level) for level in zip(*parts, strict=True)])
+            self.features[key] = [torch.stack(level) for level in zip(*per_view, strict=True)]
+            self.view_thetas[key] = theta
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -284,10 +307,20 @@ class Trainer:
             batch.x_u = to_tensor(self.unlabelled.images[iu], dev)
             batch.t_u = torch.from_numpy(self.unlabelled.task_index[iu]).to(dev)
         if self.features:
-            batch.f_l = [f[il].to(dev).float() for f in self.features["l"]]
+            batch.f_l, theta = self._cached_views("l", il)
+            batch.y_l = warp(batch.y_l, theta, "nearest")
             if sampler_u is not None:
-                batch.f_u = [f[iu].to(dev).float() for f in self.features["u"]]
+                batch.f_u = self._cached_views("u", iu)[0]
         return batch
+
+    def _cached_views(self, key: str, index: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Cached features of images ``index`` of set ``key``, one random view each, and the
+        affine matrices of those views."""
+        n_views = self.features[key][0].shape[0]
+        views = torch.from_numpy(self.rng.integers(n_views, size=len(index)))
+        rows = torch.from_numpy(np.asarray(index))
+        feats = [f[views, rows].to(self.device).float() for f in self.features[key]]
+        return feats, self.view_thetas[key][views, rows].to(self.device)
 
     @contextmanager
     def _quiet_backward(self) -> Iterator[None]:
