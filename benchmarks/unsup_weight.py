@@ -1,24 +1,29 @@
-"""Which pseudo-label weight (ProPL's λ) should project retraining use? One table from the
-simulated annotator's runs at each weight.
+"""Which settings should project retraining use: ProPL's pseudo-label weight λ, its view, and
+how the frozen encoder's features reach the decoders? One table from the simulated annotator's
+runs at each setting.
 
-    for seed in 0 1 2; do for w in 6 1; do
-      propl simulate --data DATA --task thyroid_nodule --strategies uncertainty --seed $seed \
-          --unsup-weight $w \
-          --out benchmarks/results/unsup-weight/simulate-thyroid_nodule-w$w-seed$seed.json
-    done; done
+    R=benchmarks/results/unsup-weight/simulate-thyroid_nodule
+    sim="propl simulate --data DATA --task thyroid_nodule --strategies uncertainty"
+    for seed in 0 1 2; do
+      $sim --seed $seed --unsup-weight 6 --out $R-w6-seed$seed.json      # at 6d24333
+      $sim --seed $seed --unsup-weight 1 --out $R-w1-seed$seed.json      # at 6d24333
+      $sim --seed $seed --out $R-w6-views4-seed$seed.json                # 4 cached views
+      $sim --seed $seed --no-feature-cache --out $R-w6-nocache-seed$seed.json
+      $sim --seed $seed --unsup-weight 1 --view strong --out $R-w1-strong-seed$seed.json
+    done
     python benchmarks/unsup_weight.py [--task thyroid_nodule]
         (writes benchmarks/results/unsup-weight-thyroid_nodule.md, a README block)
 
+Runs without a tag in the file name trained on one cached feature map per frame, warped by the
+weak view's affine each step (the code up to ``6d24333``); ``-views4`` runs on 4 weak views of
+each frame encoded and cached (the default since). The other settings do not use the cache.
 (The committed λ = 1 runs also ran random picks, which this table leaves out; the commands
-recorded in the committed files predate ``--strategies`` being written into them.)
-
-Result (3 seeds): λ = 1 is not better than the paper's λ = 6 when a project retrains, so
-projects keep λ = 6 (``MethodOptions``' default).
+recorded in the untagged files predate ``--strategies`` being written into them.)
 
 The runs follow the plugin's loop with least-confident-first picks (the review queue): 10
 corrected scans train new decoders (round 0), then each round corrects the 10 least confident
 scans and retrains from the last version, with the 190 other pool scans unlabelled. Every
-weight sees the same seed (the same pool, start scans and round-0 network), so the difference
+setting sees the same seed (the same pool, start scans and round-0 network), so the difference
 per seed is paired. Dice is on the task's whole test split, which nothing is chosen on.
 """
 
@@ -31,76 +36,121 @@ import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "unsup-weight"
+# (λ, view, how the frozen encoder's features reach the decoders: "warp" (cached once, the
+# weak view's affine applied to the features: the code before 4 cached views), "views4" (4
+# weak views of each frame encoded and cached) or "none" (the encoder runs every step))
+Setting = tuple[float, str, str]
+REFERENCE: Setting = (6.0, "weak", "warp")  # the paper's λ and view, the old default cache
+TAGS = {"": "warp", "-views4": "views4", "-nocache": "none", "-strong": "none"}
 
 
-def load(task: str) -> dict[float, dict[int, dict]]:
-    """{weight: {seed: results}} from ``simulate-TASK-wW-seedN.json``."""
-    runs: dict[float, dict[int, dict]] = {}
+def label(setting: Setting) -> str:
+    weight, view, cache = setting
+    if view != "weak":
+        return f"{weight:g}, {view} view"
+    return (
+        f"{weight:g}, "
+        + {
+            "warp": "warped cached features",
+            "views4": "4 cached views",
+            "none": "no feature cache",
+        }[cache]
+    )
+
+
+def load(task: str) -> dict[Setting, dict[int, dict]]:
+    """{setting: {seed: results}} from ``simulate-TASK-wW[-views4|-nocache|-strong]-seedN``
+    ``.json``. The records give λ, the view and ``--no-feature-cache``; runs without a tag
+    ran with the cache as it was before views (``6d24333``), ``-views4`` runs with it after."""
+    runs: dict[Setting, dict[int, dict]] = {}
     for path in RESULTS.glob(f"simulate-{task}-w*-seed*.json"):
-        m = re.fullmatch(rf"simulate-{task}-w([0-9.]+)-seed(\d+)\.json", path.name)
-        if m is None:
+        m = re.fullmatch(rf"simulate-{task}-w([0-9.]+)(-[a-z0-9]+)?-seed(\d+)\.json", path.name)
+        if m is None or (m.group(2) or "") not in TAGS:
             continue
         doc = json.loads(path.read_text())
-        weight = doc["config"]["retrain"]["options"]["unsup_weight"]
-        if weight != float(m.group(1)):
-            raise SystemExit(f"{path}: the run used weight {weight}, not the file name's")
-        runs.setdefault(weight, {})[int(m.group(2))] = doc
+        retrain = doc["config"]["retrain"]
+        options = retrain["options"]
+        tag = m.group(2) or ""
+        cached = options["view"] == "weak" and retrain.get("cache_features", True)
+        named = (float(m.group(1)), "strong" if tag == "-strong" else "weak", cached)
+        if (options["unsup_weight"], options["view"], TAGS[tag] != "none") != named:
+            raise SystemExit(f"{path}: the record does not match the file name")
+        setting = (options["unsup_weight"], options["view"], TAGS[tag])
+        runs.setdefault(setting, {})[int(m.group(3))] = doc
     return runs
 
 
-def table(task: str, runs: dict[float, dict[int, dict]]) -> str:
-    weights = sorted(runs, reverse=True)  # the paper's 6 first
-    seeds = sorted(set.intersection(*(set(runs[w]) for w in weights))) if weights else []
-    if len(weights) < 2 or not seeds:
-        raise SystemExit("need runs at two weights with a seed in common")
-    ref, alt = weights[0], weights[-1]
+def table(task: str, runs: dict[Setting, dict[int, dict]]) -> str:
+    if REFERENCE not in runs or len(runs) < 2:
+        raise SystemExit(f"need runs at {label(REFERENCE)} and at another setting")
+    # the paper's setting first, then by falling weight, weak view before strong
+    order = {"warp": 0, "views4": 1, "none": 2}
+    settings = [REFERENCE] + sorted(
+        (s for s in runs if s != REFERENCE), key=lambda s: (-s[0], s[1] != "weak", order[s[2]])
+    )
 
-    def dice(w: float, seed: int) -> list[float]:
-        return runs[w][seed]["strategies"]["uncertainty"]
+    def dice(s: Setting, seed: int) -> list[float]:
+        return runs[s][seed]["strategies"]["uncertainty"]
 
-    rounds = len(dice(ref, seeds[0]))
+    def seeds_text(seeds: list[int]) -> str:
+        return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
+
+    rounds = len(dice(REFERENCE, min(runs[REFERENCE])))
     lines = [
-        f"Pseudo-label weight λ in project retraining, task `{task}`, least-confident-first "
-        f"corrections (`propl simulate --strategies uncertainty --unsup-weight W --seed N`; "
-        f"`python benchmarks/unsup_weight.py`). Test Dice after each round (round 0: 10 "
-        "corrected scans; each later round 10 more).",
+        f"Pseudo-label weight λ, view and feature cache in project retraining, task `{task}`, "
+        "least-confident-first corrections (`propl simulate --strategies uncertainty "
+        "[--unsup-weight W] [--view strong] [--no-feature-cache] --seed N`; "
+        "`python benchmarks/unsup_weight.py`). Test Dice after each round (round 0: 10 "
+        "corrected scans train new decoders; each later round 10 more).",
         "",
-        "| seed | λ | " + " | ".join(f"round {r}" for r in range(rounds)) + " | pixel AUROC |",
+        "| seed | λ, features | "
+        + " | ".join(f"round {r}" for r in range(rounds))
+        + " | pixel AUROC |",
         "|---|---|" + "---|" * rounds + "---|",
     ]
-    diffs: list[list[float]] = [[] for _ in range(rounds)]
-    for seed in seeds:
-        for w in weights:
-            lines.append(
-                f"| {seed} | {w:g} | "
-                + " | ".join(f"{d:.2f}" for d in dice(w, seed))
-                + f" | {runs[w][seed]['pixel_auroc']:.3f} |"
-            )
-        for r in range(rounds):
-            diffs[r].append(dice(alt, seed)[r] - dice(ref, seed)[r])
-    means = {
-        w: [statistics.mean(dice(w, s)[r] for s in seeds) for r in range(rounds)] for w in weights
-    }
-    for w in weights:
-        auroc = statistics.mean(runs[w][s]["pixel_auroc"] for s in seeds)
+    for seed in sorted(set().union(*(runs[s] for s in settings))):
+        for s in settings:
+            if seed in runs[s]:
+                lines.append(
+                    f"| {seed} | {label(s)} | "
+                    + " | ".join(f"{d:.2f}" for d in dice(s, seed))
+                    + f" | {runs[s][seed]['pixel_auroc']:.3f} |"
+                )
+    for s in settings:
+        seeds = sorted(runs[s])
+        auroc = statistics.mean(runs[s][seed]["pixel_auroc"] for seed in seeds)
+        means = [statistics.mean(dice(s, seed)[r] for seed in seeds) for r in range(rounds)]
         lines.append(
-            f"| mean | {w:g} | "
-            + " | ".join(f"**{d:.2f}**" for d in means[w])
+            f"| mean ({seeds_text(seeds)}) | {label(s)} | "
+            + " | ".join(f"**{d:.2f}**" for d in means)
             + f" | {auroc:.3f} |"
         )
-    lines.append(
-        f"| λ {alt:g} − λ {ref:g} | | "
-        + " | ".join(
-            f"{statistics.mean(d):+.2f} ({', '.join(f'{x:+.2f}' for x in d)})" for d in diffs
+    summary = []
+    for s in settings[1:]:
+        paired = sorted(set(runs[s]) & set(runs[REFERENCE]))
+        if not paired:
+            continue
+        diffs = [
+            [dice(s, seed)[r] - dice(REFERENCE, seed)[r] for seed in paired] for r in range(rounds)
+        ]
+        lines.append(
+            f"| λ {label(s)} − λ {label(REFERENCE)} | | "
+            + " | ".join(
+                f"{statistics.mean(d):+.2f} ({', '.join(f'{x:+.2f}' for x in d)})" for d in diffs
+            )
+            + " | |"
         )
-        + " | |"
-    )
-    wins = sum(x > 0 for d in diffs[1:] for x in d)
+        wins = sum(x > 0 for d in diffs[1:] for x in d)
+        summary.append(
+            f"λ = {label(s)} is ahead in {wins} of {len(paired) * (rounds - 1)} seed/round pairs "
+            f"({seeds_text(paired)}; mean difference after the last round "
+            f"{statistics.mean(diffs[-1]):+.2f} Dice)"
+        )
     lines += [
         "",
-        f"Seeds {', '.join(map(str, seeds))}. After the first round of corrections, λ = {alt:g} "
-        f"is ahead in {wins} of {len(seeds) * (rounds - 1)} seed/round pairs; mean difference "
-        f"after the last round {statistics.mean(diffs[-1]):+.2f} Dice.",
+        "Differences are paired by seed (same pool, start scans and round-0 initialisation). "
+        f"Against λ = {label(REFERENCE)} after the first round of corrections: "
+        f"{'; '.join(summary)}.",
     ]
     return "\n".join(lines) + "\n"
 
