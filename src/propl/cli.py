@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="--project: train the encoder too (slower, can adapt more)",
     )
-    _add_feature_cache(t, "--project with a frozen encoder: ")
+    _add_feature_cache(t, "--project: ")
     t.add_argument("--eval-every", type=int, help="validation every N steps (200; 25 --project)")
     t.add_argument(
         "--val-fraction",
