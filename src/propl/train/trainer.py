@@ -235,16 +235,20 @@ class Trainer:
             n = len(data.images)
             theta = affine_theta(views * n, gen, torch.device("cpu")).view(views, n, 2, 3)
             theta[0] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # the image itself
-            per_view: list[list[torch.Tensor]] = []
-            for v in range(views):
-                parts: list[list[torch.Tensor]] = []
-                for start in range(0, n, 32):
-                    x = to_tensor(data.images[start : start + 32], self.device)
-                    if v:
-                        x = warp(x, theta[v, start : start + 32].to(self.device))
-                    parts.append([f.to("cpu", torch.float16) for f in self.model.encode(x)])
-                per_view.append([torch.cat(level) for level in zip(*parts, strict=True)])
-            self.features[key] = [torch.stack(level) for level in zip(*per_view, strict=True)]
+            store: list[torch.Tensor] = []  # filled in place: no second copy to stack
+            for start in range(0, n, 32):
+                x = to_tensor(data.images[start : start + 32], self.device)  # read once
+                for v in range(views):
+                    x_v = warp(x, theta[v, start : start + 32].to(self.device)) if v else x
+                    feats = self.model.encode(x_v)
+                    if not store:
+                        store = [
+                            torch.empty((views, n, *f.shape[1:]), dtype=torch.float16)
+                            for f in feats
+                        ]
+                    for level, f in zip(store, feats, strict=True):
+                        level[v, start : start + len(f)] = f.to("cpu", torch.float16)
+            self.features[key] = store
             self.view_thetas[key] = theta
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
