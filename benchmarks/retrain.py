@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -191,21 +189,6 @@ def test_dice(
     }
 
 
-def machine() -> dict[str, Any]:
-    import torch
-
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-    }
-
-
 def _median(values: list[float | None]) -> float | None:
     kept = [v for v in values if v is not None]
     return round(statistics.median(kept), 2) if kept else None
@@ -329,7 +312,7 @@ def main() -> None:
         parser.error("--repeats must be at least 1")
 
     from propl.inference import resolve_model
-    from propl.results import write_json
+    from propl.results import provenance, write_json
     from propl.store import Project
 
     train_args = shlex.split(args.train_args)
@@ -403,7 +386,7 @@ def main() -> None:
             "data": args.data.name,
             "review": "corrected, with the ground-truth mask",
         },
-        "machine": machine(),
+        "machine": provenance(),
         "target_seconds": TARGET_SECONDS,
         "phases": PHASES,
         "median": summarise(runs),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,3 +30,44 @@ def write_json(path: str | Path, obj: Any) -> Path:
     text = json.dumps(json_safe(obj), indent=2, allow_nan=False)
     atomic_write_bytes(path, (text + "\n").encode())
     return path
+
+
+def _git(*args: str) -> str | None:
+    """``git ARGS`` in the folder propl runs from; None when that is not a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", *args],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def provenance() -> dict[str, Any]:
+    """What produced a results file: propl's version and, when it runs from a git checkout,
+    the commit and whether tracked files differed from it; torch, Python and the CPUs (the
+    key ``machine`` of the benchmarks' results files)."""
+    import torch
+
+    from . import __version__
+
+    commit = _git("rev-parse", "HEAD")
+    changed = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {
+        "propl": __version__,
+        "commit": commit,
+        "uncommitted_changes": None if changed is None else bool(changed),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+    }

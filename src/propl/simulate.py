@@ -36,6 +36,7 @@ from .data.benchmark import BenchmarkFolder, FirstScans
 from .data.readers import read_mask
 from .evaluate import evaluate_folder
 from .inference import Predictor, resolve_model
+from .results import provenance
 from .store import Project
 from .tasks import load_tasks_json
 
@@ -146,6 +147,7 @@ def _retrain(
         if p.version(result["version"]).usable:
             p.set_current(result["version"], "simulation: follow every new version")
     result["seconds"] = round(time.perf_counter() - t0, 1)
+    result["settings"] = settings.to_dict()  # every RetrainConfig field, defaults included
     return result
 
 
@@ -296,6 +298,7 @@ def results(
             s: [row["pixel_auroc"] for row in rows] for s, rows in runs.items()
         },
         "config": asdict(config),
+        "provenance": provenance(),
         "seconds": round(seconds, 1),
         "per_round_details": runs,
     }

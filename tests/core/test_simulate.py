@@ -95,6 +95,24 @@ def test_propl_options_reach_every_round_and_the_command(run):
                 assert settings["cache_features"] is False
 
 
+def test_every_round_records_its_full_settings_and_the_software(run):
+    """The results file alone says how each round trained (every RetrainConfig field, the
+    defaults too: they change between commits) and which propl produced it."""
+    doc, _, work = run
+    for strategy, rows in doc["per_round_details"].items():
+        with Project.open(work / f"{strategy}.zarr", read_only=True) as p:
+            for row in rows[1:]:
+                settings = row["retrain"]["settings"]
+                assert settings == p.version(row["retrain"]["version"]).record["settings"]
+                assert settings["steps"] == 8 and settings["feature_views"] == 4
+                assert settings["anchor"] == 1.0 and settings["tasks"] == ["dark_blob"]
+        first = rows[0]["retrain"]["settings"]
+        assert first["steps"] == 20 and first["anchor"] == 0.0  # new decoders: nothing to keep
+    software = doc["provenance"]
+    assert software["propl"] and software["torch"] == torch.__version__
+    assert software["commit"] is None or len(software["commit"]) == 40
+
+
 def test_table_and_chart_are_written(run):
     doc, out, _ = run
     table = out.with_suffix(".md").read_text()
