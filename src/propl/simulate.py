@@ -325,10 +325,15 @@ def table(doc: dict[str, Any]) -> str:
             + f" | {doc['gain'][s]:+.2f} | {edited:,} |"
         )
     ratio = doc["gain_ratio"]
+    if ratio is not None:
+        ratio_text = f"**{ratio:.2f}**"
+    elif {"uncertainty", "random"} <= doc["strategies"].keys():
+        ratio_text = "n/a (random gained nothing)"
+    else:
+        ratio_text = "n/a (needs both strategies)"
     lines += [
         "",
-        f"Gain ratio (uncertainty / random) after {doc['rounds']} rounds: "
-        + ("n/a (random gained nothing)" if ratio is None else f"**{ratio:.2f}**")
+        f"Gain ratio (uncertainty / random) after {doc['rounds']} rounds: {ratio_text}"
         + f" (target >= {doc['targets']['gain_ratio']}); pixel uncertainty AUROC for errors "
         f"(final uncertainty-picked model): **{doc['pixel_auroc']:.3f}** "
         f"(target >= {doc['targets']['pixel_auroc']}).",

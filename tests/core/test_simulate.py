@@ -13,7 +13,7 @@ from propl.checkpoint import save_checkpoint
 from propl.cli import main
 from propl.data.synthetic import write_benchmark_folder
 from propl.models import build_model
-from propl.simulate import SimulationConfig
+from propl.simulate import SimulationConfig, table
 from propl.store import Project
 
 ROUNDS, K, START = 2, 3, 4
@@ -119,6 +119,21 @@ def test_table_and_chart_are_written(run):
     assert "| uncertainty |" in table and "| random |" in table and "Gain ratio" in table
     root = ET.fromstring(out.with_suffix(".svg").read_text())
     assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 2
+
+
+def test_the_table_of_one_strategy_does_not_claim_random_gained_nothing(run):
+    doc, _, _ = run
+    only = {
+        **doc,
+        "strategies": {"uncertainty": doc["strategies"]["uncertainty"]},
+        "gain": {"uncertainty": doc["gain"]["uncertainty"]},
+        "edited_pixels": {"uncertainty": doc["edited_pixels"]["uncertainty"]},
+        "gain_ratio": None,
+    }
+    text = table(only)
+    assert "| random |" not in text and "n/a (needs both strategies)" in text
+    stalled = {**doc, "gain_ratio": None}  # both ran and random gained nothing
+    assert "n/a (random gained nothing)" in table(stalled)
 
 
 def test_bad_arguments_are_clear_errors(folder, tmp_path, capsys):
