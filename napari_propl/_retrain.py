@@ -148,6 +148,13 @@ class RetrainWidget(SessionMember, QWidget):
         self.steps.setRange(10, 100000)
         self.steps.setValue(150)
         self.train_encoder = QCheckBox("train the encoder too (slower)")
+        self.strong_view = QCheckBox("strong view (more accurate from few reviews; slower)")
+        self.strong_view.setToolTip(
+            "ProPL's strong view at pseudo-label weight 1 (--view strong --unsup-weight 1): the "
+            "clean decoder learns from a recoloured, CutMixed copy of each unreviewed frame. The "
+            "encoder then runs every step instead of reading cached features, so a round takes "
+            "about twice as long on a CPU"
+        )
         self.auto_every = QSpinBox()
         self.auto_every.setRange(0, 1000)
         self.auto_every.setSpecialValueText("off")
@@ -174,6 +181,7 @@ class RetrainWidget(SessionMember, QWidget):
         form = QFormLayout()
         form.addRow("steps", self.steps)
         form.addRow("", self.train_encoder)
+        form.addRow("", self.strong_view)
         form.addRow("retrain every N reviews", self.auto_every)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
@@ -263,6 +271,8 @@ class RetrainWidget(SessionMember, QWidget):
         args += ["--steps", str(self.steps.value())]
         if self.train_encoder.isChecked():
             args.append("--train-encoder")
+        if self.strong_view.isChecked():
+            args += ["--view", "strong", "--unsup-weight", "1"]
         return [sys.executable, *args]
 
     def start(self) -> QProcess | None:

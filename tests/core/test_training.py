@@ -289,7 +289,8 @@ def test_cached_features_are_the_encoders_and_training_on_them_lowers_the_loss(m
     )
     trainer = Trainer(model, cfg, lab, unlab)
     encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    list(trainer.run())
+    events = list(trainer.run())
+    assert events[0].kind == "start" and events[0].data["cached_features"] is True
     model.encoder.eval()
     views, thetas = cfg.feature_views, trainer.view_thetas["l"]
     assert trainer.features["l"][0].shape[:2] == (views, len(lab.images)) and views > 1

@@ -176,15 +176,19 @@ def test_cancel_auto_retrain_and_new_task(make_napari_viewer, qtbot, tmp_path, m
     project = review.session.project
     before = {s: project.review(s, TASK) for s in project.scan_ids()}
 
-    # automatic retraining after N reviews, then Cancel
+    # automatic retraining after N reviews, with the strong view, then Cancel
     retrain.steps.setValue(100000)
     retrain.auto_every.setValue(2)
+    retrain.strong_view.setChecked(True)
     review.session.review_saved.emit("rejected")  # not a label: does not count
     review.session.review_saved.emit("accepted")
     assert not retrain.running
     review.session.review_saved.emit("corrected")
     assert retrain.running
     qtbot.waitUntil(lambda: any(e["kind"] == "step" for e in retrain.events), timeout=SLOW_MS)
+    assert " --view strong --unsup-weight 1 " in " ".join(retrain.process.arguments()) + " "
+    start = next(e["data"] for e in retrain.events if e["kind"] == "start")
+    assert start["view"] == "strong" and not start["cached_features"]
     with qtbot.waitSignal(retrain.round_settled, timeout=60_000) as settled:
         retrain.cancel_button.click()
     assert not retrain.running

@@ -366,6 +366,8 @@ class Trainer:
                     "labelled": len(self.labelled.images),
                     "unlabelled": 0 if self.unlabelled is None else len(self.unlabelled.images),
                     "ranks": self.ranks.world,
+                    "view": cfg.options.view,
+                    "cached_features": bool(self.features),
                 },
             )
         )
