@@ -40,7 +40,15 @@ RESULTS = Path(__file__).resolve().parent / "results" / "unsup-weight"
 # weak view's affine applied to the features: the code before 4 cached views), "views4" (4
 # weak views of each frame encoded and cached) or "none" (the encoder runs every step))
 Setting = tuple[float, str, str]
-REFERENCE: Setting = (6.0, "weak", "warp")  # the paper's λ and view, the old default cache
+DEFAULT: Setting = (6.0, "weak", "views4")  # what projects retrain with (the paper's λ, view)
+# Paired comparisons (a − b), each changing one thing, or the strong view with the λ it wants
+COMPARISONS: list[tuple[Setting, Setting]] = [
+    ((6.0, "weak", "views4"), (6.0, "weak", "warp")),  # the cache: 4 real views vs warping
+    ((6.0, "weak", "none"), (6.0, "weak", "views4")),  # no cache vs the cached views
+    ((1.0, "weak", "warp"), (6.0, "weak", "warp")),  # the weight alone
+    ((1.0, "strong", "none"), (6.0, "weak", "none")),  # the view, neither cached
+    ((1.0, "strong", "none"), (6.0, "weak", "views4")),  # the view vs the default
+]
 TAGS = {"": "warp", "-views4": "views4", "-nocache": "none", "-strong": "none"}
 
 
@@ -81,13 +89,11 @@ def load(task: str) -> dict[Setting, dict[int, dict]]:
 
 
 def table(task: str, runs: dict[Setting, dict[int, dict]]) -> str:
-    if REFERENCE not in runs or len(runs) < 2:
-        raise SystemExit(f"need runs at {label(REFERENCE)} and at another setting")
-    # the paper's setting first, then by falling weight, weak view before strong
-    order = {"warp": 0, "views4": 1, "none": 2}
-    settings = [REFERENCE] + sorted(
-        (s for s in runs if s != REFERENCE), key=lambda s: (-s[0], s[1] != "weak", order[s[2]])
-    )
+    if DEFAULT not in runs or len(runs) < 2:
+        raise SystemExit(f"need runs at {label(DEFAULT)} and at another setting")
+    # the default first, then by falling weight, weak view before strong
+    order = {"views4": 0, "warp": 1, "none": 2}
+    settings = sorted(runs, key=lambda s: (s != DEFAULT, -s[0], s[1] != "weak", order[s[2]]))
 
     def dice(s: Setting, seed: int) -> list[float]:
         return runs[s][seed]["strategies"]["uncertainty"]
@@ -95,7 +101,7 @@ def table(task: str, runs: dict[Setting, dict[int, dict]]) -> str:
     def seeds_text(seeds: list[int]) -> str:
         return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
 
-    rounds = len(dice(REFERENCE, min(runs[REFERENCE])))
+    rounds = len(dice(DEFAULT, min(runs[DEFAULT])))
     lines = [
         f"Pseudo-label weight λ, view and feature cache in project retraining, task `{task}`, "
         "least-confident-first corrections (`propl simulate --strategies uncertainty "
@@ -126,15 +132,13 @@ def table(task: str, runs: dict[Setting, dict[int, dict]]) -> str:
             + f" | {auroc:.3f} |"
         )
     summary = []
-    for s in settings[1:]:
-        paired = sorted(set(runs[s]) & set(runs[REFERENCE]))
+    for a, b in COMPARISONS:
+        paired = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
         if not paired:
             continue
-        diffs = [
-            [dice(s, seed)[r] - dice(REFERENCE, seed)[r] for seed in paired] for r in range(rounds)
-        ]
+        diffs = [[dice(a, seed)[r] - dice(b, seed)[r] for seed in paired] for r in range(rounds)]
         lines.append(
-            f"| λ {label(s)} − λ {label(REFERENCE)} | | "
+            f"| λ {label(a)} − λ {label(b)} | | "
             + " | ".join(
                 f"{statistics.mean(d):+.2f} ({', '.join(f'{x:+.2f}' for x in d)})" for d in diffs
             )
@@ -142,15 +146,15 @@ def table(task: str, runs: dict[Setting, dict[int, dict]]) -> str:
         )
         wins = sum(x > 0 for d in diffs[1:] for x in d)
         summary.append(
-            f"λ = {label(s)} is ahead in {wins} of {len(paired) * (rounds - 1)} seed/round pairs "
-            f"({seeds_text(paired)}; mean difference after the last round "
-            f"{statistics.mean(diffs[-1]):+.2f} Dice)"
+            f"λ = {label(a)} is ahead of λ = {label(b)} in {wins} of "
+            f"{len(paired) * (rounds - 1)} seed/round pairs ({seeds_text(paired)}; mean "
+            f"difference after the last round {statistics.mean(diffs[-1]):+.2f} Dice)"
         )
     lines += [
         "",
-        "Differences are paired by seed (same pool, start scans and round-0 initialisation). "
-        f"Against λ = {label(REFERENCE)} after the first round of corrections: "
-        f"{'; '.join(summary)}.",
+        "Differences are paired by seed (same pool, start scans and round-0 initialisation); "
+        "each comparison changes one setting, or the view with the weight it trains best at. "
+        f"After the first round of corrections: {'; '.join(summary)}.",
     ]
     return "\n".join(lines) + "\n"
 
