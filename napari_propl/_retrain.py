@@ -153,7 +153,7 @@ class RetrainWidget(SessionMember, QWidget):
             "ProPL's strong view at pseudo-label weight 1 (--view strong --unsup-weight 1): the "
             "clean decoder learns from a recoloured, CutMixed copy of each unreviewed frame. The "
             "encoder then runs every step instead of reading cached features, so a round takes "
-            "about twice as long on a CPU"
+            "longer (1.6x the default's in the README's benchmark on a 2-core CPU)"
         )
         self.auto_every = QSpinBox()
         self.auto_every.setRange(0, 1000)

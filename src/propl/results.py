@@ -32,20 +32,27 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return path
 
 
-def _git(*args: str) -> str | None:
-    """``git ARGS`` in the folder propl runs from; None when that is not a git checkout."""
+def _git(folder: Path, *args: str) -> str | None:
+    """``git ARGS`` in ``folder``; None when git fails there (no git, not a checkout)."""
     try:
         out = subprocess.run(
-            ["git", *args],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
+            ["git", *args], cwd=folder, capture_output=True, text=True, timeout=10, check=True
         )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip()
+
+
+def checkout_commit(package: Path) -> tuple[str | None, bool | None]:
+    """The commit of the git checkout whose tracked files include ``package`` (a folder), and
+    whether tracked files differ from it; (None, None) otherwise. A package installed into a
+    virtual environment that happens to sit inside some checkout is not tracked there, so it
+    gets no commit rather than the wrong one."""
+    if _git(package, "ls-files", "--error-unmatch", "__init__.py") is None:
+        return None, None
+    commit = _git(package, "rev-parse", "HEAD")
+    changed = _git(package, "status", "--porcelain", "--untracked-files=no") if commit else None
+    return commit, None if changed is None else bool(changed)
 
 
 def provenance() -> dict[str, Any]:
@@ -56,12 +63,11 @@ def provenance() -> dict[str, Any]:
 
     from . import __version__
 
-    commit = _git("rev-parse", "HEAD")
-    changed = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    commit, changed = checkout_commit(Path(__file__).resolve().parent)
     return {
         "propl": __version__,
         "commit": commit,
-        "uncommitted_changes": None if changed is None else bool(changed),
+        "uncommitted_changes": changed,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import propl
-from propl.results import json_safe, provenance, write_json
+from propl.results import checkout_commit, json_safe, provenance, write_json
 
 
 def test_nan_and_inf_become_null(tmp_path):
@@ -37,3 +37,27 @@ def test_provenance_names_the_commit_of_a_checkout_and_none_elsewhere(monkeypatc
     record = provenance()
     assert record["commit"] is None and record["uncommitted_changes"] is None
     assert record["torch"] and (record["cpus_usable"] is None or record["cpus_usable"] >= 1)
+
+
+def test_a_package_untracked_in_the_enclosing_checkout_gets_no_commit(tmp_path):
+    """propl installed into a virtual environment inside someone's checkout must not report
+    that checkout's commit; a tracked package reports it, and says when files changed."""
+    repo = tmp_path / "repo"
+    for folder in ("pkg", ".venv/site-packages/pkg"):
+        (repo / folder).mkdir(parents=True)
+        (repo / folder / "__init__.py").write_text("")
+    (repo / ".gitignore").write_text(".venv/\n")
+
+    def git(*args: str) -> str:
+        cmd = ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args]
+        return subprocess.run(cmd, cwd=repo, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    head = git("rev-parse", "HEAD").strip()
+    assert checkout_commit(repo / "pkg") == (head, False)
+    assert checkout_commit(repo / ".venv" / "site-packages" / "pkg") == (None, None)
+    (repo / "pkg" / "__init__.py").write_text("x = 1\n")
+    assert checkout_commit(repo / "pkg") == (head, True)
+    assert checkout_commit(tmp_path) == (None, None)  # not a checkout at all
