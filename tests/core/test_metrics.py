@@ -155,7 +155,7 @@ def test_auroc_random_is_chance(rng):
 
 
 def test_streaming_auroc_matches_exact(rng):
-    acc = UncertaintyAUROC(n_bins=1000)
+    acc = UncertaintyAUROC()
     uncs, preds, gts = [], [], []
     for _ in range(4):
         gt = rng.random((64, 64)) < 0.4
@@ -166,20 +166,42 @@ def test_streaming_auroc_matches_exact(rng):
         uncs.append(unc), preds.append(pred), gts.append(gt)
     exact = uncertainty_error_auroc(np.stack(uncs), np.stack(preds), np.stack(gts))
     assert 0.6 < exact < 0.95
-    assert acc.compute() == pytest.approx(exact, abs=0.01)
+    assert acc.compute() == pytest.approx(exact, abs=0.001)
+
+
+def test_streaming_auroc_resolves_uncertainties_crowded_near_zero(rng):
+    """An MC standard deviation is ~1e-4 on most pixels: equal-width bins over [0, 1] would
+    put them all in the first bin and score the ranking among them as ties (0.5)."""
+    gt = rng.random((128, 128)) < 0.4
+    pred = gt ^ (rng.random((128, 128)) < 0.1)
+    unc = 1e-4 * (0.5 * (pred != gt) + rng.random((128, 128)))
+    acc = UncertaintyAUROC()
+    acc.update(unc, pred, gt)
+    exact = uncertainty_error_auroc(unc, pred, gt)
+    assert exact > 0.7
+    assert acc.compute() == pytest.approx(exact, abs=0.001)
 
 
 def test_streaming_auroc_edge_cases():
-    acc = UncertaintyAUROC(n_bins=10)
+    acc = UncertaintyAUROC()
     assert math.isnan(acc.compute())
     gt = np.array([0, 0, 1, 1])
     pred = np.array([0, 0, 1, 0])  # one error, at index 3
-    acc.update(np.array([-1.0, 0.05, 0.1, 0.5]), pred, gt)  # -1 is clipped to the first bin
+    acc.update(np.array([-1.0, 0.05, 0.1, 0.5]), pred, gt)  # -1 is clipped to 0
     assert acc.compute() == 1.0
     acc.reset()
-    # 2.0 is clipped into the last bin, where it ties with 0.95: (1 + 0.5 + 1) / 3
-    acc.update(np.array([0.05, 0.95, 0.1, 2.0]), pred, gt)
+    # 2.0 is clipped to max_value, where it ties with 1.0: (1 + 0.5 + 1) / 3
+    acc.update(np.array([0.05, 1.0, 0.1, 2.0]), pred, gt)
     assert acc.compute() == pytest.approx(2.5 / 3)
+    acc.reset()
+    # values within 0.1 % of each other share a bin; 0.2 % apart they do not
+    acc.update(np.array([0.05, 0.5, 0.1, 0.5004]), pred, gt)
+    assert acc.compute() == pytest.approx(2.5 / 3)
+    acc.reset()
+    acc.update(np.array([0.05, 0.5, 0.1, 0.501]), pred, gt)
+    assert acc.compute() == 1.0
+    with pytest.raises(ValueError, match="max_value"):
+        UncertaintyAUROC(max_value=0.0)
     acc.reset()
     acc.update(np.zeros(4), gt, gt)
     assert math.isnan(acc.compute())
