@@ -85,12 +85,13 @@ def _maps(predictor: Predictor, frames: np.ndarray, task: str) -> tuple[Tensor, 
 @torch.inference_mode()
 def score(
     model: Path, data: Path, tasks: list[str], scans: int, log: Callable[[str], None] = print
-) -> dict[str, dict[str, float]]:
-    """``{task: {map: AUROC}}`` of one model."""
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """``{task: {map: AUROC}}`` and ``{task: {map: median over the pixels}}`` of one model."""
     torch.manual_seed(0)
     predictor = Predictor.from_checkpoint(model, device="cpu")
     folder = FirstScans(data, scans)
     out: dict[str, dict[str, float]] = {}
+    medians: dict[str, dict[str, float]] = {}
     for task in tasks:
         if task not in predictor.tasks:
             continue
@@ -110,8 +111,9 @@ def score(
             for name, m in maps.items():
                 auroc[name].update(np.clip(up(m), 0.0, 1.0), mask, gt)
         out[task] = {name: a.compute() for name, a in auroc.items()}
+        medians[task] = {name: a.quantile(0.5) for name, a in auroc.items()}
         log(f"{model}: {task} ({len(samples)} scans) " + str(out[task]))
-    return out
+    return out, medians
 
 
 def table(doc: dict) -> str:
@@ -145,9 +147,12 @@ def main() -> None:
     models = dict(m.split("=", 1) for m in args.model) or {"shipped": str(resolve_model(None))}
     t0 = time.perf_counter()
     doc: dict = {"maps": list(MAPS), "scans": args.scans or "all", "models": {}, "paths": {}}
+    doc["median_uncertainty"] = {}  # over every scored pixel: how much of a scan a map flags
     for name, path in models.items():
         tasks = args.tasks or list(Predictor.from_checkpoint(path, device="cpu").tasks)
-        doc["models"][name] = score(Path(path), args.data, tasks, args.scans)
+        doc["models"][name], doc["median_uncertainty"][name] = score(
+            Path(path), args.data, tasks, args.scans
+        )
         doc["paths"][name] = path
     doc["seconds"] = round(time.perf_counter() - t0, 1)
     doc["provenance"] = provenance()

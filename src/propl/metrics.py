@@ -200,6 +200,18 @@ class UncertaintyAUROC:
         self.hist_error += np.bincount(idx[err], minlength=self.n_bins)
         self.hist_correct += np.bincount(idx[~err], minlength=self.n_bins)
 
+    def quantile(self, q: float) -> float:
+        """The ``q``-quantile of every pixel's (clipped) uncertainty seen so far, to the bins'
+        0.1 %; NaN before any pixel."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"q must be in [0, 1], got {q}")
+        counts = np.cumsum(self.hist_error + self.hist_correct)
+        if counts[-1] == 0:
+            return float("nan")
+        idx = int(np.searchsorted(counts, max(1.0, q * counts[-1])))
+        edge = np.array([idx << self._shift], dtype=np.int32).view(np.float32)[0]
+        return float(edge) * self.max_value
+
     def compute(self) -> float:
         """AUROC so far; NaN when no errors or no correct pixels were seen."""
         n_pos, n_neg = int(self.hist_error.sum()), int(self.hist_correct.sum())

@@ -182,6 +182,20 @@ def test_streaming_auroc_resolves_uncertainties_crowded_near_zero(rng):
     assert acc.compute() == pytest.approx(exact, abs=0.001)
 
 
+def test_streaming_quantiles_of_the_pixels_seen(rng):
+    acc = UncertaintyAUROC(max_value=2.0)
+    assert math.isnan(acc.quantile(0.5))
+    unc = rng.random((100, 100)) * 1e-3
+    gt = rng.random((100, 100)) < 0.5
+    acc.update(unc, gt, gt)
+    acc.update(unc + 1.0, ~gt, gt)  # errors and correct pixels both count
+    assert acc.quantile(0.25) == pytest.approx(np.quantile(unc, 0.5), rel=0.003)
+    assert acc.quantile(0.75) == pytest.approx(1.0 + np.quantile(unc, 0.5), rel=0.003)
+    assert acc.quantile(0.0) == pytest.approx(unc.min(), rel=0.003)
+    with pytest.raises(ValueError, match="q must be"):
+        acc.quantile(1.5)
+
+
 def test_streaming_auroc_edge_cases():
     acc = UncertaintyAUROC()
     assert math.isnan(acc.compute())
