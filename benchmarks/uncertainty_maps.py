@@ -8,11 +8,12 @@ it) and several uncertainty maps are scored on the same pixels: the AUROC of eac
 detector of the mask's error pixels, at the stored resolution (``propl.metrics``'s
 ``UncertaintyAUROC``, the metric of ``propl evaluate``). The maps, all from one encoder pass:
 
-- ``max rule``: what the plugin shows now (``propl.uncertainty.uncertainty_map``): the maximum
-  of the entropy of decoder 1's MC-dropout mean, its MC standard deviation / 0.5 and the
-  decoders' disagreement, at the decoder's 1/4 scale, then upsampled;
-- ``MC std``: decoder 1's MC-dropout standard deviation alone (T = 4, the plugin's T; and
-  T = 8);
+- ``√(2σ)``: what the plugin shows (``propl.uncertainty.mc_uncertainty``): decoder 1's
+  MC-dropout standard deviation σ alone (T = 4, the plugin's T; and T = 8), at the decoder's
+  1/4 scale, then upsampled like every map here;
+- ``max rule``: what the plugin showed before (``propl.uncertainty.uncertainty_map``): the
+  maximum of the entropy of decoder 1's MC-dropout mean, its σ / 0.5 and the decoders'
+  disagreement;
 - ``entropy, MC mean`` and ``entropy, decoder 2``: the entropy of one probability map;
 - ``disagreement``: |MC mean − decoder 2|;
 - ``mutual information``: entropy of the MC mean minus the mean entropy of the samples (BALD).
@@ -45,18 +46,28 @@ from propl.data.readers import read_mask, read_scan
 from propl.inference import Predictor, frames_to_float, resolve_model
 from propl.metrics import UncertaintyAUROC
 from propl.results import provenance
-from propl.uncertainty import binary_entropy, disagreement, mc_statistics, uncertainty_map
+from propl.uncertainty import (
+    OUTLINE_THRESHOLD,
+    binary_entropy,
+    disagreement,
+    mc_statistics,
+    mc_uncertainty,
+    uncertainty_map,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SHOWN, MAX_RULE = "√(2σ) (shown now)", "max rule (shown before)"
 MAPS = (
-    "max rule (shown now)",
-    "MC std",
-    "MC std, T = 8",
+    SHOWN,
+    "√(2σ), T = 8",
+    MAX_RULE,
     "entropy, MC mean",
     "entropy, decoder 2",
     "disagreement",
     "mutual information",
 )
+#: the plugin's default outline level of the map shown now, and of the max rule before it
+OUTLINES = {SHOWN: OUTLINE_THRESHOLD, MAX_RULE: 0.5}
 
 
 def _maps(predictor: Predictor, frames: np.ndarray, task: str) -> tuple[Tensor, dict[str, Tensor]]:
@@ -72,9 +83,9 @@ def _maps(predictor: Predictor, frames: np.ndarray, task: str) -> tuple[Tensor, 
     mean, var = mc_statistics(samples)
     _, var8 = mc_statistics(model.mc_decoder1(features, t, 8, size=size))
     return p2, {
-        "max rule (shown now)": uncertainty_map(mean, var, p2),
-        "MC std": var.clamp_min(0).sqrt() / 0.5,
-        "MC std, T = 8": var8.clamp_min(0).sqrt() / 0.5,
+        SHOWN: mc_uncertainty(var),
+        "√(2σ), T = 8": mc_uncertainty(var8),
+        MAX_RULE: uncertainty_map(mean, var, p2),
         "entropy, MC mean": binary_entropy(mean),
         "entropy, decoder 2": binary_entropy(p2),
         "disagreement": disagreement(mean, p2),
@@ -85,13 +96,13 @@ def _maps(predictor: Predictor, frames: np.ndarray, task: str) -> tuple[Tensor, 
 @torch.inference_mode()
 def score(
     model: Path, data: Path, tasks: list[str], scans: int, log: Callable[[str], None] = print
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """``{task: {map: AUROC}}`` and ``{task: {map: median over the pixels}}`` of one model."""
+) -> dict[str, dict[str, dict]]:
+    """``{"auroc"|"median"|"flagged": {task: {map: ...}}}`` of one model; ``flagged``: the
+    fractions of all pixels and of the error pixels at or above the map's outline level."""
     torch.manual_seed(0)
     predictor = Predictor.from_checkpoint(model, device="cpu")
     folder = FirstScans(data, scans)
-    out: dict[str, dict[str, float]] = {}
-    medians: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, dict]] = {"auroc": {}, "median": {}, "flagged": {}}
     for task in tasks:
         if task not in predictor.tasks:
             continue
@@ -110,10 +121,11 @@ def score(
             mask = (up(p2) > 0.5).astype(np.uint8)  # the mask the plugin shows
             for name, m in maps.items():
                 auroc[name].update(np.clip(up(m), 0.0, 1.0), mask, gt)
-        out[task] = {name: a.compute() for name, a in auroc.items()}
-        medians[task] = {name: a.quantile(0.5) for name, a in auroc.items()}
-        log(f"{model}: {task} ({len(samples)} scans) " + str(out[task]))
-    return out, medians
+        out["auroc"][task] = {name: a.compute() for name, a in auroc.items()}
+        out["median"][task] = {name: a.quantile(0.5) for name, a in auroc.items()}
+        out["flagged"][task] = {name: auroc[name].flagged(t) for name, t in OUTLINES.items()}
+        log(f"{model}: {task} ({len(samples)} scans) " + str(out["auroc"][task]))
+    return out
 
 
 def table(doc: dict) -> str:
@@ -133,6 +145,19 @@ def table(doc: dict) -> str:
             v = doc["models"][m][t][name]
             cells.append(f"**{v:.3f}**" if v == best[(m, t)] else f"{v:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Outlines at the default level: % of the pixels flagged / % of the errors flagged.",
+        "",
+    ]
+    lines.append("| map, level | " + " | ".join(f"{m}: {t}" for m, t in cols) + " |")
+    lines.append("|---|" + "---|" * len(cols))
+    for name, level in doc["outline_levels"].items():
+        cells = [
+            "{:.1f} / {:.1f}".format(*(100 * v for v in doc["flagged"][m][t][name]))
+            for m, t in cols
+        ]
+        lines.append(f"| {name}, {level} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -148,11 +173,14 @@ def main() -> None:
     t0 = time.perf_counter()
     doc: dict = {"maps": list(MAPS), "scans": args.scans or "all", "models": {}, "paths": {}}
     doc["median_uncertainty"] = {}  # over every scored pixel: how much of a scan a map flags
+    doc["outline_levels"] = OUTLINES
+    doc["flagged"] = {}  # [fraction of the pixels, fraction of the error pixels] at that level
     for name, path in models.items():
         tasks = args.tasks or list(Predictor.from_checkpoint(path, device="cpu").tasks)
-        doc["models"][name], doc["median_uncertainty"][name] = score(
-            Path(path), args.data, tasks, args.scans
-        )
+        scores = score(Path(path), args.data, tasks, args.scans)
+        doc["models"][name] = scores["auroc"]
+        doc["median_uncertainty"][name] = scores["median"]
+        doc["flagged"][name] = scores["flagged"]
         doc["paths"][name] = path
     doc["seconds"] = round(time.perf_counter() - t0, 1)
     doc["provenance"] = provenance()

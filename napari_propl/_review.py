@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from propl.tasks import task_colour
+from propl.uncertainty import OUTLINE_THRESHOLD
 
 from . import _layers
 from ._session import Session, SessionMember
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     import napari
 
 AUTOSAVE_MS = 800
-REVIEW_OUTLINE_THRESHOLD = 0.5
+REVIEW_OUTLINE_THRESHOLD = OUTLINE_THRESHOLD
 
 
 class ReviewWidget(SessionMember, QWidget):

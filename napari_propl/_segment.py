@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from propl.tasks import task_colour
+from propl.uncertainty import OUTLINE_THRESHOLD
 
 from . import _layers
 from ._session import Session, SessionMember
@@ -76,7 +77,7 @@ class SegmentWidget(SessionMember, QWidget):
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.05, 1.0)
         self.threshold.setSingleStep(0.05)
-        self.threshold.setValue(0.5)
+        self.threshold.setValue(OUTLINE_THRESHOLD)
         self.run_button = QPushButton("Segment")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)

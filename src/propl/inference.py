@@ -17,7 +17,7 @@ from .device import place_model, select_device
 from .errors import CheckpointError
 from .models import ProPLNet
 from .models.fuse import fuse_batchnorm
-from .uncertainty import confidence_score, mc_statistics, uncertainty_map
+from .uncertainty import confidence_score, mc_statistics, mc_uncertainty, uncertainty_map
 
 if TYPE_CHECKING:
     from .store import Project
@@ -95,8 +95,9 @@ class Predictor:
         model: a ProPL network (or use :meth:`from_checkpoint`).
         device: ``"auto"`` (cuda > mps > cpu), ``"cuda"``, ``"cpu"`` ...
         batch_size: frames per forward pass.
-        uncertainty: ``"mc"`` (MC dropout of decoder 1, T passes batched, plus disagreement with
-            decoder 2), ``"disagreement"`` (one pass of each decoder), or ``"none"``.
+        uncertainty: ``"mc"`` (MC dropout of decoder 1, T passes batched: its standard
+            deviation, :func:`~propl.uncertainty.mc_uncertainty`), ``"disagreement"`` (one pass
+            of each decoder: entropy of decoder 2 and the decoders' disagreement), or ``"none"``.
         mc_samples: T for ``"mc"``.
     """
 
@@ -197,5 +198,5 @@ class Predictor:
         if self.uncertainty == "disagreement":
             p1 = torch.sigmoid(model.decode(features, t, 1, size=size))
             return p2, uncertainty_map(p2, None, p1)
-        mean, var = mc_statistics(model.mc_decoder1(features, t, self.mc_samples, size=size))
-        return p2, uncertainty_map(mean, var, p2)
+        _, var = mc_statistics(model.mc_decoder1(features, t, self.mc_samples, size=size))
+        return p2, mc_uncertainty(var)

@@ -212,6 +212,19 @@ class UncertaintyAUROC:
         edge = np.array([idx << self._shift], dtype=np.int32).view(np.float32)[0]
         return float(edge) * self.max_value
 
+    def flagged(self, threshold: float) -> tuple[float, float]:
+        """Pixels at or above ``threshold`` (to the bins' 0.1 %), as fractions of all pixels
+        and of the error pixels seen so far: what an outline at that level would cover."""
+        scaled = np.clip(threshold / self.max_value, 0.0, 1.0)
+        first = int(np.array([scaled], dtype=np.float32).view(np.int32)[0] >> self._shift)
+        n_err, n_all = self.hist_error.sum(), self.hist_error.sum() + self.hist_correct.sum()
+        err = self.hist_error[first:].sum()
+        every = err + self.hist_correct[first:].sum()
+        return (
+            float(every / n_all) if n_all else float("nan"),
+            float(err / n_err) if n_err else float("nan"),
+        )
+
     def compute(self) -> float:
         """AUROC so far; NaN when no errors or no correct pixels were seen."""
         n_pos, n_neg = int(self.hist_error.sum()), int(self.hist_correct.sum())

@@ -28,6 +28,23 @@ def test_shapes_and_ranges(model, mode):
         assert pred.uncertainty.max() > 0
 
 
+def test_mc_uncertainty_is_decoder_1s_spread_not_the_probabilitys_entropy():
+    """An untrained network's probabilities sit near 0.5 everywhere, so an entropy map would
+    flag the whole scan; the MC map shows the dropout spread: none without dropout, some with
+    it, and the confidence follows."""
+    torch.manual_seed(0)
+    frames = (np.random.default_rng(2).random((2, 48, 48)) * 255).astype(np.uint8)
+    still = build_model("propl-small", tasks=("a",), input_size=64, pretrained=False, dropout=0.0)
+    calm = Predictor(still, device="cpu", uncertainty="mc").predict(frames, "a")
+    assert np.abs(calm.probability - 0.5).max() < 0.3  # untrained: far from 0 and 1
+    assert calm.uncertainty.max() == 0.0 and np.all(calm.confidence == 1.0)
+    single = Predictor(still, device="cpu", uncertainty="disagreement").predict(frames, "a")
+    assert single.uncertainty.mean() > 0.5  # the single-pass map keeps the entropy
+    noisy = build_model("propl-small", tasks=("a",), input_size=64, pretrained=False, dropout=0.5)
+    pred = Predictor(noisy, device="cpu", uncertainty="mc").predict(frames, "a")
+    assert pred.uncertainty.max() > 0 and np.all(pred.confidence < 1.0)
+
+
 def test_batching_does_not_change_results(model):
     frames = (np.random.default_rng(1).random((5, 40, 40)) * 255).astype(np.uint8)
     a = Predictor(model, device="cpu", batch_size=2, uncertainty="disagreement").predict(

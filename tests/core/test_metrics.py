@@ -196,6 +196,18 @@ def test_streaming_quantiles_of_the_pixels_seen(rng):
         acc.quantile(1.5)
 
 
+def test_streaming_flagged_fractions():
+    acc = UncertaintyAUROC()
+    assert all(math.isnan(v) for v in acc.flagged(0.5))
+    gt = np.array([0, 0, 0, 0, 1, 1])
+    pred = np.array([0, 0, 0, 1, 1, 0])  # errors at 3 (u 0.6) and 5 (u 0.2)
+    acc.update(np.array([0.1, 0.55, 0.9, 0.6, 0.3, 0.2]), pred, gt)
+    assert acc.flagged(0.5) == pytest.approx((3 / 6, 1 / 2))
+    assert acc.flagged(0.6) == pytest.approx((2 / 6, 1 / 2))  # at the level counts
+    assert acc.flagged(0.0) == pytest.approx((1.0, 1.0))
+    assert acc.flagged(0.95) == pytest.approx((0.0, 0.0))
+
+
 def test_streaming_auroc_edge_cases():
     acc = UncertaintyAUROC()
     assert math.isnan(acc.compute())

@@ -16,6 +16,7 @@ from propl.uncertainty import (
     hermes_mask,
     make_pseudo_label,
     mc_statistics,
+    mc_uncertainty,
     uncertainty_map,
     uplc_calibrate,
 )
@@ -131,6 +132,15 @@ def test_hermes_class_adaptive_threshold():
     torch.testing.assert_close(hermes_mask(p, progress=0.0), image(1, 1, 1, 0))
     # nothing confident anywhere: both thresholds 0.5, every pixel passes
     assert torch.all(hermes_mask(image(0.6, 0.4), progress=0.0) == 1)
+
+
+def test_mc_uncertainty_is_the_root_of_the_normalised_mc_std():
+    var = image(0.0, 0.0001, 0.01, 0.25)  # std 0, 0.01, 0.1, 0.5
+    unc = mc_uncertainty(var)
+    expected = image(0.0, 0.02**0.5, 0.2**0.5, 1.0)
+    torch.testing.assert_close(unc, expected)
+    # a variance above the maximum, or a rounding error below 0, stays in [0, 1]
+    torch.testing.assert_close(mc_uncertainty(image(0.3, -1e-9)), image(1.0, 0.0))
 
 
 def test_uncertainty_map():

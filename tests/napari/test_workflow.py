@@ -152,7 +152,9 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
     outline = next(lyr for lyr in shown if lyr.metadata["propl_review"] == "low")
     expected = low_confidence(project.prediction(second, TASK).uncertainty, OUTLINE)
     qtbot.waitUntil(lambda: np.array_equal(np.asarray(outline.data), expected), timeout=5_000)
-    labels.paint((0, 10, 10), 1)  # an edit through napari's painting API
+    # an edit through napari's painting API; the opposite of the predicted label, so that it
+    # changes the mask whichever scan the queue put second
+    labels.paint((0, 10, 10), 1 - int(np.asarray(labels.data)[0, 10, 10]))
     qtbot.waitUntil(lambda: project.review(second, TASK) is not None, timeout=10_000)
     review.wait_saved()
     saved = project.review(second, TASK)
