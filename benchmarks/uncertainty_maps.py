@@ -31,7 +31,6 @@ task (10 corrected scans) comes from the simulated annotator, which keeps its pr
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +44,7 @@ from propl.data.benchmark import FirstScans
 from propl.data.readers import read_mask, read_scan
 from propl.inference import Predictor, frames_to_float, resolve_model
 from propl.metrics import UncertaintyAUROC
-from propl.results import provenance
+from propl.results import provenance, write_json
 from propl.uncertainty import (
     OUTLINE_THRESHOLD,
     binary_entropy,
@@ -184,8 +183,7 @@ def main() -> None:
         doc["paths"][name] = path
     doc["seconds"] = round(time.perf_counter() - t0, 1)
     doc["provenance"] = provenance()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(args.out, doc)
     args.out.with_suffix(".md").write_text(table(doc))
     print(table(doc))
 

@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     import napari
 
 AUTOSAVE_MS = 800
-REVIEW_OUTLINE_THRESHOLD = OUTLINE_THRESHOLD
 
 
 class ReviewWidget(SessionMember, QWidget):
@@ -584,7 +583,7 @@ def _read_for_review(project: Any, scan_id: str, task: str) -> dict[str, Any]:
     scale = (1.0, *(scan.spacing_mm or (1.0, 1.0)))
     name = f"review: {scan.name}"
     colour = task_colour(task, project.tasks)
-    low = _layers.low_confidence(unc, REVIEW_OUTLINE_THRESHOLD)
+    low = _layers.low_confidence(unc, OUTLINE_THRESHOLD)
     return {
         "scan_id": scan_id,
         "scan": scan,

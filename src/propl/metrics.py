@@ -189,14 +189,18 @@ class UncertaintyAUROC:
         self.hist_error = np.zeros(self.n_bins, dtype=np.int64)
         self.hist_correct = np.zeros(self.n_bins, dtype=np.int64)
 
+    def _bins(self, values: np.ndarray) -> np.ndarray:
+        """Bin index of each value (NaN as 0, clipped to ``[0, max_value]``)."""
+        scaled = np.clip(np.nan_to_num(values, nan=0.0) / self.max_value, 0.0, 1.0)
+        return np.asarray(scaled, dtype=np.float32).view(np.int32) >> self._shift
+
     def update(self, uncertainty: np.ndarray, pred: np.ndarray, gt: np.ndarray) -> None:
         """Add one image (or batch) of pixels; arrays of the same shape, as in the function."""
         u = np.asarray(uncertainty, dtype=np.float64).ravel()
         err = _errors(pred, gt)
         if u.shape != err.shape:
             raise ValueError(f"uncertainty must match the masks' size, got {u.size} and {err.size}")
-        scaled = np.clip(np.nan_to_num(u, nan=0.0) / self.max_value, 0.0, 1.0)
-        idx = scaled.astype(np.float32).view(np.int32) >> self._shift
+        idx = self._bins(u)
         self.hist_error += np.bincount(idx[err], minlength=self.n_bins)
         self.hist_correct += np.bincount(idx[~err], minlength=self.n_bins)
 
@@ -215,8 +219,7 @@ class UncertaintyAUROC:
     def flagged(self, threshold: float) -> tuple[float, float]:
         """Pixels at or above ``threshold`` (to the bins' 0.1 %), as fractions of all pixels
         and of the error pixels seen so far: what an outline at that level would cover."""
-        scaled = np.clip(threshold / self.max_value, 0.0, 1.0)
-        first = int(np.array([scaled], dtype=np.float32).view(np.int32)[0] >> self._shift)
+        first = int(self._bins(np.array([threshold]))[0])
         n_err, n_all = self.hist_error.sum(), self.hist_error.sum() + self.hist_correct.sum()
         err = self.hist_error[first:].sum()
         every = err + self.hist_correct[first:].sum()

@@ -257,7 +257,7 @@ def confidence_score(prob: Tensor, uncertainty: Tensor, threshold: float = 0.5) 
 
     Args:
         prob: ``(B, 1, H, W)`` foreground probabilities.
-        uncertainty: ``(B, 1, H, W)`` in [0, 1], e.g. from :func:`uncertainty_map`.
+        uncertainty: ``(B, 1, H, W)`` in [0, 1], e.g. from :func:`mc_uncertainty`.
         threshold: foreground threshold.
 
     Returns:

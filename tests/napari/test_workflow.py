@@ -12,10 +12,10 @@ pytest.importorskip("napari")
 from pydicom.data import get_testdata_file  # noqa: E402
 
 from napari_propl._layers import low_confidence  # noqa: E402
-from napari_propl._review import REVIEW_OUTLINE_THRESHOLD as OUTLINE  # noqa: E402
 from propl.checkpoint import save_checkpoint  # noqa: E402
 from propl.models import build_model  # noqa: E402
 from propl.store import Project  # noqa: E402
+from propl.uncertainty import OUTLINE_THRESHOLD as OUTLINE  # noqa: E402
 
 PLUGIN = "napari-propl"
 TASK = "left_heart"
