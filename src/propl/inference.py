@@ -56,7 +56,8 @@ class Prediction:
         mask: ``(F, H, W)`` uint8 in {0, 1}.
         probability: ``(F, H, W)`` float32 foreground probability of decoder 2.
         uncertainty: ``(F, H, W)`` float32 in [0, 1] (zeros when uncertainty is off).
-        confidence: ``(F,)`` float32 per-frame confidence in [0, 1].
+        confidence: ``(F,)`` float32 per-frame confidence in [0, 1], read like a Dice: the
+            overlap the mask is expected to score (:func:`~propl.uncertainty.confidence_score`).
     """
 
     mask: np.ndarray
@@ -169,11 +170,9 @@ class Predictor:
             align_corners=False,
         )
         t = torch.full((b,), task_id, dtype=torch.long, device=self.device)
-        prob, unc = self._forward(x_in, t)
+        prob, unc, belief = self._forward(x_in, t)
         # confidence on the decoder's native 1/4-scale maps (cheap); maps resized once to the scan
-        conf = (
-            confidence_score(prob, unc, threshold) if self.uncertainty != "none" else torch.ones(b)
-        )
+        conf = torch.ones(b) if belief is None else confidence_score(prob, belief, threshold)
         prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
         unc = F.interpolate(unc, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
         return Prediction(
@@ -183,8 +182,10 @@ class Predictor:
             confidence=conf.float().cpu().numpy(),
         )
 
-    def _forward(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Probabilities and uncertainty at the decoder's native 1/4 scale, ``(B, 1, S/4, S/4)``.
+    def _forward(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Probabilities, uncertainty and the second opinion the confidence is scored against
+        (decoder 1: its MC mean, or its single pass; None without uncertainty), all at the
+        decoder's native 1/4 scale, ``(B, 1, S/4, S/4)``.
 
         Uncertainty statistics are computed before upsampling: T maps at 1/4 scale instead of T
         full-size maps.
@@ -194,9 +195,9 @@ class Predictor:
         size = (features[0].shape[-2], features[0].shape[-1])
         p2 = torch.sigmoid(model.decode(features, t, 2, size=size))
         if self.uncertainty == "none":
-            return p2, torch.zeros_like(p2)
+            return p2, torch.zeros_like(p2), None
         if self.uncertainty == "disagreement":
             p1 = torch.sigmoid(model.decode(features, t, 1, size=size))
-            return p2, uncertainty_map(p2, None, p1)
-        _, var = mc_statistics(model.mc_decoder1(features, t, self.mc_samples, size=size))
-        return p2, mc_uncertainty(var)
+            return p2, uncertainty_map(p2, None, p1), p1
+        mean, var = mc_statistics(model.mc_decoder1(features, t, self.mc_samples, size=size))
+        return p2, mc_uncertainty(var), mean

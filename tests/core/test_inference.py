@@ -31,13 +31,15 @@ def test_shapes_and_ranges(model, mode):
 def test_mc_uncertainty_is_decoder_1s_spread_not_the_probabilitys_entropy():
     """An untrained network's probabilities sit near 0.5 everywhere, so an entropy map would
     flag the whole scan; the MC map shows the dropout spread: none without dropout, some with
-    it, and the confidence follows."""
+    it. The confidence is not the map's: it asks whether the mask would match a truth drawn
+    from decoder 1's probabilities, and for an untrained network they hover near 0.5."""
     torch.manual_seed(0)
     frames = (np.random.default_rng(2).random((2, 48, 48)) * 255).astype(np.uint8)
     still = build_model("propl-small", tasks=("a",), input_size=64, pretrained=False, dropout=0.0)
     calm = Predictor(still, device="cpu", uncertainty="mc").predict(frames, "a")
     assert np.abs(calm.probability - 0.5).max() < 0.3  # untrained: far from 0 and 1
-    assert calm.uncertainty.max() == 0.0 and np.all(calm.confidence == 1.0)
+    assert calm.uncertainty.max() == 0.0  # no dropout, no spread ...
+    assert np.all(calm.confidence < 0.8)  # ... but no confidence either
     single = Predictor(still, device="cpu", uncertainty="disagreement").predict(frames, "a")
     assert single.uncertainty.mean() > 0.5  # the single-pass map keeps the entropy
     noisy = build_model("propl-small", tasks=("a",), input_size=64, pretrained=False, dropout=0.5)

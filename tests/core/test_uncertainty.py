@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from propl.uncertainty import (
+    BELIEF_FLOOR,
     PSEUDO_LABEL_MODES,
     binary_entropy,
     confidence_score,
@@ -163,20 +164,35 @@ def _disc(size: int = 32, radius: int = 8) -> torch.Tensor:
     return (((yy - size // 2) ** 2 + (xx - size // 2) ** 2) <= radius**2).float()[None, None]
 
 
+def test_confidence_is_the_dice_expected_against_the_belief():
+    # a 10-pixel mask; the belief is sure of 5 of its pixels and of nothing else
+    prob = torch.zeros(1, 1, 4, 8)
+    prob.view(-1)[:10] = 0.9
+    belief = torch.zeros_like(prob)
+    belief.view(-1)[:5] = 1.0
+    conf = confidence_score(prob, belief)
+    assert conf.item() == pytest.approx((2 * 5 + 1) / (10 + 5 + 1))
+    # the same belief at 0.5: half the overlap expected, half the foreground
+    conf_half = confidence_score(prob, belief * 0.5)
+    assert conf_half.item() == pytest.approx((2 * 2.5 + 1) / (10 + 2.5 + 1))
+
+
 def test_confidence_confident_beats_uncertain():
     disc = _disc()
     sharp = 0.01 + 0.98 * disc
     blurry = 0.3 + 0.4 * disc  # same mask (0.7 > 0.5) but doubtful everywhere
     prob = torch.cat([sharp, blurry])
-    conf = confidence_score(prob, uncertainty_map(prob))
+    conf = confidence_score(prob, prob)
     assert conf.shape == (2,)
-    assert conf[0] > 0.85 and conf[1] < 0.2
+    assert conf[0] > 0.98 and conf[1] < 0.5
 
 
 def test_confidence_empty_certain_image_is_confident():
     prob = torch.full((1, 1, 32, 32), 0.001)
-    conf = confidence_score(prob, uncertainty_map(prob))
-    assert conf.item() == pytest.approx(1.0, abs=0.02)
+    assert confidence_score(prob, prob).item() == 1.0
+    # below the floor, the faint probability of a large background does not add up
+    big = torch.full((1, 1, 512, 512), BELIEF_FLOOR * 0.9)
+    assert confidence_score(big, big).item() == 1.0
 
 
 def test_confidence_ignores_far_certain_background():
@@ -184,20 +200,35 @@ def test_confidence_ignores_far_certain_background():
     # just because more certain background surrounds it
     small = 0.01 + 0.98 * _disc(32, 8)
     large = torch.nn.functional.pad(small, (48, 48, 48, 48), value=0.01)
-    unc_small, unc_large = uncertainty_map(small), uncertainty_map(large)
-    unc_small[..., 8, 12:20] = 0.9  # a doubtful stretch of outline
-    unc_large[..., 56, 60:68] = 0.9
-    c_small = confidence_score(small, unc_small).item()
-    c_large = confidence_score(large, unc_large).item()
+    doubt_small, doubt_large = small.clone(), large.clone()
+    doubt_small[..., 8, 12:20] = 0.3  # a doubtful stretch of outline in the belief
+    doubt_large[..., 56, 60:68] = 0.3
+    c_small = confidence_score(small, doubt_small).item()
+    c_large = confidence_score(large, doubt_large).item()
     assert c_small == pytest.approx(c_large, abs=1e-6)
-    assert c_small < confidence_score(small, uncertainty_map(small)).item()
+    assert c_small < confidence_score(small, small).item()
 
 
 def test_confidence_flags_doubt_away_from_foreground():
     prob = torch.full((1, 1, 32, 32), 0.01)
-    prob[..., 4:8, 4:8] = 0.45  # a possible missed target: below threshold but doubtful
-    conf = confidence_score(prob, uncertainty_map(prob))
-    assert conf.item() < 0.1
+    spot = prob.clone()
+    spot[..., 4:8, 4:8] = 0.45  # a possible missed target: below threshold but doubtful
+    conf = confidence_score(prob, spot)
+    assert conf.item() == pytest.approx(1 / (16 * 0.45 + 1))
+    bigger = prob.clone()
+    bigger[..., 4:12, 4:12] = 0.45
+    assert confidence_score(prob, bigger).item() < conf.item()
+
+
+def test_confidence_in_unit_range_and_follows_the_threshold():
+    g = torch.Generator().manual_seed(0)
+    prob, belief = torch.rand(6, 1, 16, 16, generator=g), torch.rand(6, 1, 16, 16, generator=g)
+    conf = confidence_score(prob, belief)
+    assert torch.all((conf >= 0) & (conf <= 1))
+    # a mask of every pixel against the belief itself: 2Σb / (N + Σb) (plus the one pixel)
+    every = confidence_score(prob, belief, threshold=-1.0)
+    b = torch.where(belief >= BELIEF_FLOOR, belief, 0).sum(dim=(1, 2, 3))
+    assert torch.allclose(every, (2 * b + 1) / (256 + b + 1))
 
 
 def test_confidence_shape_check():

@@ -1,0 +1,198 @@
+"""Which per-scan confidence puts the scans with the most to correct first in the review queue?
+
+    python benchmarks/queue_scores.py --data DATA [--run NAME=WORKDIR ...] [--scans N]
+        [--out benchmarks/results/queue-scores.json]
+
+The review queue shows the least confident scans first, so that an annotator's corrections go
+where the model is most wrong. A confidence does that job when it ranks scans by their true
+Dice: this script predicts scans as the plugin does (decoder 2's mask, T = 4 MC-dropout passes
+of decoder 1, one encoder pass, at the decoder's 1/4 scale) and scores two confidences on the
+same predictions:
+
+- ``expected Dice`` (``propl.uncertainty.confidence_score``, the plugin's since it was
+  added): the Dice the mask is expected to score against a truth drawn from decoder 1's
+  MC-dropout mean;
+- ``mean uncertainty`` (the plugin's before): 1 − the mean of the uncertainty map shown over the
+  predicted foreground dilated by 3 pixels and every pixel above 0.5 (``previous_score`` here).
+
+For each set of scans: Spearman's ρ between confidence and true Dice (higher is better), the
+mean true Dice of the 10 least confident scans (what the queue's first page holds; lower means
+more to correct; the oracle's 10 worst and the set's mean, what random picks get on average, for
+comparison) and the mean absolute gap between confidence and true Dice (the confidence read as
+a Dice estimate).
+
+Sets: the shipped model on each task's test scans, and, with ``--run``, the review pools of the
+simulated annotator (``propl simulate --workdir WORKDIR``): the round-0 model (10 corrected
+scans, never saw the task before) on its 190 unreviewed scans, and the last version of the
+least-confident-first strategy on the scans still unreviewed at the end:
+
+    propl simulate --data DATA --task thyroid_nodule --seed S --workdir WORK_S --out /tmp/s.json
+    python benchmarks/queue_scores.py --data DATA --run "seed 0=WORK_0" --run "seed 1=WORK_1" ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+from torch import Tensor
+
+from propl.data.benchmark import BenchmarkFolder, FirstScans
+from propl.data.readers import read_mask, read_scan
+from propl.inference import Predictor, frames_to_float, resolve_model
+from propl.metrics import dice
+from propl.results import provenance, write_json
+from propl.store import Project
+from propl.uncertainty import confidence_score, mc_statistics, mc_uncertainty
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SCORES = ("expected Dice", "mean uncertainty")
+FIRST_PAGE = 10
+
+
+def previous_score(prob: Tensor, uncertainty: Tensor, threshold: float = 0.5) -> Tensor:
+    """The plugin's per-frame confidence before the expected Dice (git history of
+    ``propl.uncertainty.confidence_score``): 1 − mean uncertainty over the region of interest,
+    the predicted foreground dilated by 3 pixels or any pixel above 0.5 (the whole frame when
+    that region is empty)."""
+    unc = uncertainty.float()
+    band = F.max_pool2d((prob > threshold).float(), kernel_size=7, stride=1, padding=3) > 0
+    roi = (band | (unc > 0.5)).float()
+    n_roi = roi.sum(dim=(1, 2, 3))
+    roi_mean = (unc * roi).sum(dim=(1, 2, 3)) / n_roi.clamp_min(1.0)
+    return 1.0 - torch.where(n_roi > 0, roi_mean, unc.mean(dim=(1, 2, 3))).clamp(0.0, 1.0)
+
+
+@torch.inference_mode()
+def score_scans(model: Path, task: str, scans: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """``{"dice": [...], score: [...]}``: true Dice (stored resolution) and each confidence."""
+    torch.manual_seed(0)
+    predictor = Predictor.from_checkpoint(model, device="cpu")
+    net, s = predictor.model, predictor.input_size
+    out: dict[str, list[float]] = {"dice": [], **{k: [] for k in SCORES}}
+    for frames, truth in scans:
+        x = torch.from_numpy(frames_to_float(frames[:1]))[:, None]
+        x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+        t = torch.full((1,), net.task_index(task), dtype=torch.long)
+        features = net.encode(x)
+        size = (features[0].shape[-2], features[0].shape[-1])
+        p2 = torch.sigmoid(net.decode(features, t, 2, size=size))
+        mean, var = mc_statistics(net.mc_decoder1(features, t, predictor.mc_samples, size=size))
+        h, w = truth.shape[-2:]
+        full = F.interpolate(p2, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        out["dice"].append(dice(full.numpy() > 0.5, truth.reshape(h, w) > 0))
+        out["expected Dice"].append(float(confidence_score(p2, mean)[0]))
+        out["mean uncertainty"].append(float(previous_score(p2, mc_uncertainty(var))[0]))
+    return out
+
+
+def summary(scored: dict) -> dict:
+    dice = np.asarray(scored["dice"])
+    row = {
+        "scans": len(dice),
+        "mean_dice": float(dice.mean()),
+        "oracle_first_page_dice": float(np.sort(dice)[:FIRST_PAGE].mean()),
+    }
+    for name in SCORES:
+        conf = np.asarray(scored[name])
+        first = np.argsort(conf, kind="stable")[:FIRST_PAGE]
+        row[name] = {
+            "spearman": float(spearmanr(conf, dice).statistic),
+            "first_page_dice": float(dice[first].mean()),
+            "mean_abs_gap": float(np.abs(conf - dice).mean()),
+        }
+    return row
+
+
+def pool_scans(project: Path, task: str, masks: dict[str, Path]) -> list:
+    """The unreviewed scans of a simulated annotator's project, with their ground truth."""
+    with Project.open(project, read_only=True) as p:
+        return [
+            (p.image(i), read_mask(masks[str(Path(p.scan(i).source).resolve())]))
+            for i in p.scan_ids()
+            if p.review(i, task, with_mask=False) is None
+        ]
+
+
+def simulated_sets(data: Path, name: str, work: Path) -> dict[str, dict]:
+    """Round 0 and the last least-confident-first version of one ``propl simulate`` workdir."""
+    with Project.open(work / "round0.zarr", read_only=True) as p:
+        (task,) = [t.id for t in p.tasks]
+    folder = BenchmarkFolder(data)
+    masks = {str(s.image.resolve()): s.mask for s in folder.samples(task, "train")}
+    rows = {}
+    for label, project in (("round 0", "round0.zarr"), ("last round", "uncertainty.zarr")):
+        with Project.open(work / project, read_only=True) as p:
+            model = p.current_model_path()
+        assert model is not None, f"{work / project} has no current model"
+        scored = score_scans(model, task, pool_scans(work / project, task, masks))
+        rows[f"{name}, {label}: {task} pool"] = summary(scored) | {"model": str(model)}
+    return rows
+
+
+def table(doc: dict) -> str:
+    lines = [
+        "Per-scan confidence as a review-queue order (`python benchmarks/queue_scores.py`): "
+        f"Spearman ρ with the true Dice (higher is better); the mean true Dice of the "
+        f"{FIRST_PAGE} least confident scans (lower: more to correct; the set's mean is what "
+        f"random picks get, the oracle's {FIRST_PAGE} worst the floor); mean |confidence − "
+        "Dice|.",
+        "",
+        "| scans | n | mean Dice | oracle | "
+        + " | ".join(f"{s}: ρ | {s}: first {FIRST_PAGE} | {s}: gap" for s in SCORES)
+        + " |",
+        "|---|" + "---|" * (3 + 3 * len(SCORES)),
+    ]
+    for name, row in doc["sets"].items():
+        cells = [str(row["scans"]), f"{100 * row['mean_dice']:.1f}"]
+        cells.append(f"{100 * row['oracle_first_page_dice']:.1f}")
+        for s in SCORES:
+            r = row[s]
+            cells += [f"{r['spearman']:.2f}", f"{100 * r['first_page_dice']:.1f}"]
+            cells.append(f"{r['mean_abs_gap']:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="us-universal folder")
+    parser.add_argument(
+        "--run", action="append", default=[], help="NAME=WORKDIR of propl simulate (repeatable)"
+    )
+    parser.add_argument("--scans", type=int, default=0, help="first N test scans a task; 0: all")
+    parser.add_argument("--out", type=Path, default=RESULTS / "queue-scores.json")
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    sets: dict[str, dict] = {}
+    shipped = resolve_model(None)
+    folder = FirstScans(args.data, args.scans)
+    for task in Predictor.from_checkpoint(shipped, device="cpu").tasks:
+        samples = folder.samples(task, "test")
+        scans = [(read_scan(s.image)[0], read_mask(s.mask)) for s in samples]
+        sets[f"shipped: {task} test"] = summary(score_scans(shipped, task, scans))
+        print(f"shipped {task}: {sets[f'shipped: {task} test']}", flush=True)
+    for run in args.run:
+        name, work = run.split("=", 1)
+        sets |= simulated_sets(args.data, name, Path(work))
+        print(f"{name}: done", flush=True)
+    doc = {
+        "scores": list(SCORES),
+        "first_page": FIRST_PAGE,
+        "test_scans": args.scans or "all",
+        "sets": sets,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "provenance": provenance(),
+    }
+    write_json(args.out, doc)
+    args.out.with_suffix(".md").write_text(table(doc))
+    print(table(doc))
+
+
+if __name__ == "__main__":
+    main()
