@@ -94,6 +94,10 @@ class ReviewWidget(SessionMember, QWidget):
         self.unreviewed_only.setChecked(True)
         self.unreviewed_only.toggled.connect(lambda _c: self.refresh_queue())
         self.queue_list = QListWidget()
+        self.queue_list.setToolTip(
+            "least confident first; confidence: the Dice the model expects its mask to score "
+            "(1 = sure; the mean over a cine's frames)"
+        )
         self.queue_list.itemActivated.connect(lambda item: self.load(item.data(Qt.UserRole)))
         self.progress_label = QLabel("")
         self.status_label = QLabel("")
