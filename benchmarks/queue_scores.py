@@ -73,13 +73,11 @@ def score_scans(model: Path, task: str, scans: list[tuple[np.ndarray, np.ndarray
     """``{"dice": [...], score: [...]}``: true Dice (stored resolution) and each confidence."""
     torch.manual_seed(0)
     predictor = Predictor.from_checkpoint(model, device="cpu")
-    net, s = predictor.model, predictor.input_size
+    net = predictor.model
     out: dict[str, list[float]] = {"dice": [], **{k: [] for k in SCORES}}
     for frames, truth in scans:
-        x = torch.from_numpy(frames_to_float(frames[:1]))[:, None]
-        x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-        t = torch.full((1,), net.task_index(task), dtype=torch.long)
-        features = net.encode(x)
+        x = torch.from_numpy(frames_to_float(frames[:1]))
+        features, t = predictor.encode(x, net.task_index(task))
         size = (features[0].shape[-2], features[0].shape[-1])
         p2 = torch.sigmoid(net.decode(features, t, 2, size=size))
         mean, var = mc_statistics(net.mc_decoder1(features, t, predictor.mc_samples, size=size))

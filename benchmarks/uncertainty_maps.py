@@ -71,11 +71,9 @@ OUTLINES = {SHOWN: OUTLINE_THRESHOLD, MAX_RULE: 0.5}
 
 def _maps(predictor: Predictor, frames: np.ndarray, task: str) -> tuple[Tensor, dict[str, Tensor]]:
     """Decoder 2's probability and every candidate map, at the decoder's 1/4 scale."""
-    model, s = predictor.model, predictor.input_size
-    x = torch.from_numpy(frames_to_float(frames[:1]))[:, None]
-    x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-    t = torch.full((1,), model.task_index(task), dtype=torch.long)
-    features = model.encode(x)
+    model = predictor.model
+    x = torch.from_numpy(frames_to_float(frames[:1]))
+    features, t = predictor.encode(x, model.task_index(task))
     size = (features[0].shape[-2], features[0].shape[-1])
     p2 = torch.sigmoid(model.decode(features, t, 2, size=size))
     samples = model.mc_decoder1(features, t, predictor.mc_samples, size=size)

@@ -161,16 +161,8 @@ class Predictor:
     @torch.inference_mode()
     def _predict_batch(self, x: Tensor, task_id: int, threshold: float) -> Prediction:
         b, h, w = x.shape
-        s = self.input_size
-        x_in = F.interpolate(
-            x[:, None].to(self.device),
-            size=(s, s),
-            mode="bilinear",
-            antialias=True,
-            align_corners=False,
-        )
-        t = torch.full((b,), task_id, dtype=torch.long, device=self.device)
-        prob, unc, belief = self._forward(x_in, t)
+        features, t = self.encode(x, task_id)
+        prob, unc, belief = self._forward(features, t)
         # confidence on the decoder's native 1/4-scale maps (cheap); maps resized once to the scan
         conf = torch.ones(b) if belief is None else confidence_score(prob, belief, threshold)
         prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
@@ -182,7 +174,22 @@ class Predictor:
             confidence=conf.float().cpu().numpy(),
         )
 
-    def _forward(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def encode(self, x: Tensor, task_id: int) -> tuple[list[Tensor], Tensor]:
+        """Float frames ``(B, H, W)`` (:func:`frames_to_float`) resized to the network's input
+        and encoded once: the encoder's features and the batch's task ids, on the device. The
+        decoders' native maps are ``features[0]``'s size, 1/4 of the input."""
+        s = self.input_size
+        x_in = F.interpolate(
+            x[:, None].to(self.device),
+            size=(s, s),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
+        t = torch.full((x.shape[0],), task_id, dtype=torch.long, device=self.device)
+        return self.model.encode(x_in), t
+
+    def _forward(self, features: list[Tensor], t: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Probabilities, uncertainty and the second opinion the confidence is scored against
         (decoder 1: its MC mean, or its single pass; None without uncertainty), all at the
         decoder's native 1/4 scale, ``(B, 1, S/4, S/4)``.
@@ -191,7 +198,6 @@ class Predictor:
         full-size maps.
         """
         model = self.model
-        features = model.encode(x)
         size = (features[0].shape[-2], features[0].shape[-1])
         p2 = torch.sigmoid(model.decode(features, t, 2, size=size))
         if self.uncertainty == "none":
