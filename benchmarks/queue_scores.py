@@ -9,11 +9,12 @@ Dice: this script predicts scans as the plugin does (decoder 2's mask, T = 4 MC-
 of decoder 1, one encoder pass, at the decoder's 1/4 scale) and scores two confidences on the
 same predictions:
 
-- ``expected Dice`` (``propl.uncertainty.confidence_score``, the plugin's since it was
-  added): the Dice the mask is expected to score against a truth drawn from decoder 1's
-  MC-dropout mean;
-- ``mean uncertainty`` (the plugin's before): 1 − the mean of the uncertainty map shown over the
-  predicted foreground dilated by 3 pixels and every pixel above 0.5 (``previous_score`` here).
+- ``expected Dice`` (``propl.uncertainty.confidence_score``, the plugin's since ``9b576f2``):
+  the Dice the mask is expected to score against a truth drawn from decoder 1's MC-dropout
+  mean;
+- ``mean uncertainty`` (the plugin's before ``9b576f2``): 1 − the mean of the uncertainty map
+  shown over the predicted foreground dilated by 3 pixels and every pixel above 0.5
+  (``previous_score`` here).
 
 For each set of scans: Spearman's ρ between confidence and true Dice (higher is better), the
 mean true Dice of the 10 least confident scans (what the queue's first page holds; lower means
