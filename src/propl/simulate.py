@@ -395,14 +395,16 @@ def svg(doc: dict[str, Any], width: int = 560, height: int = 320) -> str:
 
 
 def write(doc: dict[str, Any], out: str | Path) -> list[Path]:
-    """Write the JSON, and the markdown table and SVG chart beside it."""
+    """Write the JSON, and the markdown table and SVG chart beside it, each atomically (a
+    crash leaves the previous file or the new one, never half of one)."""
+    from .files import atomic_write_bytes
     from .results import write_json
 
     out = Path(out)
     write_json(out, doc)
     md, chart = out.with_suffix(".md"), out.with_suffix(".svg")
-    md.write_text(table(doc))
-    chart.write_text(svg(doc))
+    atomic_write_bytes(md, table(doc).encode())
+    atomic_write_bytes(chart, svg(doc).encode())
     return [out, md, chart]
 
 

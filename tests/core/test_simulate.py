@@ -119,6 +119,9 @@ def test_table_and_chart_are_written(run):
     assert "| uncertainty |" in table and "| random |" in table and "Gain ratio" in table
     root = ET.fromstring(out.with_suffix(".svg").read_text())
     assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 2
+    assert sorted(p.name for p in out.parent.iterdir()) == [  # written whole, no temp files left
+        f"{out.stem}{suffix}" for suffix in (".json", ".md", ".svg")
+    ]
 
 
 def test_the_table_of_one_strategy_does_not_claim_random_gained_nothing(run):
