@@ -220,7 +220,8 @@ class UncertaintyAUROC:
         """Pixels at or above ``threshold`` (to the bins' 0.1 %), as fractions of all pixels
         and of the error pixels seen so far: what an outline at that level would cover."""
         first = int(self._bins(np.array([threshold]))[0])
-        n_err, n_all = self.hist_error.sum(), self.hist_error.sum() + self.hist_correct.sum()
+        n_err = self.hist_error.sum()
+        n_all = n_err + self.hist_correct.sum()
         err = self.hist_error[first:].sum()
         every = err + self.hist_correct[first:].sum()
         return (
