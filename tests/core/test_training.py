@@ -162,6 +162,31 @@ def test_stop_then_resume_equals_uninterrupted(method, options, data, tmp_path):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), name
 
 
+def test_a_state_saved_with_the_fused_optimiser_resumes_on_the_cpu(data, tmp_path):
+    """A run stopped on a GPU (where AdamW is fused) resumes here with this device's way of
+    stepping, and the saved moments carry over."""
+    lab = data[0]
+    cfg = small_config("supervised", 4)
+    calls = []
+    first = Trainer(new_model(), cfg, lab, out_dir=tmp_path)
+    assert first.optimizer.param_groups[0]["fused"] is None  # the CPU default
+    list(first.run(should_stop=lambda: len(calls) > 2 or calls.append(1)))
+    doc_path = tmp_path / "last" / "train_state.json"
+    doc = json.loads(doc_path.read_text())
+    for group in doc["param_groups"]:  # as a CUDA run writes it
+        group["fused"], group["foreach"] = True, None
+    doc_path.write_text(json.dumps(doc))
+    moments = {k: v.clone() for k, v in first.optimizer.state_dict()["state"][0].items()}
+
+    resumed = Trainer(new_model(), cfg, lab, out_dir=tmp_path)
+    resumed.load_state()
+    assert all(g["fused"] is None for g in resumed.optimizer.param_groups)
+    state = resumed.optimizer.state_dict()["state"][0]
+    assert all(torch.equal(state[k], v) for k, v in moments.items())
+    events = list(resumed.run(resume=True))
+    assert events[-1].kind == "done" and resumed.step == 4
+
+
 def test_best_checkpoint_and_log_written(data, tmp_path):
     lab, unlab, val = data
     cfg = TrainConfig(method="supervised", steps=4, batch_size=2, eval_every=2, device="cpu")

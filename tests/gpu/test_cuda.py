@@ -119,6 +119,29 @@ def test_a_checkpoint_trained_on_cuda_loads_on_the_cpu(tmp_path):
         assert torch.equal(a.cpu(), b), k
 
 
+def test_adamw_is_fused_on_cuda_and_a_stopped_run_moves_between_devices(tmp_path):
+    """AdamW steps with its fused kernel on CUDA; a run stopped there resumes on the CPU, and
+    one stopped on the CPU resumes on CUDA, each stepping the way its own device does."""
+    lab = arrays(8, 0)
+
+    def trainer(device: str, out: Path) -> Trainer:
+        cfg = TrainConfig(method="supervised", steps=4, batch_size=2, eval_every=100,
+                          device=device)  # fmt: skip
+        return Trainer(new_model(), cfg, lab, out_dir=out)
+
+    for first, then in (("cuda", "cpu"), ("cpu", "cuda")):
+        out, calls = tmp_path / first, []
+        stopped = trainer(first, out)
+        assert stopped.optimizer.param_groups[0]["fused"] is (True if first == "cuda" else None)
+        list(stopped.run(should_stop=lambda calls=calls: len(calls) > 2 or calls.append(1)))
+        resumed = trainer(then, out)
+        events = list(resumed.run(resume=True))
+        assert events[-1].kind == "done" and resumed.step == 4
+        assert resumed.optimizer.param_groups[0]["fused"] is (True if then == "cuda" else None)
+        step = resumed.optimizer.state_dict()["state"][0]["step"]
+        assert float(step) == 4 and step.device.type == then
+
+
 def test_propl_train_under_torchrun_with_nccl(tmp_path):
     """``propl train`` under torchrun on CUDA (NCCL), one process per GPU (at most two): one
     event stream, a best checkpoint. Equal weights on every rank are tested on the CPU
