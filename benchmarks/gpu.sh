@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Every GPU check in one prepared run (~5 min), for a lent GPU machine (the device tool):
+# Every GPU check in one prepared run (~2.5 min on an H200), for a lent GPU machine (the device tool):
 #   1. here:  bash benchmarks/gpu_wheels.sh
 #   2. there: device run, command 'bash benchmarks/gpu.sh', carry ['.whl'], timeout_s 540
 # It runs the CUDA tests (tests/gpu: inference, bf16 training of every method, checkpoints,
-# torchrun with NCCL) and benchmarks/gpu_throughput.py; logs and gpu-throughput.json go to
-# $OUT (or gpu-out/ when run by hand). Commit the JSON as benchmarks/results/gpu-throughput.json.
+# torchrun with NCCL) and benchmarks/gpu_throughput.py; logs and gpu-throughput.json|.md go to
+# $OUT (or gpu-out/ when run by hand). Commit them as benchmarks/results/gpu-throughput.json|.md
+# and tests-gpu.log as benchmarks/results/gpu-tests.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-out}

@@ -1,6 +1,8 @@
 """Training and inference speed on a GPU, at the ``full`` SSL profile's settings.
 
     python benchmarks/gpu_throughput.py --out gpu-throughput.json [--device cuda] [--steps 60]
+    python benchmarks/gpu_throughput.py --table benchmarks/results/gpu-throughput.json
+
 
 Each method trains for ``--steps`` steps of batch 16 (+ 16 unlabelled) at 224² on synthetic
 scans (speed does not depend on what the scans show), bf16 autocast as in every CUDA run; the
@@ -9,7 +11,8 @@ median step time after the first ``--warmup`` steps gives steps/s, and from it t
 Inference: one 256² frame with MC-dropout uncertainty, and frames of a batch of 16, median of
 ``--repeats`` calls.
 Run by ``benchmarks/gpu.sh`` on a lent GPU; it writes JSON so that the next session can size its
-GPU runs from measurements.
+GPU runs from measurements, and a markdown table beside it (``--table`` writes the table of an
+existing JSON file without measuring) with the training minutes of the whole ``full`` SSL table.
 """
 
 from __future__ import annotations
@@ -84,9 +87,44 @@ def infer_speed(device: torch.device, repeats: int) -> dict[str, float]:
     return out
 
 
+def markdown(doc: dict) -> str:
+    """The table for the README: per method, and the whole ``full`` SSL table's training time
+    (every method at 1/16 and 1/8 labels, plus full supervision, whose step is supervised's)."""
+    train = doc["train"]
+    rows = [
+        f"| {m} | {r['steps_per_s']} | {r['labelled_img_per_s']} | "
+        f"{r['full_profile_train_minutes']} | {r.get('peak_mem_mb', '-')} |"
+        for m, r in train.items()
+    ]
+    lines = [
+        f"{doc['device']}, torch {doc['torch']}, {doc['size']}² input, {doc['batch']} labelled "
+        f"scans a step (+ {doc['batch']} unlabelled for the semi-supervised methods), bf16 "
+        "autocast, synthetic scans "
+        f"(`benchmarks/results/gpu-throughput.json`, commit {doc.get('commit', '-')}).",
+        "",
+        "| method | steps/s | labelled img/s | min per `full` run (training only) | peak GPU MB |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
+    if all(m in train for m in METHODS):
+        per_run = {m: train[m]["full_profile_train_minutes"] for m in METHODS}
+        total = 2 * sum(per_run.values()) + per_run["supervised"]
+        lines += ["", f"The whole `full` SSL table (9 runs): **{total:.0f} min** of training."]
+    if "inference" in doc:
+        inf = doc["inference"]
+        lines += [
+            "",
+            f"Inference with MC-dropout uncertainty (T = 4), 256²: one frame "
+            f"{inf['ms_one_frame_256_mc']} ms; per frame in a batch of 16 "
+            f"{inf['ms_per_frame_batch16_256_mc']} ms.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="JSON results (and the markdown table beside it)")
+    p.add_argument("--table", type=Path, help="only write the table of this results file")
     p.add_argument("--device", default="cuda")
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=10)
@@ -95,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, help="input side (default: the full profile's)")
     p.add_argument("--batch", type=int, help="batch (default: the full profile's)")
     args = p.parse_args(argv)
+    if args.table is not None:
+        doc = json.loads(args.table.read_text())
+        args.table.with_suffix(".md").write_text(markdown(doc))
+        return 0
+    if args.out is None:
+        p.error("--out or --table is required")
     if args.steps <= args.warmup + 1:
         p.error("--steps must exceed --warmup + 1")
     device = select_device(args.device)
@@ -117,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["inference"] = infer_speed(device, args.repeats)
     print(doc["inference"], file=sys.stderr)
     args.out.write_text(json.dumps(doc, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(doc))
     return 0
 
 
