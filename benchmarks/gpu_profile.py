@@ -9,7 +9,8 @@ For each method, at the ``full`` profile's size and batch on synthetic scans (as
    the GPU's busy time per step (the sum of its kernels' times) and the kernels launched per step.
    A GPU busy for a small part of the step means the step is bound by Python and kernel launches,
    not by arithmetic. The profiler's top operators go to ``DIR/profile-<method>.txt``.
-2. Median step time with each switch, alternating the variants over ``--repeats`` rounds:
+2. Median step time with each switch, alternating the variants over ``--repeats`` rounds (the
+   order rotates every round; the committed results of 2026-12-04 predate that):
    ``base``; ``cudnn_benchmark`` (cuDNN picks its fastest convolution per shape);
    ``channels_last`` (model in NHWC memory layout); ``fused_adamw`` (AdamW's fused CUDA
    kernel); ``all`` three.
@@ -129,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(doc, indent=1))
     for method in args.methods:
         times: dict[str, list[float]] = {v: [] for v in args.variants}
-        for _ in range(args.repeats):
-            for name in args.variants:
+        for r in range(args.repeats):  # the order rotates: a machine that drifts hits all
+            k = r % len(args.variants)
+            for name in args.variants[k:] + args.variants[:k]:
                 bench, last, fused = VARIANTS[name]
                 torch.backends.cudnn.benchmark = bench
                 trainer = make_trainer(method, device, size, batch, args.steps, last, fused)
