@@ -346,7 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--start", type=int, default=10, help="scans corrected before round 0")
     s.add_argument("--pool", type=int, default=200, help="train scans in the project")
     s.add_argument(
-        "--strategies", nargs="+", default=["uncertainty", "random"], help="uncertainty, random"
+        "--strategies",
+        nargs="+",
+        default=["uncertainty", "random"],
+        help="uncertainty (the review queue's order), random; or error (most pixels expected "
+        "wrong first)",
     )
     s.add_argument(
         "--seed", type=int, default=0, help="seed of the scans drawn and of training (0)"

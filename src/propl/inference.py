@@ -17,7 +17,13 @@ from .device import place_model, select_device
 from .errors import CheckpointError
 from .models import ProPLNet
 from .models.fuse import fuse_batchnorm
-from .uncertainty import confidence_score, mc_statistics, mc_uncertainty, uncertainty_map
+from .uncertainty import (
+    confidence_score,
+    expected_error_fraction,
+    mc_statistics,
+    mc_uncertainty,
+    uncertainty_map,
+)
 
 if TYPE_CHECKING:
     from .store import Project
@@ -58,12 +64,16 @@ class Prediction:
         uncertainty: ``(F, H, W)`` float32 in [0, 1] (zeros when uncertainty is off).
         confidence: ``(F,)`` float32 per-frame confidence in [0, 1], read like a Dice: the
             overlap the mask is expected to score (:func:`~propl.uncertainty.confidence_score`).
+        expected_error: ``(F,)`` float32, the fraction of the frame's pixels the mask is
+            expected to get wrong (:func:`~propl.uncertainty.expected_error_fraction`); 0
+            without uncertainty.
     """
 
     mask: np.ndarray
     probability: np.ndarray
     uncertainty: np.ndarray
     confidence: np.ndarray
+    expected_error: np.ndarray
 
 
 def frames_to_float(frames: np.ndarray) -> np.ndarray:
@@ -135,7 +145,7 @@ class Predictor:
         return Prediction(
             *(
                 np.concatenate([getattr(p, f) for p in parts])
-                for f in ("mask", "probability", "uncertainty", "confidence")
+                for f in ("mask", "probability", "uncertainty", "confidence", "expected_error")
             )
         )
 
@@ -164,7 +174,11 @@ class Predictor:
         features, t = self.encode(x, task_id)
         prob, unc, belief = self._forward(features, t)
         # confidence on the decoder's native 1/4-scale maps (cheap); maps resized once to the scan
-        conf = torch.ones(b) if belief is None else confidence_score(prob, belief, threshold)
+        if belief is None:
+            conf, error = torch.ones(b), torch.zeros(b)
+        else:
+            conf = confidence_score(prob, belief, threshold)
+            error = expected_error_fraction(prob, belief, threshold)
         prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
         unc = F.interpolate(unc, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
         return Prediction(
@@ -172,6 +186,7 @@ class Predictor:
             probability=prob.float().cpu().numpy()[:, 0],
             uncertainty=unc.float().cpu().numpy()[:, 0],
             confidence=conf.float().cpu().numpy(),
+            expected_error=error.float().cpu().numpy(),
         )
 
     def encode(self, x: Tensor, task_id: int) -> tuple[list[Tensor], Tensor]:

@@ -8,7 +8,9 @@
     round r = 1..R, for each strategy (from the same round-0 project and model):
         predict every unreviewed scan of the pool (the plugin's Predictor, MC uncertainty)
         pick K scans: "uncertainty" = the review queue's first K (least confident first),
-                      "random" = K unreviewed scans drawn with the seed
+                      "random" = K unreviewed scans drawn with the seed,
+                      "error" (not run by default) = the K with the most pixels expected to
+                      be wrong (the largest ``Prediction.expected_error`` of any frame)
         "correct" them: the ground-truth mask replaces the prediction (edited pixels counted)
         retrain from the current version (the project retraining path: held-back scans,
         ProPL semi-supervised with the rest of the pool unlabelled)
@@ -40,7 +42,9 @@ from .results import provenance
 from .store import Project
 from .tasks import load_tasks_json
 
+#: The strategies run by default; :data:`CHOICES` also has "error" (most expected error first).
 STRATEGIES = ("uncertainty", "random")
+CHOICES = ("uncertainty", "random", "error")
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,9 @@ class SimulationConfig:
     """Other :class:`~propl.train.project.RetrainConfig` fields (e.g. ``{"lr": 1e-3}``)."""
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        unknown = [s for s in self.strategies if s not in CHOICES]
         if unknown:
-            raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+            raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(CHOICES)}")
         if self.rounds < 1 or self.per_round < 1 or self.start < 2:
             raise ValueError("need rounds >= 1, per_round >= 1 and start >= 2")
         if self.pool < self.start + self.rounds * self.per_round:
@@ -185,11 +189,14 @@ def _correct(
     with Project.open(project) as p:
         predictor = _current_predictor(p, config)
         unreviewed = [s for s in p.scan_ids() if p.review(s, task, with_mask=False) is None]
-        predictions = {}
+        predictions, errors = {}, {}
         for scan_id in unreviewed:
-            predictions[scan_id] = predictor.predict_stored(p, scan_id, task).mask
+            pred = predictor.predict_stored(p, scan_id, task)
+            predictions[scan_id], errors[scan_id] = pred.mask, float(pred.expected_error.max())
         if strategy == "uncertainty":
             picked = [q.scan_id for q in p.queue(task)[: config.per_round]]
+        elif strategy == "error":  # ties (none in practice) keep the pool's order
+            picked = sorted(unreviewed, key=lambda s: -errors[s])[: config.per_round]
         else:
             picked = [str(s) for s in rng.choice(unreviewed, config.per_round, replace=False)]
         edited = 0

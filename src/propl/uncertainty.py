@@ -19,6 +19,7 @@ __all__ = [
     "binary_entropy",
     "confidence_score",
     "disagreement",
+    "expected_error_fraction",
     "hermes_mask",
     "make_pseudo_label",
     "mc_statistics",
@@ -277,14 +278,37 @@ def confidence_score(
     Returns:
         ``(B,)`` in [0, 1].
     """
+    mask, b = _mask_and_belief(prob, belief, threshold, floor)
+    overlap = (mask * b).sum(dim=(1, 2, 3))
+    total = mask.sum(dim=(1, 2, 3)) + b.sum(dim=(1, 2, 3))
+    return ((2.0 * overlap + 1.0) / (total + 1.0)).clamp(0.0, 1.0)
+
+
+def expected_error_fraction(
+    prob: Tensor, belief: Tensor, threshold: float = 0.5, floor: float = BELIEF_FLOOR
+) -> Tensor:
+    """Per-frame fraction of pixels the shown mask is expected to get wrong, if the truth were
+    drawn from the network's own ``belief``: ``mean |m − b|`` with ``m`` and ``b`` as in
+    :func:`confidence_score` (``b`` zero below ``floor``).
+
+    Where :func:`confidence_score` is relative to the target's size (a small nodule half
+    missed scores as low as a large one), this counts pixels: how much there is to correct in
+    the frame. Sorting by it puts the frames with the most expected correction first.
+
+    Returns:
+        ``(B,)`` in [0, 1].
+    """
+    mask, b = _mask_and_belief(prob, belief, threshold, floor)
+    return (mask - b).abs().mean(dim=(1, 2, 3))
+
+
+def _mask_and_belief(
+    prob: Tensor, belief: Tensor, threshold: float, floor: float
+) -> tuple[Tensor, Tensor]:
     if prob.shape != belief.shape or prob.ndim != 4:
         raise ValueError(
             f"prob and belief must both be (B, 1, H, W), got {tuple(prob.shape)} "
             f"and {tuple(belief.shape)}"
         )
-    mask = (prob > threshold).float()
     b = belief.float()
-    b = torch.where(b >= floor, b, torch.zeros_like(b))
-    overlap = (mask * b).sum(dim=(1, 2, 3))
-    total = mask.sum(dim=(1, 2, 3)) + b.sum(dim=(1, 2, 3))
-    return ((2.0 * overlap + 1.0) / (total + 1.0)).clamp(0.0, 1.0)
+    return (prob > threshold).float(), torch.where(b >= floor, b, torch.zeros_like(b))

@@ -24,8 +24,13 @@ def test_shapes_and_ranges(model, mode):
     assert np.array_equal(pred.mask, (pred.probability > 0.5).astype(np.uint8))
     assert 0 <= pred.uncertainty.min() and pred.uncertainty.max() <= 1
     assert pred.confidence.shape == (3,) and np.all((pred.confidence >= 0) & (pred.confidence <= 1))
+    err = pred.expected_error
+    assert err.shape == (3,) and np.all((err >= 0) & (err <= 1))
     if mode != "none":
         assert pred.uncertainty.max() > 0
+        assert np.all(err > 0)  # an untrained network's probabilities are far from certain
+    else:
+        assert np.all(err == 0) and np.all(pred.confidence == 1)  # nothing to judge by
 
 
 def test_mc_uncertainty_is_decoder_1s_spread_not_the_probabilitys_entropy():

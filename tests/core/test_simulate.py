@@ -6,14 +6,18 @@ import json
 import shlex
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pytest
 import torch
 
+import propl.simulate as simulate_module
 from propl.checkpoint import save_checkpoint
 from propl.cli import main
+from propl.data.benchmark import BenchmarkFolder
 from propl.data.synthetic import write_benchmark_folder
+from propl.inference import Prediction
 from propl.models import build_model
-from propl.simulate import SimulationConfig, table
+from propl.simulate import SimulationConfig, build_pool, table
 from propl.store import Project
 
 ROUNDS, K, START = 2, 3, 4
@@ -137,6 +141,42 @@ def test_the_table_of_one_strategy_does_not_claim_random_gained_nothing(run):
     assert "| random |" not in text and "n/a (needs both strategies)" in text
     stalled = {**doc, "gain_ratio": None}  # both ran and random gained nothing
     assert "n/a (random gained nothing)" in table(stalled)
+
+
+def test_the_error_strategy_runs_and_is_recorded(folder, tiny, tmp_path):
+    out = tmp_path / "s.json"
+    cmd = (
+        f"simulate --data {folder} --task dark_blob --rounds 1 --per-round {K} --start {START} "
+        f"--pool 12 --first-steps 10 --steps 2 --no-feature-cache --device cpu --like {tiny} "
+        f"--strategies error --workdir {tmp_path / 'work'} --out {out}"
+    )
+    assert main(shlex.split(cmd)) == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["strategies"]) == {"error"} and doc["gain_ratio"] is None
+    assert "--strategies error" in doc["command"]
+    assert len(doc["per_round_details"]["error"][1]["picked"]) == K
+
+
+def test_the_error_strategy_picks_the_most_expected_error(folder, tmp_path, monkeypatch):
+    """The picks are the K unreviewed scans whose worst frame has the largest expected error
+    (MC dropout makes real predictions vary, so a stand-in predictor gives known errors)."""
+    config = SimulationConfig(task="dark_blob", rounds=1, per_round=K, start=START, pool=12)
+    masks, start = build_pool(tmp_path / "p.zarr", BenchmarkFolder(folder), config)
+    pool = [s for s in masks if s not in start]
+    error = dict(zip(pool, np.random.default_rng(0).permutation(len(pool)) / 100, strict=True))
+
+    class Known:
+        def predict_stored(self, project, scan_id, task):
+            z = np.zeros((1, *project.image(scan_id).shape[-2:]), np.float32)
+            errors = np.array([0.0, error[scan_id]], np.float32)  # two frames: the worst counts
+            pred = Prediction(z.astype(np.uint8), z, z, np.ones(1, np.float32), errors)
+            project.save_prediction(scan_id, task, pred.mask, z, pred.confidence, "known")
+            return pred
+
+    monkeypatch.setattr(simulate_module, "_current_predictor", lambda p, c: Known())
+    rng = np.random.default_rng(0)
+    picked = simulate_module._correct(tmp_path / "p.zarr", config, "error", masks, rng)["picked"]
+    assert picked == sorted(pool, key=lambda s: -error[s])[:K]
 
 
 def test_bad_arguments_are_clear_errors(folder, tmp_path, capsys):

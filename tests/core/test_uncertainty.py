@@ -14,6 +14,7 @@ from propl.uncertainty import (
     binary_entropy,
     confidence_score,
     disagreement,
+    expected_error_fraction,
     hermes_mask,
     make_pseudo_label,
     mc_statistics,
@@ -231,6 +232,33 @@ def test_confidence_in_unit_range_and_follows_the_threshold():
     assert torch.allclose(every, (2 * b + 1) / (256 + b + 1))
 
 
+def test_expected_error_counts_the_pixels_to_correct():
+    # a 10-pixel mask; the belief is sure of 5 of its pixels and puts 0.5 on 4 pixels outside
+    prob = torch.zeros(1, 1, 4, 8)
+    prob.view(-1)[:10] = 0.9
+    belief = torch.zeros_like(prob)
+    belief.view(-1)[:5] = 1.0
+    belief.view(-1)[20:24] = 0.5
+    belief.view(-1)[30] = BELIEF_FLOOR * 0.9  # faint background: counts as none
+    error = expected_error_fraction(prob, belief)
+    assert error.item() == pytest.approx((5 * 1.0 + 4 * 0.5) / 32)
+    # unlike the confidence, a small and a large target half missed differ: more pixels to fix
+    small, large = torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
+    small[..., :2, :4], large[..., :8, :8] = 1.0, 1.0
+    half_small, half_large = small.clone(), large.clone()
+    half_small[..., :1, :4], half_large[..., :4, :8] = 0.0, 0.0
+    assert confidence_score(half_small, small).item() == pytest.approx(
+        confidence_score(half_large, large).item(), abs=0.05
+    )
+    assert expected_error_fraction(half_large, large) == 8 * expected_error_fraction(
+        half_small, small
+    )
+    certain = torch.full((1, 1, 32, 32), 0.001)
+    assert expected_error_fraction(certain, certain).item() == 0.0
+
+
 def test_confidence_shape_check():
     with pytest.raises(ValueError, match="B, 1, H, W"):
         confidence_score(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
+    with pytest.raises(ValueError, match="B, 1, H, W"):
+        expected_error_fraction(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4))
