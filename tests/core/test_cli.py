@@ -220,3 +220,13 @@ def test_benchmark_report_fills_marked_blocks(tmp_path):
     text = doc.read_text()
     assert "| 1 | 2 |" in text and "old" not in text
     assert "kept" in text and text.startswith("intro") and text.endswith("end\n")
+
+
+@pytest.mark.parametrize("argv", ["train --data d", "simulate --data d --task t"])
+def test_the_feature_views_default_is_the_trainers(argv):
+    from propl.cli import build_parser
+    from propl.train.project import RetrainConfig
+    from propl.train.trainer import TrainConfig
+
+    args = build_parser().parse_args(shlex.split(argv))
+    assert args.feature_views == TrainConfig.feature_views == RetrainConfig.feature_views

@@ -79,7 +79,7 @@ class RetrainConfig:
     lr: float = 5e-4
     freeze_encoder: bool = True
     cache_features: bool = True
-    feature_views: int = 4
+    feature_views: int = TrainConfig.feature_views
     frames_per_scan: int = 4
     hold_back: float = 0.2
     max_unlabelled: int = 256
