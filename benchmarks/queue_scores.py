@@ -14,13 +14,18 @@ same predictions:
   mean;
 - ``mean uncertainty`` (the plugin's before ``9b576f2``): 1 − the mean of the uncertainty map
   shown over the predicted foreground dilated by 3 pixels and every pixel above 0.5
-  (``previous_score`` here).
+  (``previous_score`` here);
+- ``expected error`` (``propl.uncertainty.expected_error_fraction``, ``propl simulate
+  --strategies error``): the fraction of the frame's pixels the mask is expected to get wrong
+  against the same belief; the queue would put the largest first.
 
-For each set of scans: Spearman's ρ between confidence and true Dice (higher is better), the
-mean true Dice of the 10 least confident scans (what the queue's first page holds; lower means
-more to correct; the oracle's 10 worst and the set's mean, what random picks get on average, for
-comparison) and the mean absolute gap between confidence and true Dice (the confidence read as
-a Dice estimate).
+For each set of scans and score, in the score's queue order: Spearman's ρ between the order and
+the true Dice (higher is better), the mean true Dice of the first 10 scans (the queue's first
+page; lower means more to correct; the oracle's 10 worst and the set's mean, what random picks
+get on average, for comparison), the mean count of wrong pixels on the first page as a multiple
+of the set's mean (more is more to correct; the oracle's 10 most for comparison), and the mean
+absolute gap between the score and what it estimates (the true Dice, or the true fraction of
+wrong pixels).
 
 Sets: the shipped model on each task's test scans, and, with ``--run``, the review pools of the
 simulated annotator (``propl simulate --workdir WORKDIR``): the round-0 model (10 corrected
@@ -49,10 +54,16 @@ from propl.inference import Predictor, frames_to_float, resolve_model
 from propl.metrics import dice
 from propl.results import provenance, write_json
 from propl.store import Project
-from propl.uncertainty import confidence_score, mc_statistics, mc_uncertainty
+from propl.uncertainty import (
+    confidence_score,
+    expected_error_fraction,
+    mc_statistics,
+    mc_uncertainty,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SCORES = ("expected Dice", "mean uncertainty")
+#: score -> +1 (least first, like a confidence) or -1 (largest first)
+SCORES = {"expected Dice": 1, "mean uncertainty": 1, "expected error": -1}
 FIRST_PAGE = 10
 
 
@@ -71,11 +82,17 @@ def previous_score(prob: Tensor, uncertainty: Tensor, threshold: float = 0.5) ->
 
 @torch.inference_mode()
 def score_scans(model: Path, task: str, scans: list[tuple[np.ndarray, np.ndarray]]) -> dict:
-    """``{"dice": [...], score: [...]}``: true Dice (stored resolution) and each confidence."""
+    """``{"dice": [...], "error_fraction": [...], "error_pixels": [...], score: [...]}``: true
+    Dice and wrong pixels (at the stored resolution) and each score."""
     torch.manual_seed(0)
     predictor = Predictor.from_checkpoint(model, device="cpu")
     net = predictor.model
-    out: dict[str, list[float]] = {"dice": [], **{k: [] for k in SCORES}}
+    out: dict[str, list[float]] = {
+        "dice": [],
+        "error_fraction": [],
+        "error_pixels": [],
+        **{k: [] for k in SCORES},
+    }
     for frames, truth in scans:
         x = torch.from_numpy(frames_to_float(frames[:1]))
         features, t = predictor.encode(x, net.task_index(task))
@@ -84,26 +101,36 @@ def score_scans(model: Path, task: str, scans: list[tuple[np.ndarray, np.ndarray
         mean, var = mc_statistics(net.mc_decoder1(features, t, predictor.mc_samples, size=size))
         h, w = truth.shape[-2:]
         full = F.interpolate(p2, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        wrong = (full.numpy() > 0.5) != (truth.reshape(h, w) > 0)
         out["dice"].append(dice(full.numpy() > 0.5, truth.reshape(h, w) > 0))
+        out["error_fraction"].append(float(wrong.mean()))
+        out["error_pixels"].append(float(wrong.sum()))
         out["expected Dice"].append(float(confidence_score(p2, mean)[0]))
         out["mean uncertainty"].append(float(previous_score(p2, mc_uncertainty(var))[0]))
+        out["expected error"].append(float(expected_error_fraction(p2, mean)[0]))
     return out
 
 
 def summary(scored: dict) -> dict:
     dice = np.asarray(scored["dice"])
+    wrong = np.asarray(scored["error_pixels"])
     row = {
         "scans": len(dice),
         "mean_dice": float(dice.mean()),
         "oracle_first_page_dice": float(np.sort(dice)[:FIRST_PAGE].mean()),
+        "mean_error_pixels": float(wrong.mean()),
+        "oracle_first_page_error_x": float(np.sort(wrong)[::-1][:FIRST_PAGE].mean() / wrong.mean()),
     }
-    for name in SCORES:
-        conf = np.asarray(scored[name])
-        first = np.argsort(conf, kind="stable")[:FIRST_PAGE]
+    for name, sign in SCORES.items():
+        value = np.asarray(scored[name])
+        key = sign * value  # ascending: the queue's order
+        first = np.argsort(key, kind="stable")[:FIRST_PAGE]
+        target = dice if sign > 0 else np.asarray(scored["error_fraction"])
         row[name] = {
-            "spearman": float(spearmanr(conf, dice).statistic),
+            "spearman": float(spearmanr(key, dice).statistic),
             "first_page_dice": float(dice[first].mean()),
-            "mean_abs_gap": float(np.abs(conf - dice).mean()),
+            "first_page_error_x": float(wrong[first].mean() / wrong.mean()),
+            "mean_abs_gap": float(np.abs(value - target).mean()),
         }
     return row
 
@@ -135,26 +162,34 @@ def simulated_sets(data: Path, name: str, work: Path) -> dict[str, dict]:
 
 
 def table(doc: dict) -> str:
+    n = doc["first_page"]
     lines = [
-        "Per-scan confidence as a review-queue order (`python benchmarks/queue_scores.py`): "
-        f"Spearman ρ with the true Dice (higher is better); the mean true Dice of the "
-        f"{FIRST_PAGE} least confident scans (lower: more to correct; the set's mean is what "
-        f"random picks get, the oracle's {FIRST_PAGE} worst the floor); mean |confidence − "
-        "Dice|.",
+        "Per-scan scores as a review-queue order (`python benchmarks/queue_scores.py`): "
+        "Spearman ρ of the queue's order with the true Dice (higher is better); the mean true "
+        f"Dice of the queue's first {n} scans (lower: more to correct; the set's mean is what "
+        f"random picks get, the oracle's {n} worst the floor); the wrong pixels on the first "
+        f"page as a multiple of the set's mean (more: more to correct; the oracle's {n} most in "
+        "brackets); the mean gap between the score and what it estimates (the true Dice, or "
+        "the true fraction of wrong pixels).",
         "",
-        "| scans | n | mean Dice | oracle | "
-        + " | ".join(f"{s}: ρ | {s}: first {FIRST_PAGE} | {s}: gap" for s in SCORES)
-        + " |",
-        "|---|" + "---|" * (3 + 3 * len(SCORES)),
+        f"| scans | n | mean Dice | score | ρ | first {n}: Dice (oracle) | first {n}: wrong "
+        "pixels × mean (oracle) | gap |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, row in doc["sets"].items():
-        cells = [str(row["scans"]), f"{100 * row['mean_dice']:.1f}"]
-        cells.append(f"{100 * row['oracle_first_page_dice']:.1f}")
-        for s in SCORES:
+        for i, s in enumerate(doc["scores"]):
             r = row[s]
-            cells += [f"{r['spearman']:.2f}", f"{100 * r['first_page_dice']:.1f}"]
-            cells.append(f"{r['mean_abs_gap']:.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            head = (
+                [name, str(row["scans"]), f"{100 * row['mean_dice']:.1f}"] if i == 0 else [""] * 3
+            )
+            cells = head + [
+                s,
+                f"{r['spearman']:.2f}",
+                f"{100 * r['first_page_dice']:.1f} ({100 * row['oracle_first_page_dice']:.1f})",
+                f"{r['first_page_error_x']:.2f} ({row['oracle_first_page_error_x']:.2f})",
+                f"{r['mean_abs_gap']:.3f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
