@@ -3,7 +3,7 @@
     propl simulate --data DATA --task thyroid_nodule --seed N \
         --strategies uncertainty random error --out DIR/simulate-thyroid_nodule-seedN.json
     python benchmarks/queue_order.py [--dir benchmarks/results/queue-order]
-        (writes DIR/queue-order.md)
+        (writes benchmarks/results/queue-order.md, or --out)
 
 Strategies: ``uncertainty`` (the plugin's queue: least expected Dice first), ``error`` (most
 pixels expected wrong first, ``Prediction.expected_error``) and ``random``. A seed's strategies
@@ -73,15 +73,20 @@ def table(task: str, seeds: dict[int, dict]) -> str:
             cells += [f"{curve[-1] - curve[0]:+.2f}", f"{e['edited'][s]:,}", f"{e['auroc'][s]:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| mean test Dice | " + " | ".join(f"round {r}" for r in range(rounds + 1))]
-    lines[-1] += " | gain | ratio to random |"
-    lines.append("|---|" + "---|" * (rounds + 3))
+    lines[-1] += " | gain | mean pixel AUROC | ratio to random |"
+    lines.append("|---|" + "---|" * (rounds + 4))
     gains = {}
     for s in strategies:
         means = [
             statistics.mean(e["dice"][s][r] for e in seeds.values()) for r in range(rounds + 1)
         ]
         gains[s] = means[-1] - means[0]
-        lines.append(f"| {s} | " + " | ".join(f"{m:.2f}" for m in means) + f" | {gains[s]:+.2f} |")
+        auroc = statistics.mean(e["auroc"][s] for e in seeds.values())
+        lines.append(
+            f"| {s} | "
+            + " | ".join(f"{m:.2f}" for m in means)
+            + f" | {gains[s]:+.2f} | {auroc:.4f} |"
+        )
     if "random" in gains and gains["random"] > 0:
         for i, s in enumerate(strategies):
             ratio = "" if s == "random" else f"**{gains[s] / gains['random']:.2f}**"
@@ -93,16 +98,16 @@ def table(task: str, seeds: dict[int, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=RESULTS)
+    parser.add_argument("--dir", type=Path, default=RESULTS, help="the simulate results")
+    parser.add_argument("--out", type=Path, default=RESULTS.parent / "queue-order.md")
     parser.add_argument("--task", default="thyroid_nodule")
     args = parser.parse_args()
     files = sorted(args.dir.glob(f"simulate-{args.task}*.json"))
     if not files:
         raise SystemExit(f"no simulate-{args.task}*.json in {args.dir}")
     seeds = merge([json.loads(f.read_text()) for f in files])
-    out = args.dir / "queue-order.md"
-    out.write_text(table(args.task, seeds))
-    print(out.read_text(), end="")
+    args.out.write_text(table(args.task, seeds))
+    print(args.out.read_text(), end="")
 
 
 if __name__ == "__main__":
