@@ -266,7 +266,7 @@ def confidence_score(
 
     Why not the mean uncertainty of the map shown (the score before): on the review pools of
     the simulated annotator's first models, this one ranks scans by their true Dice better
-    (Spearman 0.50–0.55 against 0.06–0.39) and its 10 least confident scans have a far lower
+    (Spearman 0.50–0.55 against 0.07–0.39) and its 10 least confident scans have a far lower
     true Dice, that is more to correct (``benchmarks/results/queue-scores.json``).
 
     Args:
