@@ -32,10 +32,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from propl.bench.profiles import PROFILES
-from propl.data.synthetic import SYNTHETIC_TASKS, make_arrays
 from propl.device import select_device
-from propl.models import build_model
-from propl.train.trainer import TrainConfig, Trainer
+from propl.train.trainer import Trainer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gpu_throughput import synthetic_trainer  # noqa: E402  (benchmarks/gpu_throughput.py)
 
 # (cudnn.benchmark, channels-last model, fused AdamW); "base" is the trainer's step before the
 # fused optimiser became its CUDA default (commit 6638d99)
@@ -50,19 +51,12 @@ VARIANTS = {
 
 def make_trainer(method: str, device: torch.device, size: int, batch: int, steps: int,
                  channels_last: bool = False, fused: bool = False) -> Trainer:  # fmt: skip
-    lab, unlab = make_arrays(4 * batch, size, 0), make_arrays(4 * batch, size, 1)
-    torch.manual_seed(0)
-    model = build_model("propl", tasks=SYNTHETIC_TASKS, input_size=size)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    cfg = TrainConfig(method=method, steps=steps, batch_size=batch, unlabelled_batch_size=batch,
-                      eval_every=steps + 1, device=str(device))  # fmt: skip
-    trainer = Trainer(model, cfg, lab, unlab, make_arrays(4, size, 2))
+    trainer = synthetic_trainer(method, device, size, batch, steps, channels_last)
     # the update in one fused kernel, or (False) one kernel per operation over lists of tensors
     groups = [{k: g[k] for k in ("params", "lr", "initial_lr")}
               for g in trainer.optimizer.param_groups]  # fmt: skip
     trainer.optimizer = torch.optim.AdamW(
-        groups, weight_decay=cfg.weight_decay, fused=fused, foreach=not fused
+        groups, weight_decay=trainer.config.weight_decay, fused=fused, foreach=not fused
     )
     return trainer
 

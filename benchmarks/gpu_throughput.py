@@ -43,18 +43,28 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_speed(method: str, device: torch.device, size: int, batch: int, steps: int,
-                warmup: int) -> dict[str, float]:  # fmt: skip
+def synthetic_trainer(method: str, device: torch.device, size: int, batch: int, steps: int,
+                      channels_last: bool = False) -> Trainer:  # fmt: skip
+    """A trainer of the full-size network on synthetic scans, ``batch`` labelled (+ ``batch``
+    unlabelled) a step, no validation within ``steps`` (also used by ``gpu_profile.py``)."""
     lab, unlab = make_arrays(4 * batch, size, 0), make_arrays(4 * batch, size, 1)
     val = make_arrays(4, size, 2)
     torch.manual_seed(0)
     model = build_model("propl", tasks=SYNTHETIC_TASKS, input_size=size)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     cfg = TrainConfig(method=method, steps=steps, batch_size=batch, unlabelled_batch_size=batch,
                       eval_every=steps + 1, device=str(device))  # fmt: skip
+    return Trainer(model, cfg, lab, unlab, val)
+
+
+def train_speed(method: str, device: torch.device, size: int, batch: int, steps: int,
+                warmup: int) -> dict[str, float]:  # fmt: skip
+    trainer = synthetic_trainer(method, device, size, batch, steps)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     stamps = []
-    for event in Trainer(model, cfg, lab, unlab, val).run():
+    for event in trainer.run():
         if event.kind == "step":  # the event follows the step's loss.item(): the GPU is done
             stamps.append(time.perf_counter())
     step_s = statistics.median(np.diff(stamps[warmup:]).tolist())

@@ -72,27 +72,24 @@ def table(task: str, seeds: dict[int, dict]) -> str:
             curve = e["dice"][s]
             cells += [f"{curve[-1] - curve[0]:+.2f}", f"{e['edited'][s]:,}", f"{e['auroc'][s]:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| mean test Dice | " + " | ".join(f"round {r}" for r in range(rounds + 1))]
-    lines[-1] += " | gain | mean pixel AUROC | ratio to random |"
-    lines.append("|---|" + "---|" * (rounds + 4))
-    gains = {}
+    means = {
+        s: [statistics.mean(e["dice"][s][r] for e in seeds.values()) for r in range(rounds + 1)]
+        for s in strategies
+    }
+    gains = {s: m[-1] - m[0] for s, m in means.items()}
+    lines += [
+        "",
+        "| mean test Dice | " + " | ".join(f"round {r}" for r in range(rounds + 1))
+        + " | gain | mean pixel AUROC | ratio to random |",
+        "|---|" + "---|" * (rounds + 4),
+    ]  # fmt: skip
     for s in strategies:
-        means = [
-            statistics.mean(e["dice"][s][r] for e in seeds.values()) for r in range(rounds + 1)
-        ]
-        gains[s] = means[-1] - means[0]
         auroc = statistics.mean(e["auroc"][s] for e in seeds.values())
-        lines.append(
-            f"| {s} | "
-            + " | ".join(f"{m:.2f}" for m in means)
-            + f" | {gains[s]:+.2f} | {auroc:.4f} |"
-        )
-    if "random" in gains and gains["random"] > 0:
-        for i, s in enumerate(strategies):
-            ratio = "" if s == "random" else f"**{gains[s] / gains['random']:.2f}**"
-            lines[-len(strategies) + i] += f" {ratio} |"
-    else:
-        lines[-len(strategies) :] = [line + " |" for line in lines[-len(strategies) :]]
+        ratio = ""
+        if s != "random" and gains.get("random", 0) > 0:
+            ratio = f"**{gains[s] / gains['random']:.2f}**"
+        cells = [s, *(f"{m:.2f}" for m in means[s]), f"{gains[s]:+.2f}", f"{auroc:.4f}", ratio]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -101,8 +101,9 @@ def score_scans(model: Path, task: str, scans: list[tuple[np.ndarray, np.ndarray
         mean, var = mc_statistics(net.mc_decoder1(features, t, predictor.mc_samples, size=size))
         h, w = truth.shape[-2:]
         full = F.interpolate(p2, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-        wrong = (full.numpy() > 0.5) != (truth.reshape(h, w) > 0)
-        out["dice"].append(dice(full.numpy() > 0.5, truth.reshape(h, w) > 0))
+        shown, true = full.numpy() > 0.5, truth.reshape(h, w) > 0
+        wrong = shown != true
+        out["dice"].append(dice(shown, true))
         out["error_fraction"].append(float(wrong.mean()))
         out["error_pixels"].append(float(wrong.sum()))
         out["expected Dice"].append(float(confidence_score(p2, mean)[0]))
