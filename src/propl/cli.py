@@ -289,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="export a project's masks and measurements",
         description="Accepted and corrected masks of one task as TIFF stacks, per-frame PNG, "
         "NIfTI and DICOM-SEG (DICOM sources, where the standard allows), plus a CSV of "
-        "area, ellipse axes and circumference per frame (mm when the spacing is known).",
+        "area, ellipse axes and circumference per frame (mm when the spacing is known). "
+        "Files are moved into OUT only when the export is complete. A scan that cannot be "
+        "exported is listed and the others are exported; the exit status is then 1.",
     )
     x.add_argument("--project", required=True, type=Path, help="project folder (.zarr)")
     x.add_argument("--task", required=True, help="task id whose masks to export")
@@ -307,6 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="also export the current prediction of scans nobody reviewed",
     )
     x.add_argument("--overwrite", action="store_true", help="replace existing files in OUT")
+    x.add_argument(
+        "--names",
+        default="id",
+        choices=["id", "source"],
+        help="what names the files and the CSV's scan column: id = the scan's pseudonymous "
+        "id (default; no file or patient names leave the project), source = the scan's name "
+        "in the project (usually the imported file's name, which may hold the patient's name)",
+    )
+    x.add_argument(
+        "--keep-patient-data",
+        action="store_true",
+        help="keep the patient and study data (name, ID, birth date, dates, accession "
+        "number, ...) in DICOM-SEG files; by default they are de-identified (DICOM PS3.15 "
+        "basic profile, UIDs kept so the SEG still references its source)",
+    )
 
     k = sub.add_parser(
         "pack",

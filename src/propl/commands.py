@@ -370,11 +370,20 @@ def run_export(args: argparse.Namespace) -> int:
             formats=args.format,
             include_unreviewed=args.include_unreviewed,
             overwrite=args.overwrite,
+            names=args.names,
+            keep_phi=args.keep_patient_data,
         )
     bar.close()
     for note in report.skipped:
         print(f"skipped {note}", file=sys.stderr)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"wrote {len(report.written)} files and {report.csv} to {args.out}")
+    if report.failed:
+        print(f"{len(report.failed)} scan(s) failed and were not exported:", file=sys.stderr)
+        for note in report.failed:
+            print(f"failed {note}", file=sys.stderr)
+        return 1
     return 0
 
 

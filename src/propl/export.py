@@ -249,7 +249,7 @@ def write_nifti(
 
 def write_dicom_seg(
     masks: np.ndarray,
-    source_dicom: str | Path,
+    source_dicom: str | Path | None,
     path: str | Path,
     *,
     task_label: str,
@@ -262,12 +262,20 @@ def write_dicom_seg(
     series_description: str | None = None,
     property_category: Code | None = None,
     property_type: Code | None = None,
+    header: Mapping[str, Any] | None = None,
+    keep_phi: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """Write a binary DICOM Segmentation (one segment) of the frames of ``source_dicom``.
 
-    The SEG joins the source's patient and study, references the source image (and, for a
-    multi-frame source, each frame) and records the algorithm as an automatic AI segmentation.
+    The SEG joins the source's study, references the source image (and, for a multi-frame
+    source, each frame) and records the algorithm as an automatic AI segmentation. It is
+    de-identified by default (PS3.15 basic profile, UIDs retained: empty patient name, ID,
+    birth date, sex, study date/time, accession number, referring physician; nothing of the
+    institution or the source's equipment; ``PatientIdentityRemoved = YES``); with
+    ``keep_phi`` it copies the source's Patient and Study attributes. The source is
+    ``source_dicom`` when that file exists, else ``header``, the scan's stored header
+    (:func:`propl.data.dicom.dicom_header`), so a SEG can be written after the file is gone.
     The segment's coded property defaults to SCT "Morphologically abnormal structure" /
     "Lesion"; pass ``property_category``/``property_type`` (``pydicom.sr.codedict.codes``)
     for an organ, e.g. ``codes.SCT.AnatomicalStructure`` / ``codes.SCT.ThyroidGland``.
@@ -278,21 +286,23 @@ def write_dicom_seg(
 
     Args:
         masks: ``(F, H, W)`` uint8/bool in {0, 1}; ``F`` and ``(H, W)`` must match the source.
-        source_dicom: the DICOM file the masks were predicted on.
+        source_dicom: the DICOM file the masks were predicted on (None: use ``header``).
         path: the SEG file to write (``.dcm``).
         task_label: the segment label, e.g. ``"thyroid nodule"`` (at most 64 characters).
         algorithm_version: version of the model or software that made the masks.
         algorithm_name, manufacturer, manufacturer_model_name, device_serial_number,
             series_number, series_description: recorded in the SEG's equipment/series.
         property_category, property_type: coded segment property (see above).
+        header: the source's stored DICOM header, used when the file is None or gone.
+        keep_phi: keep the patient and study data instead of de-identifying the SEG.
         overwrite: replace an existing file.
 
     Returns:
         ``path``.
 
     Raises:
-        ExportError: the source is missing, not DICOM, does not match the masks, or cannot
-            carry a SEG (the message names the source and says why).
+        ExportError: the source (file and header) is missing, not DICOM, does not match the
+            masks, or cannot carry a SEG (the message names the source and says why).
         ValueError: bad mask shape, dtype or values.
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
@@ -312,7 +322,9 @@ def write_dicom_seg(
         property_category=property_category,
         property_type=property_type,
     )
-    atomic_write_bytes(path, dicom_seg_bytes(masks, Path(source_dicom), info))
+    source = Path(source_dicom) if source_dicom is not None else None
+    data = dicom_seg_bytes(masks, source, info, header=header, keep_phi=keep_phi)
+    atomic_write_bytes(path, data)
     return path
 
 

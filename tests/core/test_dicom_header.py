@@ -185,3 +185,31 @@ def test_read_scan_fills_the_header(ds, tmp_path):
 def test_other_formats_have_no_header(tmp_path):
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "scan.png")
     assert read_scan(tmp_path / "scan.png")[1].header == {}
+
+
+def test_frame_geometry_kept_for_dicom_seg():
+    # A DICOM-SEG of an enhanced multi-frame image needs each frame's position, also when
+    # only the stored header is left: the functional groups keep their geometry, nothing else.
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("eCT_Supplemental.dcm", download=False)
+    if path is None:
+        pytest.skip("pydicom test file eCT_Supplemental.dcm not installed")
+    ds = dcmread(path, stop_before_pixels=True)
+    header = dicom_header(ds)
+    frames = header["PerFrameFunctionalGroupsSequence"]
+    assert len(frames) == 2
+    for item, frame in zip(frames, ds.PerFrameFunctionalGroupsSequence, strict=True):
+        assert set(item) <= {
+            "PlanePositionSequence",
+            "PlaneOrientationSequence",
+            "PixelMeasuresSequence",
+        }
+        (position,) = item["PlanePositionSequence"]
+        expected = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
+        assert position == {"ImagePositionPatient": expected}
+    (shared,) = header["SharedFunctionalGroupsSequence"]
+    assert set(shared) == {"PlaneOrientationSequence", "PixelMeasuresSequence"}
+    assert "PixelSpacing" in shared["PixelMeasuresSequence"][0]
+    text = json.dumps(header, allow_nan=False)
+    assert "FrameContentSequence" not in text and "FrameAcquisitionDateTime" not in text

@@ -3,6 +3,9 @@
 import csv
 import gzip
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -13,6 +16,7 @@ from PIL import Image
 from pydicom import examples
 from pydicom.data import get_testdata_file
 
+from propl.data.dicom import dicom_header
 from propl.data.readers import read_scan
 from propl.export import (
     MEASUREMENT_COLUMNS,
@@ -194,20 +198,24 @@ def test_nifti_bad_arguments(tmp_path, kwargs, message):
 # -- DICOM-SEG ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("keep_phi", [False, True])
 @pytest.mark.parametrize("name", ["palette_color", "rgb_color"])
-def test_seg_of_single_frame_ultrasound(tmp_path, name):
+def test_seg_of_single_frame_ultrasound(tmp_path, name, keep_phi):
     import highdicom as hd
 
     source = examples.get_path(name)
     src = pydicom.dcmread(source, stop_before_pixels=True)
     assert src.Modality == "US" and "FrameOfReferenceUID" not in src
     masks = seg_masks(src)
-    path = write_dicom_seg(masks, source, tmp_path / "seg" / "m.dcm", **SEG_KW)
+    kw = {"keep_phi": True} if keep_phi else {}
+    path = write_dicom_seg(masks, source, tmp_path / "seg" / "m.dcm", **kw, **SEG_KW)
 
     ds = pydicom.dcmread(path)
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage
     assert ds.SegmentationType == "BINARY" and ds.Modality == "SEG"
-    assert ds.PatientID == src.PatientID and ds.StudyInstanceUID == src.StudyInstanceUID
+    # the patient's ID only when asked to keep it (de-identified by default)
+    assert ds.PatientID == (src.PatientID if keep_phi else "")
+    assert ds.StudyInstanceUID == src.StudyInstanceUID
     assert ds.SegmentSequence[0].SegmentLabel == "thyroid nodule"
     assert ds.SegmentSequence[0].SegmentAlgorithmName == "ProPL"
     np.testing.assert_array_equal(ds.pixel_array, masks[0])
@@ -242,9 +250,13 @@ def test_seg_of_ultrasound_cine_is_refused_with_the_reason(tmp_path, name):
 def test_seg_source_without_patient_attributes_is_refused(tmp_path):
     source = get_testdata_file("ExplVR_BigEnd.dcm")  # US image lacking PatientID and others
     src = pydicom.dcmread(source, stop_before_pixels=True)
-    with pytest.raises(ExportError, match="PatientID") as info:
-        write_dicom_seg(seg_masks(src), source, tmp_path / "m.dcm", **SEG_KW)
+    with pytest.raises(ExportError, match="PatientID") as info:  # nothing to keep
+        write_dicom_seg(seg_masks(src), source, tmp_path / "m.dcm", keep_phi=True, **SEG_KW)
     assert str(source) in str(info.value)
+    assert not (tmp_path / "m.dcm").exists()
+    # de-identified (the default), the SEG's Patient/Study attributes are empty anyway
+    ds = pydicom.dcmread(write_dicom_seg(seg_masks(src), source, tmp_path / "m.dcm", **SEG_KW))
+    assert ds.PatientID == "" and ds.PatientIdentityRemoved == "YES"
 
 
 def test_seg_refuses_a_non_dicom_source(tmp_path):
@@ -272,6 +284,180 @@ def test_seg_masks_must_match_the_source(tmp_path):
             task_label="",
             algorithm_version="1",
         )
+
+
+# -- DICOM-SEG: patient identity stays in the hospital -------------------------------------
+
+# The attributes an earlier SEG copied from its source, with values found nowhere else.
+PHI = {
+    "PatientName": "DOE^JANE",
+    "PatientID": "MRN-0047113",
+    "PatientBirthDate": "19710203",
+    "PatientSex": "F",
+    "PatientAge": "053Y",
+    "StudyDate": "20230917",
+    "StudyTime": "071342",
+    "AccessionNumber": "ACC-998877",
+    "ReferringPhysicianName": "HOUSE^GREGORY",
+    "InstitutionName": "Springfield General Hospital",
+    "InstitutionAddress": "742 Evergreen Terrace",
+    "StationName": "ECHO-ROOM-3",
+    "DeviceSerialNumber": "SN-4455667",
+}
+
+
+def pydicom_file(name: str) -> Path:
+    """A pydicom test file, never downloaded; skip when it is not installed."""
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} not installed")
+    return Path(path)
+
+
+def with_patient_data(name: str, folder: Path) -> Path:
+    """A copy of pydicom's ``name`` holding the values of :data:`PHI`."""
+    ds = pydicom.dcmread(pydicom_file(name))
+    for key, value in PHI.items():
+        setattr(ds, key, value)
+    path = folder / f"DOE_JANE_19710203_{name}"
+    ds.save_as(path)
+    return path
+
+
+def phi_in(data: bytes) -> list[str]:
+    """The PHI values (but the one-letter sex) found anywhere in ``data``."""
+    text = data.decode("latin-1")
+    found = [v for k, v in PHI.items() if k != "PatientSex" and v in text]
+    return found + [v for v in ("DOE", "JANE", "Springfield") if v.lower() in text.lower()]
+
+
+def test_seg_is_deidentified_by_default(tmp_path):
+    source = with_patient_data("US1_UNCR.dcm", tmp_path)
+    src = pydicom.dcmread(source, stop_before_pixels=True)
+    path = write_dicom_seg(seg_masks(src), source, tmp_path / "m.dcm", **SEG_KW)
+    assert phi_in(path.read_bytes()) == []
+    ds = pydicom.dcmread(path)
+    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate"):
+        assert ds[key].value in ("", None), key  # Type 2: present and empty
+    for key in ("PatientAge", "InstitutionName", "StationName", "InstitutionAddress"):
+        assert key not in ds
+    assert ds.DeviceSerialNumber == "none"  # ours, not the source's
+    assert ds.PatientIdentityRemoved == "YES"
+    assert "Basic" in ds.DeidentificationMethod
+    codes = [(c.CodeValue, c.CodingSchemeDesignator) for c in ds.DeidentificationMethodCodeSequence]
+    assert codes == [("113100", "DCM"), ("113110", "DCM")]  # basic profile, retain UIDs
+    # what references the source is kept
+    assert ds.StudyInstanceUID == src.StudyInstanceUID
+    ref = ds.ReferencedSeriesSequence[0]
+    assert ref.SeriesInstanceUID == src.SeriesInstanceUID
+    assert ref.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+
+
+def test_seg_keeps_patient_data_on_request(tmp_path):
+    source = with_patient_data("US1_UNCR.dcm", tmp_path)
+    src = pydicom.dcmread(source, stop_before_pixels=True)
+    path = write_dicom_seg(seg_masks(src), source, tmp_path / "m.dcm", keep_phi=True, **SEG_KW)
+    ds = pydicom.dcmread(path)
+    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate"):
+        assert str(ds[key].value) == PHI[key]
+    assert ds.AccessionNumber == PHI["AccessionNumber"] and ds.PatientAge == PHI["PatientAge"]
+    assert "PatientIdentityRemoved" not in ds
+    assert "SN-4455667" in path.read_bytes().decode("latin-1")  # the acquisition equipment
+
+
+@pytest.mark.parametrize("keep_phi", [False, True])
+@pytest.mark.parametrize("gone", ["deleted", "none"])
+def test_seg_from_the_stored_header_when_the_source_is_gone(tmp_path, gone, keep_phi):
+    import highdicom as hd
+
+    source = with_patient_data("US1_UNCR.dcm", tmp_path)
+    src = pydicom.dcmread(source, stop_before_pixels=True)
+    header = dicom_header(src, keep_phi=keep_phi)  # as the store keeps it
+    source.unlink()
+    masks = seg_masks(src)
+    path = write_dicom_seg(
+        masks,
+        source if gone == "deleted" else None,
+        tmp_path / "m.dcm",
+        header=header,
+        keep_phi=keep_phi,
+        **SEG_KW,
+    )
+    ds = pydicom.dcmread(path)
+    assert ds.StudyInstanceUID == src.StudyInstanceUID
+    assert (phi_in(path.read_bytes()) == []) is not keep_phi
+    assert ds.PatientName == (PHI["PatientName"] if keep_phi else "")
+    seg = hd.seg.segread(path)
+    back = seg.get_pixels_by_source_instance([src.SOPInstanceUID], segment_numbers=[1])
+    np.testing.assert_array_equal(back[..., 0], masks)
+
+
+def test_seg_of_a_multi_frame_source_from_its_stored_header(tmp_path):
+    source = pydicom_file("eCT_Supplemental.dcm")  # enhanced CT, 2 frames with positions
+    src = pydicom.dcmread(source, stop_before_pixels=True)
+    masks = seg_masks(src, 2)
+    masks[1] = 0
+    masks[1, :4, :4] = 1
+    from_file = pydicom.dcmread(write_dicom_seg(masks, source, tmp_path / "f.dcm", **SEG_KW))
+    path = write_dicom_seg(masks, None, tmp_path / "h.dcm", header=dicom_header(src), **SEG_KW)
+    from_header = pydicom.dcmread(path)
+    assert from_header.FrameOfReferenceUID == src.FrameOfReferenceUID
+    assert from_header.NumberOfFrames == 2
+    np.testing.assert_array_equal(from_header.pixel_array, masks)
+
+    def positions(ds):
+        return [
+            [float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient]
+            for f in ds.PerFrameFunctionalGroupsSequence
+        ]
+
+    assert positions(from_header) == positions(from_file) == positions(src)
+
+
+def test_seg_without_source_nor_header_is_refused(tmp_path):
+    with pytest.raises(ExportError, match="no stored header"):
+        write_dicom_seg(make_masks(1), None, tmp_path / "m.dcm", **SEG_KW)
+    with pytest.raises(ExportError, match="no such file"):
+        write_dicom_seg(
+            make_masks(1), tmp_path / "gone.dcm", tmp_path / "m.dcm", header={}, **SEG_KW
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- DICOM-SEG: every SEG we write validates (dciodvfy, Debian package dicom3tools) -------
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+    return [
+        line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")
+    ]
+
+
+@pytest.mark.skipif(
+    shutil.which("dciodvfy") is None,
+    reason="dciodvfy not installed (apt-get install dicom3tools; .ci/system-deps installs it)",
+)
+@pytest.mark.parametrize("how", ["file", "header", "keep_phi"])
+@pytest.mark.parametrize(
+    "name, n_frames",
+    [
+        ("US1_UNCR.dcm", 1),  # single-frame ultrasound, no Frame of Reference
+        ("examples_palette.dcm", 1),  # palette colour ultrasound
+        ("CT_small.dcm", 1),  # single-frame CT with a Frame of Reference
+        ("eCT_Supplemental.dcm", 2),  # multi-frame enhanced CT with plane positions
+    ],
+)
+def test_every_seg_validates_with_dciodvfy(tmp_path, name, n_frames, how):
+    source = with_patient_data(name, tmp_path)
+    src = pydicom.dcmread(source, stop_before_pixels=True)
+    masks = seg_masks(src, n_frames)
+    kw = {"keep_phi": True, **SEG_KW} if how == "keep_phi" else dict(SEG_KW)
+    if how == "header":
+        kw["header"] = dicom_header(src)
+        source.unlink()
+    path = write_dicom_seg(masks, source, tmp_path / "m.seg.dcm", **kw)
+    assert dciodvfy_errors(path) == []
 
 
 # -- measurements CSV --------------------------------------------------------------------

@@ -142,10 +142,22 @@ KEPT_UIDS: frozenset[str] = frozenset(
     {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"}
 )
 # Never in the header (keep_phi or not): pixels and other bulk binary values, every sequence
-# but the ultrasound regions (their items flattened to their plain values), private tags,
-# overlays (60xx) and curves (50xx).
+# but those below (their items flattened to plain values), private tags, overlays (60xx) and
+# curves (50xx).
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
-_KEPT_SEQUENCES = frozenset({"SequenceOfUltrasoundRegions"})
+# The geometry of each frame (enhanced multi-frame images): a DICOM-SEG of such a source needs
+# its plane positions, orientation and pixel spacing, also when the source file is gone.
+_GEOMETRY_SEQUENCES: dict[str, Any] = {
+    "PlanePositionSequence": {},
+    "PlaneOrientationSequence": {},
+    "PixelMeasuresSequence": {},
+}
+# Sequence kept -> the sequences kept inside its items (recursively, same shape).
+_KEPT_SEQUENCES: dict[str, Any] = {
+    "SequenceOfUltrasoundRegions": {},
+    "SharedFunctionalGroupsSequence": _GEOMETRY_SEQUENCES,
+    "PerFrameFunctionalGroupsSequence": _GEOMETRY_SEQUENCES,
+}
 _BULK_GROUPS = (range(0x5000, 0x5100), range(0x6000, 0x6100))
 _EXTRA_KEYS = (
     "SOPClassUID",
@@ -163,7 +175,9 @@ def dicom_header(ds: Any, *, keep_phi: bool = False) -> dict[str, Any]:
     """The useful part of a DICOM header as a JSON-serialisable dict, de-identified by default.
 
     Values become ``str``, ``int``, ``float`` (non-finite -> None) or lists of them; the
-    ultrasound region sequence becomes a list of dicts. Pixel data, other bulk binary values,
+    ultrasound region sequence becomes a list of dicts, and so do the shared and per-frame
+    functional groups, reduced to each frame's plane position, orientation and pixel measures
+    (what a DICOM-SEG needs to reference the frames). Pixel data, other bulk binary values,
     other sequences, private tags, overlays, curves and empty values are left out. Reading the
     header never loads deferred bulk values (pixels, LUT data).
 
@@ -176,10 +190,11 @@ def dicom_header(ds: Any, *, keep_phi: bool = False) -> dict[str, Any]:
     Returns:
         ``{keyword: value}`` in the dataset's order.
     """
-    return _elements(ds, keep_phi=keep_phi, nested=False)
+    return _elements(ds, keep_phi=keep_phi, sequences=_KEPT_SEQUENCES)
 
 
-def _elements(ds: Any, *, keep_phi: bool, nested: bool) -> dict[str, Any]:
+def _elements(ds: Any, *, keep_phi: bool, sequences: dict[str, Any]) -> dict[str, Any]:
+    """The plain values of ``ds`` and, as lists of dicts, the items of its ``sequences``."""
     from pydicom.datadict import dictionary_VR, keyword_for_tag
 
     out: dict[str, Any] = {}
@@ -195,8 +210,9 @@ def _elements(ds: Any, *, keep_phi: bool, nested: bool) -> dict[str, Any]:
         if not keep_phi and _is_phi(keyword, vr):
             continue
         if vr == "SQ":
-            if keyword in _KEPT_SEQUENCES and not nested:
-                items = [_elements(item, keep_phi=keep_phi, nested=True) for item in ds[tag]]
+            if keyword in sequences:
+                inner = sequences[keyword]
+                items = [_elements(item, keep_phi=keep_phi, sequences=inner) for item in ds[tag]]
                 out[keyword] = items
             continue
         if any(part in _BINARY_VRS for part in vr.split(" or ")):
