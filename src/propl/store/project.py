@@ -4,31 +4,38 @@ Layout (see docs/architecture in the repository)::
 
     project.zarr/
       zarr.json                          attrs: schema, created, app version, tasks
-      scans/<scan_id>/                   attrs: name, source, sha256, spacing, header, ...
+      scans/<scan_id>/                   attrs: name, sha256, spacing, header, checksums, ...
         image                            (F, H, W) or (F, H, W, 3), one chunk per frame
         pred/<task>/rNNNNNN/             mask uint8, uncertainty float16; attrs: model version,
-                                         per-frame confidence
+                                         per-frame confidence, checksums
         labels/<task>/rNNNNNN/           mask uint8 (none for rejected/skipped); attrs: status,
-                                         author, time, model version, edited pixels, seconds
+                                         frames (one state per frame), author, time, model
+                                         version, edited pixels, seconds, checksums
       models/                            model versions (written by retraining)
       .lock                              the writer lock (names its owner)
 
 Every write is crash-safe (see :mod:`propl.store.revisions`): a new scan is built in a staging
 folder and renamed into ``scans/``; predictions and labels are revisions behind a pointer. Only
-one process writes at a time (:mod:`propl.store.lock`); any number may read.
+one process writes at a time (:mod:`propl.store.lock`); any number may read, and a reader sees
+the old or the new revision, never a mix. Every array is verified against its checksums when
+read (:mod:`propl.store.integrity`): damage is reported as :class:`DamagedError` naming the scan
+and the file, never read as data. What makes a frame a training label is
+:mod:`propl.store.review_state`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import zarr
@@ -38,17 +45,16 @@ from .. import __version__
 from ..tasks import DEFAULT_TASKS, Task
 from . import revisions as rev
 from . import versions as ver
+from .integrity import CHECKSUMS, DamagedError, StoreError, verify
 from .lock import ProjectLock, current_user
 from .records import QueueItem, Review, Scan, StoredPrediction
+from .review_state import LABELLED, NOT_DONE, STATUSES, describe, frame_states, scan_status
 
-SCHEMA_VERSION = 1
-STATUSES = ("accepted", "corrected", "rejected", "skipped")
-"""Review outcomes: accepted and corrected carry a mask (training labels); the others do not."""
-LABELLED = ("accepted", "corrected")
-
-
-class StoreError(ValueError):
-    """The folder is not a usable project, or a request does not fit it; names the folder."""
+SCHEMA_VERSION = 2
+"""2: checksums, per-frame review states and drafts (version 1 projects open and upgrade)."""
+_RACE_RETRIES = 20
+_T = TypeVar("_T")
+__all__ = ["LABELLED", "STATUSES", "DamagedError", "Project", "StoreError"]
 
 
 def content_sha256(frames: np.ndarray) -> str:
@@ -96,6 +102,10 @@ class Project:
             ver.clean_stale_staging(root)
         self._store = LocalStore(root, read_only=read_only)
         self._root_group = zarr.open_group(self._store, mode="r" if read_only else "r+")
+        if not read_only and int(_attrs(self._root_group)["propl_schema"]) < SCHEMA_VERSION:
+            # what version 1 wrote reads as before; what is written from now on has checksums
+            # and per-frame states, which an older napari-propl must not misread
+            self._root_group.attrs.update({"propl_schema": SCHEMA_VERSION})
 
     # -- opening -------------------------------------------------------------------------
 
@@ -117,12 +127,19 @@ class Project:
             "app": f"napari-propl {__version__}",
             "tasks": [asdict(t) for t in (tasks if tasks is not None else DEFAULT_TASKS)],
         }
-        group = zarr.open_group(LocalStore(staged), mode="w", attributes=attrs)
-        group.create_group("scans")
-        group.create_group("models")
-        if path.exists():
-            path.rmdir()
-        os.rename(staged, path)
+        try:
+            group = zarr.open_group(LocalStore(staged), mode="w", attributes=attrs)
+            group.create_group("scans")
+            group.create_group("models")
+            if path.exists():
+                path.rmdir()
+            os.rename(staged, path)
+        except OSError as exc:  # another process created it between our check and rename
+            raise StoreError(
+                f"cannot create a project at '{path}': it was created meanwhile ({exc.strerror})"
+            ) from exc
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)  # gone after the rename; else our leftover
         rev.fsync_dir(path.parent)
         return cls(path, read_only=False)
 
@@ -189,39 +206,66 @@ class Project:
     # -- scans ---------------------------------------------------------------------------
 
     def scan_ids(self) -> list[str]:
-        """Scan ids in import order."""
+        """Scan ids in import order (a damaged scan last: reading it raises
+        :class:`DamagedError`)."""
         scans = self.root / "scans"
-        ids = [p.name for p in scans.iterdir() if (p / "zarr.json").is_file()]
-        return sorted(ids, key=lambda i: (self.scan(i).imported, i))
+        ids = [p.name for p in scans.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+        def order(scan_id: str) -> tuple[float, str]:
+            try:
+                return self.scan(scan_id).imported, scan_id
+            except StoreError:
+                return float("inf"), scan_id
+
+        return sorted(ids, key=order)
 
     def scan(self, scan_id: str) -> Scan:
-        try:
+        """What the store knows of a scan.
+
+        Raises:
+            StoreError: no such scan; :class:`DamagedError` when its metadata is damaged.
+        """
+        folder = self.root / "scans" / scan_id
+        if not scan_id or "/" in scan_id or not folder.is_dir():
+            raise StoreError(f"project '{self.root}' has no scan {scan_id!r}")
+        with self._reading(scan_id, f"scans/{scan_id}/zarr.json"):
             d = _attrs(zarr.open_group(self._store, path=f"scans/{scan_id}", mode="r"))
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
-            raise StoreError(f"project '{self.root}' has no scan {scan_id!r}") from exc
-        spacing = d.get("spacing_mm")
-        return Scan(
-            id=scan_id,
-            name=d["name"],
-            shape=tuple(d["shape"]),
-            source=d.get("source"),
-            sha256=d.get("sha256", ""),
-            spacing_mm=(float(spacing[0]), float(spacing[1])) if spacing else None,
-            frame_time_ms=d.get("frame_time_ms"),
-            modality=d.get("modality"),
-            is_color=bool(d.get("is_color", False)),
-            header=d.get("header"),
-            imported=float(d.get("imported", 0.0)),
-        )
+            spacing = d.get("spacing_mm")
+            return Scan(
+                id=scan_id,
+                name=str(d["name"]),
+                shape=tuple(int(n) for n in d["shape"]),
+                source=d.get("source"),
+                sha256=d.get("sha256", ""),
+                spacing_mm=(float(spacing[0]), float(spacing[1])) if spacing else None,
+                frame_time_ms=d.get("frame_time_ms"),
+                modality=d.get("modality"),
+                is_color=bool(d.get("is_color", False)),
+                header=d.get("header"),
+                imported=float(d.get("imported", 0.0)),
+            )
 
     def image(self, scan_id: str, frames: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """The scan's frames as stored: ``(F, H, W)`` or ``(F, H, W, 3)``; only the frames at
-        ``frames`` (sorted indices) when given, read chunk by chunk."""
-        self.scan(scan_id)
-        array = zarr.open_array(self._store, path=f"scans/{scan_id}/image", mode="r")
-        if frames is None:
-            return np.asarray(array[:])
-        return np.asarray(array.get_orthogonal_selection((np.asarray(frames, dtype=np.intp),)))
+        ``frames`` (sorted indices) when given, read chunk by chunk. Verified against the
+        checksums written at import.
+
+        Raises:
+            DamagedError: the pixels are not what was imported (the message names the file).
+        """
+        scan = self.scan(scan_id)
+        path = f"scans/{scan_id}/image"
+        with self._reading(scan_id, path):
+            group = zarr.open_group(self._store, path=f"scans/{scan_id}", mode="r")
+            array = zarr.open_array(self._store, path=path, mode="r")
+            if tuple(array.shape) != scan.shape:
+                raise DamagedError(
+                    self.root, scan_id, f"{path}/zarr.json", f"shape {array.shape} != {scan.shape}"
+                )
+            idx = None if frames is None else np.asarray(frames, dtype=np.intp)
+            data = np.asarray(array[:] if idx is None else array.get_orthogonal_selection((idx,)))
+            self._verify(scan_id, path, data, group, "image", idx)
+            return data
 
     def add_scan(
         self,
@@ -270,8 +314,19 @@ class Project:
             rev.fsync_dir(self.root / "scans")
             return scan_id
 
-    def add_file(self, path: str | Path, *, keep_phi: bool = False) -> str:
+    def add_file(
+        self,
+        path: str | Path,
+        *,
+        keep_phi: bool = False,
+        keep_source_path: bool = False,
+        name: str | None = None,
+    ) -> str:
         """Read a scan file and import it (DICOM headers de-identified unless ``keep_phi``).
+
+        The scan is shown under ``name`` (default: the file's name without its suffix); the
+        file's path, which can carry a patient's name, is kept only with ``keep_source_path``.
+        Exports name files by the scan's pseudonymous id unless asked otherwise.
 
         Raises:
             ReaderError: the file cannot be read (the message names it).
@@ -282,8 +337,8 @@ class Project:
         frames, meta = read_scan(path, keep_phi=keep_phi)
         return self.add_scan(
             frames,
-            path.stem,
-            source=path.resolve(),
+            name or path.stem,
+            source=path.resolve() if keep_source_path else None,
             sha256=file_sha256(path),
             spacing_mm=meta.spacing_mm,
             frame_time_ms=meta.frame_time_ms,
@@ -320,25 +375,36 @@ class Project:
             "confidence": [float(c) for c in np.asarray(confidence)],
         }
         with self._mutex:
-            rev.commit(self.root, self._store, self._slot(scan_id, "pred", task), arrays, attrs, 1)
+            # the previous revision stays until the next save: a reader that is reading it
+            # finishes, or sees the pointer moved and reads the new one
+            rev.commit(self.root, self._store, self._slot(scan_id, "pred", task), arrays, attrs, 2)
 
     def prediction(self, scan_id: str, task: str) -> StoredPrediction | None:
-        group = self._current(scan_id, "pred", task)
-        if group is None:
-            return None
-        attrs = _attrs(group)
-        return StoredPrediction(
-            mask=_read(group, "mask"),
-            uncertainty=_read(group, "uncertainty"),
-            confidence=np.asarray(attrs["confidence"], np.float32),
-            model_version=str(attrs["model_version"]),
-            time=float(attrs["time"]),
-        )
+        """The task's current prediction (verified), or None when there is none.
+
+        Raises:
+            DamagedError: it is damaged (the message names the file).
+        """
+
+        def read(group: zarr.Group, path: str) -> StoredPrediction:
+            attrs = _attrs(group)
+            return StoredPrediction(
+                mask=self._array(scan_id, path, group, "mask"),
+                uncertainty=self._array(scan_id, path, group, "uncertainty"),
+                confidence=np.asarray(attrs["confidence"], np.float32),
+                model_version=str(attrs["model_version"]),
+                time=float(attrs["time"]),
+            )
+
+        return self._read_current(scan_id, "pred", task, read)
 
     def prediction_confidence(self, scan_id: str, task: str) -> float | None:
         """Mean per-frame confidence of the current prediction (without reading masks)."""
-        group = self._current(scan_id, "pred", task)
-        return None if group is None else float(np.mean(_attrs(group)["confidence"]))
+
+        def read(group: zarr.Group, _path: str) -> float:
+            return float(np.mean([float(c) for c in _attrs(group)["confidence"]]))
+
+        return self._read_current(scan_id, "pred", task, read)
 
     # -- reviews ---------------------------------------------------------------------------
 
@@ -349,71 +415,111 @@ class Project:
         status: str,
         mask: np.ndarray | None = None,
         *,
+        frames: Sequence[int] | None = None,
         author: str | None = None,
         seconds: float = 0.0,
         reason: str = "",
         model_version: str | None = None,
+        provenance: dict[str, Any] | None = None,
     ) -> Review:
         """Record a review; when this returns, it survives any crash.
 
-        ``accepted`` without a mask stores the current prediction as the label; ``corrected``
-        needs the edited mask; ``rejected``/``skipped`` store no mask (give a reason).
-        Edited pixels are counted against the current prediction.
+        ``draft`` stores an edit that is not confirmed (autosave: never a training label);
+        ``accepted`` and ``corrected`` confirm the mask (``frames``: only those frames of a
+        cine; the others keep their state, see :mod:`propl.store.review_state`); ``accepted``
+        without a mask confirms what was shown (the draft, else the prediction);
+        ``rejected``/``skipped`` store no mask (give a reason). Edited pixels are counted
+        against the current prediction.
         """
         self._writable()
         self._task(task)
         if status not in STATUSES:
             raise StoreError(f"unknown review status {status!r}; choose one of {STATUSES}")
         shape = self._frame_shape(scan_id)
-        pred = self.prediction(scan_id, task)
+        pred, previous = self._readable(self.prediction, scan_id, task), None
+        if status not in ("rejected", "skipped") or mask is None:
+            previous = self._readable(self.review, scan_id, task)
         if status == "accepted" and mask is None:
-            if pred is None:
+            shown = previous.mask if previous is not None else None
+            mask = shown if shown is not None else (pred.mask if pred is not None else None)
+            if mask is None:
                 raise StoreError(f"cannot accept scan {scan_id}: it has no {task} prediction")
-            mask = pred.mask
-        if status == "corrected" and mask is None:
-            raise StoreError("a correction needs the corrected mask")
+        if status in ("corrected", "draft") and mask is None:
+            raise StoreError(f"a {status} review needs the mask")
         arrays: dict[str, np.ndarray] = {}
-        edited = 0
-        if status in LABELLED:
-            assert mask is not None
+        base = pred.mask if pred is not None else np.zeros(shape, np.uint8)
+        if mask is not None and status not in ("rejected", "skipped"):
             mask = np.asarray(mask)
             if mask.shape != shape:
                 raise StoreError(f"mask of shape {mask.shape} does not fit scan {scan_id} {shape}")
             arrays["mask"] = (mask > 0).astype(np.uint8)
-            base = pred.mask if pred is not None else np.zeros(shape, np.uint8)
-            edited = int(np.count_nonzero(arrays["mask"] != (base > 0)))
+        if frames is not None and any(not 0 <= int(f) < shape[0] for f in frames):
+            raise StoreError(f"frames {list(frames)} are outside scan {scan_id}'s {shape[0]}")
+        states = frame_states(
+            status,
+            arrays.get("mask"),
+            base,
+            previous.mask if previous is not None else None,
+            previous.frames if previous is not None else None,
+            frames,
+        )
+        edited = int(np.count_nonzero(arrays["mask"] != (base > 0))) if arrays else 0
         attrs: dict[str, Any] = {
-            "status": status,
+            "status": scan_status(states),
+            "frames": states,
             "author": author or current_user(),
             "time": time.time(),
             "model_version": model_version or (pred.model_version if pred else None),
             "edited_pixels": edited,
             "seconds": float(seconds),
             "reason": reason,
+            "provenance": provenance or {},
         }
         with self._mutex:
             name = rev.commit(
                 self.root, self._store, self._slot(scan_id, "labels", task), arrays, attrs
             )
-        return Review(**attrs, revision=name, mask=arrays.get("mask"))
+        return self._review_record(attrs, name, arrays.get("mask"))
 
     def review(self, scan_id: str, task: str, with_mask: bool = True) -> Review | None:
-        group = self._current(scan_id, "labels", task)
-        if group is None:
-            return None
-        a = _attrs(group)
-        mask = _read(group, "mask") if with_mask and "mask" in group else None
-        slot = self._slot(scan_id, "labels", task)
+        """The current review (its mask verified when read), or None when there is none.
+
+        Raises:
+            DamagedError: it is damaged (the message names the file).
+        """
+
+        def read(group: zarr.Group, path: str) -> Review:
+            a = _attrs(group)
+            mask = None
+            if with_mask and a["status"] not in ("rejected", "skipped"):
+                mask = self._array(scan_id, path, group, "mask")
+            n = None if "frames" in a else self.scan(scan_id).n_frames
+            return self._review_record(a, path.rsplit("/", 1)[1], mask, n)
+
+        return self._read_current(scan_id, "labels", task, read)
+
+    @staticmethod
+    def _review_record(
+        a: dict[str, Any], revision: str, mask: np.ndarray | None, n_frames: int | None = None
+    ) -> Review:
+        status = str(a["status"])
+        if status not in STATUSES:
+            raise KeyError(f"status {status!r} is not one of {STATUSES}")
+        frames = a.get("frames")
+        if frames is None:  # written before per-frame states: the status held for every frame
+            frames = [status] * (n_frames or 1)
         return Review(
-            status=a["status"],
-            author=a["author"],
+            status=status,
+            author=str(a["author"]),
             time=float(a["time"]),
             model_version=a.get("model_version"),
             edited_pixels=int(a["edited_pixels"]),
             seconds=float(a["seconds"]),
             reason=a.get("reason", ""),
-            revision=str(rev.current(self._store, slot)),
+            revision=revision,
             mask=mask,
+            frames=tuple(str(f) for f in frames),
+            provenance=dict(a.get("provenance") or {}),
         )
 
     def review_history(self, scan_id: str, task: str) -> list[str]:
@@ -421,23 +527,36 @@ class Project:
         return rev.revisions(self.root / self._slot(scan_id, "labels", task))
 
     def queue(self, task: str, include_reviewed: bool = False) -> list[QueueItem]:
-        """Scans for review: least confident first, unpredicted last, unreviewed only by default."""
+        """Scans for review: least confident first, unpredicted and damaged last; by default
+        only scans still waiting for a decision (unreviewed, drafts and damaged ones)."""
         self._task(task)
         items = []
         for scan_id in self.scan_ids():
+            item = self._queue_item(scan_id, task)
+            if include_reviewed or item.status in NOT_DONE:
+                items.append(item)
+        return sorted(
+            items,
+            key=lambda q: (q.status == "damaged", q.confidence is None, q.confidence or 0.0),
+        )
+
+    def _queue_item(self, scan_id: str, task: str) -> QueueItem:
+        """One scan's queue entry; a damaged scan is listed as such, naming the damage."""
+        try:
             review = self.review(scan_id, task, with_mask=False)
-            status = review.status if review else "unreviewed"
-            if review is not None and not include_reviewed:
-                continue
             conf = self.prediction_confidence(scan_id, task)
-            items.append(QueueItem(scan_id, self.scan(scan_id).name, conf, status))
-        return sorted(items, key=lambda q: (q.confidence is None, q.confidence or 0.0))
+            name = self.scan(scan_id).name
+        except StoreError as exc:
+            return QueueItem(scan_id, scan_id, None, "damaged", str(exc))
+        if review is None:
+            return QueueItem(scan_id, name, conf, "unreviewed")
+        detail = describe(review.frames)
+        return QueueItem(scan_id, name, conf, review.status, detail)
 
     def progress(self, task: str) -> tuple[int, int]:
-        """(reviewed, total) scans for a task."""
-        ids = self.scan_ids()
-        done = sum(self.review(i, task, with_mask=False) is not None for i in ids)
-        return done, len(ids)
+        """(reviewed, total) scans for a task: drafts and damaged scans are not reviewed."""
+        items = self.queue(task, include_reviewed=True)
+        return sum(q.status not in NOT_DONE for q in items), len(items)
 
     # -- model versions --------------------------------------------------------------------
 
@@ -525,9 +644,75 @@ class Project:
     def _slot(self, scan_id: str, kind: str, task: str) -> str:
         return f"scans/{scan_id}/{kind}/{self._task(task)}"
 
-    def _current(self, scan_id: str, kind: str, task: str) -> zarr.Group | None:
+    @contextmanager
+    def _reading(self, scan_id: str, file: str) -> Iterator[None]:
+        """Report anything that goes wrong while reading ``file`` as damage to the scan."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:  # zarr, JSON, codecs, missing keys: each a kind of damage
+            reason = f"missing {exc}" if isinstance(exc, KeyError) else f"{exc}"
+            raise DamagedError(self.root, scan_id, file, reason or type(exc).__name__) from exc
+
+    def _pointer(self, scan_id: str, slot: str) -> str | None:
+        with self._reading(scan_id, f"{slot}/zarr.json"):
+            return rev.current(self._store, slot)
+
+    def _read_current(
+        self, scan_id: str, kind: str, task: str, read: Callable[[zarr.Group, str], _T]
+    ) -> _T | None:
+        """``read(group, path)`` of a slot's current revision; None when there is none.
+
+        A writer may replace the revision (and delete an older one) while it is read: when the
+        read fails and the pointer has moved meanwhile, the new revision is read instead. A
+        failure with the pointer unchanged is damage.
+        """
+        self.scan(scan_id)
         slot = self._slot(scan_id, kind, task)
-        name = rev.current(self._store, slot)
-        if name is None:
+        for _ in range(_RACE_RETRIES):
+            name = self._pointer(scan_id, slot)
+            if name is None:
+                return None
+            path = f"{slot}/{name}"
+            try:
+                with self._reading(scan_id, path):
+                    if not (self.root / path).is_dir():
+                        raise FileNotFoundError(f"the pointer names a missing revision {name}")
+                    return read(zarr.open_group(self._store, path=path, mode="r"), path)
+            except DamagedError:
+                if self._pointer(scan_id, slot) == name:
+                    raise
+        raise DamagedError(self.root, scan_id, slot, "it kept changing while being read")
+
+    def _array(self, scan_id: str, path: str, group: zarr.Group, name: str) -> np.ndarray:
+        """An array of a revision, verified against the checksums written with it."""
+        data = np.asarray(group[name][...])
+        self._verify(scan_id, path, data, group, name)
+        return data
+
+    def _verify(
+        self,
+        scan_id: str,
+        path: str,
+        data: np.ndarray,
+        group: zarr.Group,
+        name: str,
+        frames: np.ndarray | None = None,
+    ) -> None:
+        sums = _attrs(group).get(CHECKSUMS)
+        record = sums.get(name) if isinstance(sums, dict) else None
+        if sums is not None and record is None:
+            raise DamagedError(self.root, scan_id, f"{path}/{name}", "no checksum recorded")
+        problem = verify(data, record, frames)
+        if problem is not None:
+            raise DamagedError(self.root, scan_id, f"{path}/{name}", problem)
+
+    @staticmethod
+    def _readable(read: Callable[[str, str], _T], scan_id: str, task: str) -> _T | None:
+        """``read(scan_id, task)``, or None when what it reads is damaged (a new save then
+        replaces it: the damaged revision stays in the history)."""
+        try:
+            return read(scan_id, task)
+        except DamagedError:
             return None
-        return zarr.open_group(self._store, path=f"{slot}/{name}", mode="r")

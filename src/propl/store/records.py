@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .review_state import labelled_frames
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,20 @@ class Review:
     reason: str
     revision: str
     mask: np.ndarray | None = None
+    frames: tuple[str, ...] = ()
+    """The state of each frame (:mod:`propl.store.review_state`): only ``accepted`` and
+    ``corrected`` frames are training labels."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """How the mask was made (e.g. clicks and their count); empty for brush edits."""
+
+    @property
+    def labelled_frames(self) -> np.ndarray:
+        """Indices of the frames the annotator confirmed (the training labels)."""
+        return labelled_frames(self.frames)
+
+    @property
+    def is_labelled(self) -> bool:
+        return len(self.labelled_frames) > 0
 
 
 @dataclass(frozen=True)
@@ -64,4 +80,5 @@ class QueueItem:
     scan_id: str
     name: str
     confidence: float | None  # None: not predicted yet
-    status: str  # "unreviewed" or one of STATUSES
+    status: str  # "unreviewed", "damaged" or one of STATUSES
+    detail: str = ""  # e.g. "3 of 30 frames labelled", or what is damaged

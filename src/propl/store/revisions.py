@@ -22,6 +22,8 @@ import zarr
 from zarr.codecs import ZstdCodec
 from zarr.storage import LocalStore
 
+from .integrity import CHECKSUMS, checksums
+
 STAGING = ".staging"
 _REVISION = re.compile(r"r(\d{6})")
 
@@ -44,7 +46,9 @@ def frame_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def write_group(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
-    """Write a standalone zarr group with ``arrays`` (one chunk per frame) and ``attrs``."""
+    """Write a standalone zarr group with ``arrays`` (one chunk per frame) and ``attrs``, plus
+    the arrays' checksums (verified on every read: :mod:`propl.store.integrity`)."""
+    attrs = attrs | {CHECKSUMS: checksums(arrays)}
     group = zarr.open_group(LocalStore(path), mode="w", attributes=attrs)
     for name, array in arrays.items():
         out = group.create_array(
@@ -88,22 +92,28 @@ def commit(
         slot: slot path inside the project, e.g. ``"scans/ab12/labels/fetal_head"``.
         arrays: the revision's arrays.
         attrs: the revision's attributes.
-        keep: keep at most this many revisions (the newest); None keeps all.
+        keep: keep at most this many revisions (the newest); None keeps all. Keep at least
+            two where readers may be reading the previous one (they retry on the new one).
     """
     staged = stage_group(root, arrays, attrs)
     slot_dir = root / slot
-    group = zarr.open_group(store, path=slot, mode="a")
+    zarr.open_group(store, path=slot, mode="a")
     existing = revisions(slot_dir)
     number = int(existing[-1][1:]) + 1 if existing else 1
     name = f"r{number:06d}"
     os.rename(staged, slot_dir / name)
     fsync_dir(slot_dir)
-    group.attrs.update({"current": name})  # the switch: one atomic file replace
+    point(store, slot, name)  # the switch: one atomic file replace
     if keep is not None:
         for old in revisions(slot_dir)[:-keep]:
             if old != name:
                 shutil.rmtree(slot_dir / old, ignore_errors=True)
     return name
+
+
+def point(store: LocalStore, slot: str, name: str) -> None:
+    """Make revision ``name`` of ``slot`` current (an atomic replace of the slot's metadata)."""
+    zarr.open_group(store, path=slot, mode="a").attrs.update({"current": name})
 
 
 def current(store: LocalStore, slot: str) -> str | None:
