@@ -1,7 +1,10 @@
 """Model checkpoints: weights as safetensors + a JSON config that rebuilds the model.
 
 Nothing here ever unpickles: a ``.pt``/``.pth``/``.pkl``/``.ckpt`` file, or any file whose bytes
-look like a pickle or a torch zip archive, is refused with a clear error.
+look like a pickle or a torch zip archive, is refused with a clear error. A config whose values
+are of the wrong type or out of bounds (:class:`~propl.models.ProPLConfig` checks them) and
+weights holding NaN or infinity are refused too; :func:`verify_checkpoint` also runs one small
+prediction, before a model becomes a project's current one.
 """
 
 from __future__ import annotations
@@ -106,6 +109,11 @@ def _refuse_pickle(weights: Path) -> None:
         )
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (PyTorch's often span several)."""
+    return " ".join(str(exc).split())
+
+
 def _known_config(config: dict[str, Any]) -> dict[str, Any]:
     """Drop config keys this version no longer has (``extra`` in early schema-1 files)."""
     from dataclasses import fields
@@ -116,6 +124,42 @@ def _known_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k in known}
 
 
+def _json_object(config_path: Path) -> dict[str, Any]:
+    """The config file's top-level JSON object.
+
+    Raises:
+        CheckpointError: unreadable, not JSON, or not an object; the message names the file.
+    """
+    try:
+        text = config_path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{config_path}: cannot read the model config ({exc})") from exc
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, huge numbers
+        raise CheckpointError(f"{config_path}: not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{config_path}: must hold a JSON object, not a {type(doc).__name__}")
+    return doc
+
+
+def _read_doc(config_path: Path) -> dict[str, Any]:
+    """The config file's JSON object with its schema and the types of its entries checked.
+
+    Raises:
+        CheckpointError: the message names the file and the bad entry.
+    """
+    doc = _json_object(config_path)
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise CheckpointError(f"{config_path}: unsupported schema {doc.get('schema_version')!r}")
+    for key, kind, name in (("model", str, "string"), ("config", dict, "object")):
+        if not isinstance(doc.get(key), kind):
+            raise CheckpointError(f"{config_path}: '{key}' must be a JSON {name}")
+    if not isinstance(doc.get("metadata", {}), dict):
+        raise CheckpointError(f"{config_path}: 'metadata' must be a JSON object")
+    return doc
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """A checkpoint's model config (the JSON's ``config``), with no weights loaded.
 
@@ -123,14 +167,11 @@ def read_config(path: str | Path) -> dict[str, Any]:
         CheckpointError: no readable config; the message names the file.
     """
     _, config_path = _resolve(path)
-    try:
-        doc = json.loads(config_path.read_text())
-        config = doc["config"]
-        if not isinstance(config, dict):
-            raise TypeError(f"'config' is a {type(config).__name__}, not an object")
-        return config
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{config_path}: no readable model config ({exc})") from exc
+    doc = _json_object(config_path)
+    config = doc.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: no readable model config ('config' is no object)")
+    return config
 
 
 def read_tasks(path: str | Path) -> list[str]:
@@ -146,34 +187,119 @@ def read_tasks(path: str | Path) -> list[str]:
     return [str(t) for t in tasks]
 
 
+def _build(doc: dict[str, Any], config_path: Path) -> ProPLNet:
+    """The (untrained) network the config describes; its values checked before any allocation.
+
+    Raises:
+        CheckpointError: unknown model, or a config value of the wrong type or out of bounds;
+            the message names the file and the key.
+    """
+    try:
+        return build_model(doc["model"], **(_known_config(doc["config"]) | {"pretrained": False}))
+    except (KeyError, TypeError, ValueError) as exc:
+        why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise CheckpointError(f"{config_path}: invalid model config: {why}") from exc
+
+
+def _read_weights(weights: Path, model: ProPLNet) -> dict[str, torch.Tensor]:
+    """The weights file's tensors in the model's dtypes, every floating tensor finite.
+
+    Raises:
+        CheckpointError: not a readable safetensors file, or a tensor holding NaN or infinity
+            (a diverged or damaged model: its predictions would be garbage); the message names
+            the file and the tensor.
+    """
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: cannot read the weights ({exc})") from exc
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    for key, tensor in state.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{weights}: tensor '{key}' holds {bad} non-finite values (NaN or infinity): "
+                "the model is broken"
+            )
+    return state
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load a checkpoint directory (or its ``model.safetensors`` / ``model.json``).
 
     Raises:
-        CheckpointError: missing files, pickles, corrupt weights, or a config that does not
-            match the weights; the message names the file.
+        CheckpointError: missing files, pickles, corrupt weights, weights holding NaN or
+            infinity, a config value of the wrong type or out of bounds, or a config that does
+            not match the weights; the message names the file (and the key or tensor).
     """
     weights, config_path = _resolve(path)
     for f in (weights, config_path):
         if not f.is_file():
             raise CheckpointError(f"checkpoint file not found: {f}")
     _refuse_pickle(weights)
-    try:
-        doc = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{config_path}: not valid JSON ({exc})") from exc
-    if doc.get("schema_version") != SCHEMA_VERSION:
-        raise CheckpointError(f"{config_path}: unsupported schema {doc.get('schema_version')!r}")
-    try:
-        model = build_model(doc["model"], **(_known_config(doc["config"]) | {"pretrained": False}))
-        state = load_file(str(weights))
-    except (KeyError, TypeError, ValueError, SafetensorError) as exc:
-        raise CheckpointError(f"{weights}: cannot rebuild the model ({exc})") from exc
-    own = model.state_dict()
-    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    doc = _read_doc(config_path)
+    model = _build(doc, config_path)
+    state = _read_weights(weights, model)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{weights}: weights do not match {config_path} ({exc})") from exc
+        why = _one_line(exc)
+        raise CheckpointError(f"{weights}: weights do not match {config_path} ({why})") from exc
     model.eval()
     return Checkpoint(model, doc["model"], doc["config"], doc.get("metadata", {}), weights)
+
+
+def smoke_frame(size: int) -> torch.Tensor:
+    """A synthetic ``(1, 1, size, size)`` frame in [0, 1]: a gradient with a darker disc."""
+    ramp = torch.linspace(0.0, 1.0, size)
+    yy, xx = torch.meshgrid(ramp, ramp, indexing="ij")
+    disc = ((yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.09).float()
+    return (0.3 + 0.4 * xx - 0.25 * disc).clamp(0.0, 1.0)[None, None]
+
+
+def _smoke_outputs(model: ProPLNet, folder: Path) -> dict[str, torch.Tensor]:
+    """Both decoders' logits for :func:`smoke_frame` and the model's first task (CPU, eval).
+
+    Raises:
+        CheckpointError: the forward pass fails; the message names ``folder``.
+    """
+    frame = smoke_frame(model.config.input_size)
+    try:
+        with torch.inference_mode():
+            return model(frame, torch.zeros(1, dtype=torch.long))
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise CheckpointError(f"{folder}: the model cannot predict ({_one_line(exc)})") from exc
+
+
+def verify_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint and check it predicts: call this before a model becomes current.
+
+    Besides everything :func:`load_checkpoint` checks, runs one forward pass (both decoders, no
+    MC dropout) on one synthetic frame at the model's input size for its first task, and
+    checks that the logits are finite and of the frame's shape. Cheap: one frame on the CPU.
+
+    Args:
+        path: a checkpoint folder (or its ``model.safetensors`` / ``model.json``).
+
+    Returns:
+        The loaded checkpoint (eval mode, CPU), for callers that need it anyway.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be loaded or its smoke prediction fails; the
+            message names the file or folder.
+    """
+    checkpoint = load_checkpoint(path)
+    folder = Path(checkpoint.path or path).parent
+    size = checkpoint.model.config.input_size
+    for key, logits in _smoke_outputs(checkpoint.model, folder).items():
+        if tuple(logits.shape) != (1, 1, size, size):
+            raise CheckpointError(
+                f"{folder}: its smoke prediction ({key}) has shape {tuple(logits.shape)}, "
+                f"expected {(1, 1, size, size)}"
+            )
+        if not torch.isfinite(logits).all():
+            raise CheckpointError(
+                f"{folder}: its smoke prediction ({key}) holds NaN or infinity: the model is broken"
+            )
+    return checkpoint

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import reprlib
 import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,6 +21,95 @@ from .encoder import (
     EfficientNetLite0,
     load_lite0_imagenet,
 )
+
+INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "input_size": (32, 4096),
+    "prompt_tokens": (1, 64),
+    "prompt_dim": (1, 512),
+    "heads": (1, 32),
+}
+"""Inclusive bounds of the config's integer fields: a model outside them is a broken file."""
+CHANNEL_BOUNDS = (1, 512)
+"""Inclusive bounds of each decoder width in ``channels``."""
+MAX_TASKS = 256
+"""Most tasks (prompts) one model may have."""
+MAX_TASK_NAME = 200
+"""Longest task id, in characters."""
+ALPHA_BOUND = 100.0
+"""Largest ``|alpha_init|``."""
+
+
+def _shown(value: object) -> str:
+    """``repr`` cut short, so that a huge value still gives a one-line message."""
+    return reprlib.repr(value)
+
+
+def _integer(key: str, value: object, low: int, high: int) -> int:
+    """``value`` as an ``int`` in ``[low, high]``.
+
+    Raises:
+        TypeError: not an integer (a bool or a float is not one).
+        ValueError: out of bounds; the message names ``key``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"'{key}' must be an integer, got {_shown(value)}")
+    if not low <= int(value) <= high:
+        raise ValueError(f"'{key}' must be from {low} to {high}, got {_shown(value)}")
+    return int(value)
+
+
+def _real(key: str, value: object, low: float, high: float, high_open: bool = False) -> float:
+    """``value`` as a finite ``float`` in ``[low, high]`` (``[low, high)`` if ``high_open``).
+
+    Raises:
+        TypeError: not a number (a bool is not one).
+        ValueError: not finite or out of bounds; the message names ``key``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"'{key}' must be a number, got {_shown(value)}")
+    x = float(value)
+    inside = low <= x < high if high_open else low <= x <= high
+    if not (math.isfinite(x) and inside):
+        bound = f"[{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"'{key}' must be in {bound}, got {_shown(value)}")
+    return x
+
+
+def _sequence(key: str, value: object) -> tuple[Any, ...]:
+    """A list or tuple as a tuple (a string, a dict or a number is refused)."""
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"'{key}' must be a list, got {_shown(value)}")
+    return tuple(value)
+
+
+def _task_ids(value: object) -> tuple[str, ...]:
+    """Validated task ids: 1 to MAX_TASKS distinct non-empty strings."""
+    tasks = _sequence("tasks", value)
+    if not 1 <= len(tasks) <= MAX_TASKS:
+        raise ValueError(f"'tasks' must hold 1 to {MAX_TASKS} task ids, got {len(tasks)}")
+    for task in tasks:
+        if not isinstance(task, str) or not 0 < len(task) <= MAX_TASK_NAME:
+            raise TypeError(
+                f"'tasks' must be strings of 1 to {MAX_TASK_NAME} characters, got {_shown(task)}"
+            )
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"'tasks' has duplicate task ids: {_shown(tasks)}")
+    return tasks
+
+
+def _widths(value: object, heads: int) -> tuple[int, int, int, int]:
+    """Four decoder widths in CHANNEL_BOUNDS; the three prompted ones divisible by ``heads``."""
+    widths = _sequence("channels", value)
+    if len(widths) != 4:
+        raise ValueError(f"'channels' must be 4 widths, got {_shown(value)}")
+    c32, c16, c8, c4 = (_integer("channels", c, *CHANNEL_BOUNDS) for c in widths)
+    for c in (c32, c16, c8):
+        if c % heads:
+            raise ValueError(
+                f"'channels' {c} is not divisible by 'heads' ({heads}): every attention head "
+                "needs the same width"
+            )
+    return c32, c16, c8, c4
 
 
 @dataclass(frozen=True)
@@ -47,18 +139,25 @@ class ProPLConfig:
     pretrained: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tasks", tuple(self.tasks))
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        if not self.tasks:
-            raise ValueError("ProPLConfig needs at least one task")
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"duplicate task ids in {self.tasks}")
-        if self.input_size % 32 or self.input_size < 32:
-            raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
-        if len(self.channels) != 4 or min(self.channels) < 1:
-            raise ValueError(f"channels must be 4 positive widths, got {self.channels}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        """Validate every field (type and bounds) and normalise it.
+
+        Raises:
+            TypeError: a field has the wrong type; the message names it.
+            ValueError: a field is out of bounds (:data:`INT_BOUNDS`, :data:`CHANNEL_BOUNDS`,
+                :data:`MAX_TASKS`, :data:`ALPHA_BOUND`); the message names it.
+        """
+        values: dict[str, Any] = {"tasks": _task_ids(self.tasks)}
+        for key, (low, high) in INT_BOUNDS.items():
+            values[key] = _integer(key, getattr(self, key), low, high)
+        if values["input_size"] % 32:
+            raise ValueError(f"'input_size' must be a multiple of 32, got {self.input_size}")
+        values["channels"] = _widths(self.channels, values["heads"])
+        values["dropout"] = _real("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        values["alpha_init"] = _real("alpha_init", self.alpha_init, -ALPHA_BOUND, ALPHA_BOUND)
+        if not isinstance(self.pretrained, bool):
+            raise TypeError(f"'pretrained' must be true or false, got {_shown(self.pretrained)}")
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

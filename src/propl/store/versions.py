@@ -137,10 +137,40 @@ def read_version(root: Path, name: str) -> ModelVersion:
 
 
 def new_staging(root: Path) -> Path:
-    """An empty folder in ``models/`` for a version being written (invisible until added)."""
-    path = models_dir(root) / f".staging-{uuid.uuid4().hex}"
+    """An empty folder in ``models/`` for a version being written (invisible until added).
+
+    Its name carries the writing process (host and pid), so that what a killed run left is
+    recognised and removed (:func:`clean_stale_staging`).
+    """
+    path = models_dir(root) / f".staging-{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex}"
     path.mkdir(parents=True)
     return path
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or no way to tell: assume it is running
+    return True
+
+
+def _abandoned(path: Path, now: float) -> bool:
+    """A staging folder whose writer is gone: dead on this host, or untouched for a day."""
+    parts = path.name.split("-")
+    if len(parts) == 4 and parts[1] == _host_tag() and parts[2].isdigit():
+        if int(parts[2]) != os.getpid() and not _pid_alive(int(parts[2])):
+            return True
+    return now - path.stat().st_mtime > _STALE_STAGING_S
 
 
 def add_version(root: Path, staged: Path, record: dict[str, Any]) -> str:
@@ -173,19 +203,21 @@ def add_version(root: Path, staged: Path, record: dict[str, Any]) -> str:
 def import_checkpoint(root: Path, source: str | Path, record: dict[str, Any]) -> str:
     """Add a checkpoint folder from outside the project as a new ``imported`` version.
 
-    It is loaded first (safetensors + JSON only; a pickle, a missing file or weights that do
-    not match their config are refused, naming the file) and stored again in half precision,
-    like every version; nothing is written when it cannot be loaded.
+    It is verified first (:func:`~propl.checkpoint.verify_checkpoint`: safetensors + JSON
+    only; a pickle, a missing file, a config value out of bounds, weights holding NaN or
+    infinity or not matching their config, or a failing smoke prediction are refused, naming
+    the file) and stored again in half precision, like every version, and that copy is verified
+    too; nothing is written when either check fails.
 
     Raises:
         CheckpointError: ``source`` is not a usable checkpoint.
     """
     import torch
 
-    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..checkpoint import save_checkpoint, verify_checkpoint
 
     source = Path(source)
-    checkpoint = load_checkpoint(source)
+    checkpoint = verify_checkpoint(source)
     tasks = list(checkpoint.model.config.tasks)
     staged = new_staging(root)
     try:
@@ -195,6 +227,7 @@ def import_checkpoint(root: Path, source: str | Path, record: dict[str, Any]) ->
             checkpoint.metadata | {"imported_from": str(source.resolve())},
             dtype=torch.float16,
         )
+        _verify_half_copy(staged, source)
         return add_version(
             root,
             staged,
@@ -214,16 +247,34 @@ def import_checkpoint(root: Path, source: str | Path, record: dict[str, Any]) ->
         raise
 
 
+def _verify_half_copy(staged: Path, source: Path) -> None:
+    """Check the half-precision copy of ``source`` (a weight beyond float16's range would turn
+    into infinity).
+
+    Raises:
+        CheckpointError: the copy is unusable; the message names ``source``.
+    """
+    from ..checkpoint import verify_checkpoint
+    from ..errors import CheckpointError
+
+    try:
+        verify_checkpoint(staged)
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"{source}: unusable once stored in half precision, as every version is ({exc})"
+        ) from exc
+
+
 def clean_stale_staging(root: Path) -> None:
-    """Remove version folders a killed run left half-written (older than a day: a run that is
-    still going is never touched)."""
+    """Remove version folders a killed run left half-written: its process is gone (on this
+    host), or the folder is older than a day. A run that is still going is never touched."""
     folder = models_dir(root)
     if not folder.is_dir():
         return
     now = time.time()
     for p in folder.glob(".staging-*"):
         try:
-            if now - p.stat().st_mtime > _STALE_STAGING_S:
+            if _abandoned(p, now):
                 shutil.rmtree(p, ignore_errors=True)
         except FileNotFoundError:
             pass
@@ -232,10 +283,15 @@ def clean_stale_staging(root: Path) -> None:
 def promote_if_better(project: Project, name: str) -> bool:
     """Make version ``name`` current when its run judged it better than the model that was
     current when it started, and that model is still current (after another promotion in
-    between it would have to be judged again).
+    between it would have to be judged again). Its checkpoint is verified first
+    (:func:`~propl.checkpoint.verify_checkpoint`: it loads, and predicts finite values).
 
     Returns:
         Whether it was promoted.
+
+    Raises:
+        CheckpointError: the version would be promoted but its checkpoint is broken; the
+            message names the file; the current model is unchanged.
     """
     version = project.version(name)
     if version.outcome != "better" or not version.usable:
@@ -243,6 +299,9 @@ def promote_if_better(project: Project, name: str) -> bool:
     current = project.current_version()
     if (current.name if current else SHIPPED) != version.baseline:
         return False
+    from ..checkpoint import verify_checkpoint  # torch: only for a version to promote
+
+    verify_checkpoint(version.path)
     score = version.held_back_score or math.nan
     gain = score - (version.baseline_score or 0.0)
     project.set_current(name, f"held-back Dice {score:.1f} ({gain:+.1f} over {version.baseline})")
