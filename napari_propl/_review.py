@@ -1,7 +1,13 @@
 """The "Review (ProPL)" dock widget: a project, a queue (least confident first), accept/correct.
 
-Every edit of the review Labels layer is saved (debounced, in a worker) as a correction with
-its provenance; accept, reject and skip are saved at once. The store does the crash safety.
+Every change of the review Labels layer (paint, fill, erase, undo, redo, data replaced) is
+saved as a **draft** (debounced, in a worker), and again before another scan is shown or
+napari closes: nothing the annotator did is lost, but a draft never trains a model. A mask
+becomes a label only when the annotator confirms it: **Accept** (and go to the next scan) or
+**Save correction** (stay). On a cine these confirm the frame on screen and every frame edited
+since it was last confirmed (**Accept all frames** confirms the whole cine); the other frames
+stay unlabelled. Reject and skip are saved at once. The store does the crash safety; the
+rules of what a save means live in :mod:`propl.store.review_state`.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from propl.store.review_state import NOT_DONE, describe, frames_to_confirm
 from propl.tasks import task_colour
 from propl.uncertainty import OUTLINE_THRESHOLD
 
@@ -58,7 +65,7 @@ class ReviewWidget(SessionMember, QWidget):
         self.scan_task: str | None = None  # the task the shown scan was loaded for
         self.labels_layer: Any = None
         self._opened_at = 0.0
-        self._edited = False
+        self._saved_mask: np.ndarray | None = None  # what the store holds for the shown scan
         self._shown_shape: tuple[int, ...] | None = None
         self._queue_reads = 0  # queue reads started: only the latest one is shown
         self._queue_shown = 0  # the read the list shows
@@ -86,9 +93,10 @@ class ReviewWidget(SessionMember, QWidget):
         self.new_task_button = QPushButton("New task…")
         self.new_task_button.setToolTip("add a task (name, organ, target, colour) to the project")
         self.new_task_button.clicked.connect(self._new_task_dialog)
-        self.keep_phi = QCheckBox("keep patient data from DICOM headers")
+        self.keep_phi = QCheckBox("keep patient data (DICOM headers, file paths)")
         self.keep_phi.setToolTip(
-            "Off (default): imported DICOM headers are de-identified (no names, IDs, dates)"
+            "Off (default): imported DICOM headers are de-identified (no names, IDs, dates) "
+            "and the files' paths are not stored"
         )
         self.unreviewed_only = QCheckBox("unreviewed only")
         self.unreviewed_only.setChecked(True)
@@ -107,7 +115,8 @@ class ReviewWidget(SessionMember, QWidget):
             "previous": ("◀ Previous", lambda: self.step(-1)),
             "next": ("Next ▶", lambda: self.step(1)),
             "accept": ("Accept (Ctrl+Enter)", self.accept),
-            "save": ("Save correction", lambda: self.save("corrected")),
+            "save": ("Save correction", lambda: self.confirm(advance=False)),
+            "accept_all": ("Accept all frames", lambda: self.confirm(advance=True, whole=True)),
             "reject": ("Reject", lambda: self.save("rejected", advance=True)),
             "skip": ("Skip", lambda: self.save("skipped", advance=True)),
             "export": ("Export…", self._export_dialog),
@@ -124,7 +133,7 @@ class ReviewWidget(SessionMember, QWidget):
         shortcut.activated.connect(self.accept)
         self._autosave_timer = QTimer(self)
         self._autosave_timer.setSingleShot(True)
-        self._autosave_timer.timeout.connect(lambda: self.save("corrected"))
+        self._autosave_timer.timeout.connect(self.save_draft)
 
         row1, row2 = QHBoxLayout(), QHBoxLayout()
         for b in (new, open_):
@@ -222,7 +231,7 @@ class ReviewWidget(SessionMember, QWidget):
             failed = []
             for i, f in enumerate(files):
                 try:
-                    project.add_file(f, keep_phi=keep_phi)
+                    project.add_file(f, keep_phi=keep_phi, keep_source_path=keep_phi)
                 except ReaderError as exc:
                     failed.append(str(exc))
                 yield i + 1
@@ -264,12 +273,17 @@ class ReviewWidget(SessionMember, QWidget):
             show_info("every open image is already in the project")
             return None
 
+        keep_phi = self.keep_phi.isChecked()
+
         def work() -> Any:
             added, failed = [], []
             for i, (name, data, source, spacing) in enumerate(todo):
                 try:  # one bad layer is named and skipped; the others still go in
                     scan_id = project.add_scan(
-                        np.asarray(data), name, source=source, spacing_mm=spacing
+                        np.asarray(data),
+                        name,
+                        source=source if keep_phi else None,  # a path can name the patient
+                        spacing_mm=spacing,
                     )
                 except (ValueError, TypeError, OSError, RuntimeError) as exc:
                     failed.append(f"could not add image layer '{name}': {exc}")
@@ -363,7 +377,11 @@ class ReviewWidget(SessionMember, QWidget):
         self.queue_list.clear()
         for q in read["items"]:
             conf = "not segmented" if q.confidence is None else f"confidence {q.confidence:.2f}"
-            item = QListWidgetItem(f"{q.name}  ·  {conf}  ·  {q.status}")
+            if q.status == "damaged":
+                item = QListWidgetItem(f"{q.name}  ·  DAMAGED (propl check lists it)")
+                item.setToolTip(q.detail)
+            else:
+                item = QListWidgetItem(f"{q.name}  ·  {conf}  ·  {q.detail or q.status}")
             item.setData(Qt.UserRole, q.scan_id)
             self.queue_list.addItem(item)
             if q.scan_id == self.scan_id:
@@ -403,7 +421,7 @@ class ReviewWidget(SessionMember, QWidget):
         the new prediction of the open scan unless it is reviewed or being edited."""
         self.refresh_queue()
         project, scan_id, task = self.session.project, self.scan_id, self.scan_task
-        if project is None or scan_id is None or task is None or self._edited:
+        if project is None or scan_id is None or task is None or self._autosave_timer.isActive():
             return
         if project.review(scan_id, task, with_mask=False) is None:
             self.load(scan_id)
@@ -417,6 +435,7 @@ class ReviewWidget(SessionMember, QWidget):
         return [self.queue_list.item(i).data(Qt.UserRole) for i in range(self.queue_list.count())]
 
     def step(self, delta: int) -> None:
+        self._flush()
         ids = self.queue_ids()
         if not ids:
             self.status_label.setText("the queue is empty")
@@ -472,7 +491,11 @@ class ReviewWidget(SessionMember, QWidget):
             # napari hands plugins proxies (``is`` never matches): mark the layer instead,
             # so a reused layer is hooked once
             if not mask_layer.metadata.get("propl_paint_hooked"):
-                mask_layer.events.paint.connect(self._on_paint)
+                # paint/fill/erase emit ``paint``; undo and redo only refresh (``set_data``);
+                # replacing the data emits ``data``: each one may change what must be stored
+                for event in (mask_layer.events.paint, mask_layer.events.set_data):
+                    event.connect(self._on_mask_changed)
+                mask_layer.events.data.connect(self._on_mask_changed)
                 mask_layer.metadata["propl_paint_hooked"] = True
             self.labels_layer = mask_layer
             self.viewer.layers.selection.active = mask_layer
@@ -480,9 +503,11 @@ class ReviewWidget(SessionMember, QWidget):
                 # fit the scan under review, not the (hidden) other images around it
                 self.viewer.reset_view(layers=[shown[wanted["image"]]])
                 self._shown_shape = scan.shape
-            self.scan_id, self._opened_at, self._edited = read["scan_id"], time.monotonic(), False
-            self.scan_task = read["task"]
+            self.scan_id, self._opened_at = read["scan_id"], time.monotonic()
+            self.scan_task, self._saved_mask = read["task"], read["mask"]
             text = f"{scan.name}: {read['status']}"
+            if read["status"] == "draft":
+                text += " (edited, not confirmed: Accept or Save correction makes it a label)"
             if read["worst_frame"] is not None:  # a cine opens at its least confident frame
                 worst, conf = read["worst_frame"]
                 self.viewer.dims.set_current_step(0, worst)
@@ -500,22 +525,61 @@ class ReviewWidget(SessionMember, QWidget):
             self._flush()
             self.wait_saved()
 
-    def _on_paint(self, _event: Any = None) -> None:
-        self._edited = True
-        self._autosave_timer.start(AUTOSAVE_MS)
+    def _on_mask_changed(self, _event: Any = None) -> None:
+        if self.scan_id is not None:  # not while the layers are being refilled
+            self._autosave_timer.start(AUTOSAVE_MS)
+
+    def _changed_mask(self) -> np.ndarray | None:
+        """A copy of the mask layer's data when it differs from what the store holds."""
+        if self.labels_layer is None or self.scan_id is None:
+            return None
+        mask = np.array(self.labels_layer.data, np.uint8)
+        saved = self._saved_mask
+        if saved is not None and saved.shape == mask.shape and np.array_equal(mask > 0, saved > 0):
+            return None
+        return mask
+
+    def save_draft(self) -> Future | None:
+        """Store the mask layer as a draft if it changed since the last save (any change:
+        paint, fill, erase, undo, redo); a draft is kept, but never trains a model."""
+        self._autosave_timer.stop()
+        mask = self._changed_mask()
+        return None if mask is None else self._submit("draft", mask)
 
     def _flush(self) -> None:
-        """Save a pending edit now (before showing another scan)."""
-        if self._autosave_timer.isActive():
-            self._autosave_timer.stop()
-            self.save("corrected")
+        """Store any change not stored yet (before another scan is shown, or on closing)."""
+        self.save_draft()
 
     def accept(self) -> None:
-        """Accept the shown mask: "accepted" if unedited, else "corrected"; then the next scan."""
-        self.save("corrected" if self._edited else "accepted", advance=True)
+        """Confirm the shown mask (accepted if unedited, else corrected), then the next scan."""
+        self.confirm(advance=True)
+
+    def confirm(self, advance: bool = False, whole: bool = False) -> Future | None:
+        """Confirm the mask as a label: a still whole; a cine's frame on screen and the frames
+        edited since they were last confirmed (``whole``: every frame)."""
+        if self.labels_layer is None or self.scan_id is None:
+            show_error("no scan is shown for review")
+            return None
+        mask = np.array(self.labels_layer.data, np.uint8)
+        shown = None if whole or mask.shape[0] < 2 else int(self.viewer.dims.current_step[0])
+        return self._submit("accepted", mask, advance=advance, shown_frame=shown)
 
     def save(self, status: str, advance: bool = False) -> Future | None:
-        """Save the current scan's review in the save thread (returns its future)."""
+        """Save the current scan's review with ``status`` (rejected or skipped: no mask;
+        draft, accepted or corrected: the mask layer's data, every frame)."""
+        mask = None
+        if status not in ("rejected", "skipped") and self.labels_layer is not None:
+            mask = np.array(self.labels_layer.data, np.uint8)
+        return self._submit(status, mask, advance=advance)
+
+    def _submit(
+        self,
+        status: str,
+        mask: np.ndarray | None,
+        advance: bool = False,
+        shown_frame: int | None = None,
+    ) -> Future | None:
+        """Save the review in the save thread (returns its future); saves keep their order."""
         project, scan_id = self.session.project, self.scan_id
         task = self.scan_task or self.task_combo.currentText()  # the task it was shown for
         if project is None or scan_id is None:
@@ -523,18 +587,18 @@ class ReviewWidget(SessionMember, QWidget):
             return None
         if status in ("rejected", "skipped") and not self.reason_edit.text().strip():
             self.reason_edit.setText(status)
-        mask = (
-            np.array(self.labels_layer.data, np.uint8)
-            if status in ("accepted", "corrected")
-            else None
-        )
+        if mask is not None:
+            self._saved_mask = mask
         seconds = time.monotonic() - self._opened_at
         reason = self.reason_edit.text().strip() if mask is None else ""
 
         def work() -> None:
             try:
+                frames = None
+                if shown_frame is not None:  # a cine: what the annotator looked at and edited
+                    frames = frames_to_confirm(project, scan_id, task, mask, shown_frame)
                 review = project.save_review(
-                    scan_id, task, status, mask, seconds=seconds, reason=reason
+                    scan_id, task, status, mask, frames=frames, seconds=seconds, reason=reason
                 )
             except Exception as exc:  # reported in the GUI; nothing already saved is touched
                 self.save_failed.emit(f"could not save scan {scan_id}: {exc}")
@@ -552,8 +616,11 @@ class ReviewWidget(SessionMember, QWidget):
 
     def _on_saved(self, review: Any, advance: bool) -> None:
         self.session.review_saved.emit(review.status)
+        what = describe(review.frames)
+        if review.status == "draft":
+            what += ": not a label until confirmed"
         self.status_label.setText(
-            f"saved: {review.status} ({review.edited_pixels} edited pixels, "
+            f"saved: {what} ({review.edited_pixels} edited pixels, "
             f"{review.seconds:.0f} s) by {review.author}"
         )
         if advance:
@@ -564,8 +631,8 @@ class ReviewWidget(SessionMember, QWidget):
 def _read_queue(project: Any, task: str, include_reviewed: bool, read: int) -> dict[str, Any]:
     """Worker body: the task's queue (least confident first) and its progress, one pass."""
     every = project.queue(task, include_reviewed=True)
-    done = sum(q.status != "unreviewed" for q in every)
-    items = every if include_reviewed else [q for q in every if q.status == "unreviewed"]
+    done = sum(q.status not in NOT_DONE for q in every)
+    items = every if include_reviewed else [q for q in every if q.status in NOT_DONE]
     return {"read": read, "project": project, "items": items, "progress": (done, len(every))}
 
 
@@ -593,6 +660,7 @@ def _read_for_review(project: Any, scan_id: str, task: str) -> dict[str, Any]:
         "scan": scan,
         "task": task,
         "status": review.status if review else "unreviewed",
+        "mask": np.array(mask, np.uint8),
         "worst_frame": _worst_frame(pred),
         "names": _layers.names(name, task),
         "image": _layers.LayerUpdate("image", name, image, dict(rgb=scan.is_color, scale=scale)),

@@ -256,9 +256,14 @@ def test_a_worse_run_is_kept_but_not_promoted_and_rollback_works(tmp_path):
 
 
 def test_a_diverging_run_is_a_failed_version_that_is_never_used(tmp_path):
-    parent = make_parent(tmp_path / "parent", nan=True)
+    parent = make_parent(tmp_path / "parent")
     project = make_project(tmp_path / "p.zarr", "bright_blob")
-    events, code = propl_train(project, "--init", str(parent))
+    # a broken starting model is refused before any training, naming its file
+    nan_parent = make_parent(tmp_path / "nan-parent", nan=True)
+    _, code = propl_train(project, "--init", str(nan_parent), check=False)
+    assert code == 2
+    # a learning rate no run survives: the weights overflow
+    events, code = propl_train(project, "--init", str(parent), "--lr", "1e30")
     assert code == 1
     version = by_kind(events, "version")[0]["data"]
     assert version["outcome"] == "failed" and "diverged" in version["message"]

@@ -157,9 +157,15 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
     labels.paint((0, 10, 10), 1 - int(np.asarray(labels.data)[0, 10, 10]))
     qtbot.waitUntil(lambda: project.review(second, TASK) is not None, timeout=10_000)
     review.wait_saved()
+    draft = project.review(second, TASK)  # autosaved, but not a label until confirmed
+    assert draft.status == "draft" and draft.edited_pixels > 0 and not draft.is_labelled
+    np.testing.assert_array_equal(draft.mask, np.asarray(labels.data))
+    qtbot.waitUntil(lambda: review.progress_label.text() == "reviewed 1 of 2", timeout=10_000)
+    review.confirm(advance=False, whole=True)  # "Save correction" / "Accept all frames"
+    review.wait_saved()
     saved = project.review(second, TASK)
-    assert saved.status == "corrected" and saved.edited_pixels > 0
-    np.testing.assert_array_equal(saved.mask, np.asarray(labels.data))
+    assert saved.status == "corrected" and saved.is_labelled
+    np.testing.assert_array_equal(saved.mask, draft.mask)
     # the widget hears of the save through a queued signal: the next event-loop turns
     qtbot.waitUntil(lambda: review.progress_label.text() == "reviewed 2 of 2", timeout=10_000)
     review.session.close_project()
@@ -181,9 +187,8 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
     qtbot.waitUntil(csv_path.is_file, timeout=60_000)  # the CSV is written last
     import tifffile
 
-    b_name = p.scan(second).name
-    np.testing.assert_array_equal(
-        tifffile.imread(tmp_path / "export" / f"{b_name}_{TASK}.tif"), saved.mask
+    np.testing.assert_array_equal(  # named by the scan's pseudonymous id, not its file
+        tifffile.imread(tmp_path / "export" / f"{second}_{TASK}.tif"), saved.mask
     )
     qtbot.waitUntil(lambda: "exported" in review2.status_label.text(), timeout=10_000)
 
@@ -343,7 +348,7 @@ def test_closing_napari_saves_pending_edits_and_releases_the_project(
     viewer.close()
     with Project.open(path) as project:  # for writing: the lock was released
         saved = project.review(scan_id, TASK)
-        assert saved is not None and saved.status == "corrected"
+        assert saved is not None and saved.status == "draft"  # kept, but not a label
         assert saved.mask[1, 20, 25] == 1 and saved.edited_pixels > 0
 
 

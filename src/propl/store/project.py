@@ -590,6 +590,7 @@ class Project:
 
         Raises:
             StoreError: unknown version, or a failed one (its weights are never used).
+            CheckpointError: its checkpoint fails to load or to predict (names the file).
         """
         self._writable()
         if name == ver.SHIPPED:
@@ -602,6 +603,9 @@ class Project:
                     f"model version {name} of '{self.root}' failed ({why}); "
                     "it cannot become current"
                 )
+            from ..checkpoint import verify_checkpoint  # imports torch: only when needed
+
+            verify_checkpoint(version.path)  # a smoke prediction: a broken model is never used
         with self._mutex:
             group = zarr.open_group(self._store, path=ver.MODELS, mode="a")
             entry = {

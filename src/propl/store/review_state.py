@@ -12,6 +12,7 @@ A scan's status sums its frames up (:func:`scan_status`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -95,3 +96,30 @@ def describe(states: Sequence[str]) -> str:
     if n_draft:
         parts.append(f"{n_draft} draft")
     return f"{status} ({', '.join(parts)})" if parts else status
+
+
+def edited_frames(
+    mask: np.ndarray, previous_mask: np.ndarray | None, previous_states: Sequence[str] | None
+) -> set[int]:
+    """Frames changed against the stored mask, and frames still drafts: what a confirmation
+    of a cine confirms besides the frame on screen."""
+    changed = set()
+    if previous_mask is not None and previous_mask.shape == mask.shape:
+        diff = (mask > 0) != (previous_mask > 0)
+        changed = {int(f) for f in np.flatnonzero(diff.reshape(len(mask), -1).any(axis=1))}
+    drafts = {i for i, s in enumerate(previous_states or ()) if s == "draft"}
+    return changed | drafts
+
+
+def frames_to_confirm(
+    project: Any, scan_id: str, task: str, mask: np.ndarray, shown_frame: int
+) -> list[int]:
+    """The frames a confirmation of a cine labels: the one on screen and every edited one
+    (against the stored review, or the prediction when there is none)."""
+    previous = project.review(scan_id, task)
+    if previous is not None and previous.mask is not None:
+        before, states = previous.mask, previous.frames
+    else:
+        prediction = project.prediction(scan_id, task)
+        before, states = (prediction.mask if prediction is not None else None), None
+    return sorted(edited_frames(mask, before, states) | {int(shown_frame)})
