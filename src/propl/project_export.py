@@ -88,18 +88,29 @@ def _stem(scan: Scan, label: str, task: str, taken: set[str]) -> str:
     return stem
 
 
-def _mask_of(project: Project, scan_id: str, task: str, unreviewed: bool) -> tuple[Any, str, str]:
-    """(mask, status, author) to export, or (None, reason, "") when there is nothing."""
+def _mask_of(
+    project: Project, scan_id: str, task: str, unreviewed: bool
+) -> tuple[Any, str, str, tuple[str, ...]]:
+    """(mask, status, author, frame states) to export, or (None, reason, "", ()) when there
+    is nothing."""
     review = project.review(scan_id, task)
-    if review is not None and review.status in LABELLED:
-        return review.mask, review.status, review.author
+    if review is not None and review.status in LABELLED and review.mask is not None:
+        # only the frames the annotator confirmed: the others (a cine's unreviewed frames,
+        # drafts) are written empty, and their CSV rows say so without measurements
+        mask = np.zeros_like(review.mask)
+        mask[review.labelled_frames] = review.mask[review.labelled_frames]
+        return mask, review.status, review.author, review.frames
+    if review is not None and review.status == "draft" and unreviewed:
+        pred = project.prediction(scan_id, task)
+        if pred is not None:
+            return pred.mask, "unreviewed (prediction)", "", ()
     if review is not None:
-        return None, f"{review.status} by {review.author}", ""
+        return None, f"{review.status} by {review.author}", "", ()
     if unreviewed:
         pred = project.prediction(scan_id, task)
         if pred is not None:
-            return pred.mask, "unreviewed (prediction)", ""
-    return None, "not reviewed", ""
+            return pred.mask, "unreviewed (prediction)", "", ()
+    return None, "not reviewed", "", ()
 
 
 def _finite(scan: Scan, label: str, notes: list[str]) -> tuple[Any, Any]:
@@ -196,7 +207,7 @@ def _export_scan(
 ) -> list[dict[str, Any]]:
     """Write one scan's files into ``out`` (each appended to ``files``); its CSV rows."""
     label = _label(scan, opts.names)
-    mask, status, author = _mask_of(project, scan.id, opts.task, opts.include_unreviewed)
+    mask, status, author, states = _mask_of(project, scan.id, opts.task, opts.include_unreviewed)
     if mask is None:
         report.skipped.append(f"{label}: {status}")
         return []
@@ -210,9 +221,11 @@ def _export_scan(
     rows = []
     for f, frame in enumerate(mask):
         conf = float(pred.confidence[f]) if pred is not None else None
-        row = {"scan": label, "frame": f, "task": opts.task, "status": status}
+        state = states[f] if f < len(states) else status
+        row = {"scan": label, "frame": f, "task": opts.task, "status": state}
         row |= {"confidence": conf, "author": author}
-        rows.append(row | measure_mask(frame, spacing))
+        confirmed = not states or state in LABELLED
+        rows.append(row | (measure_mask(frame, spacing) if confirmed else {}))
     return rows
 
 

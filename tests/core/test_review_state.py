@@ -136,3 +136,23 @@ def test_frames_outside_the_scan_are_refused(project: Project) -> None:
     sid, _ = predicted_cine(project, n=3)
     with pytest.raises(StoreError, match="outside"):
         project.save_review(sid, TASK, "accepted", frames=[3])
+
+
+def test_export_holds_the_confirmed_frames_only(project: Project, tmp_path: Path) -> None:
+    import csv
+
+    import tifffile
+
+    from propl.project_export import export_project
+
+    sid, pred = predicted_cine(project, n=4)
+    edited = pred.copy()
+    edited[2, 0:3, 0:3] = 1
+    project.save_review(sid, TASK, "draft", edited)  # a stray stroke on frame 2...
+    project.save_review(sid, TASK, "accepted", edited, frames=[1])  # ...frame 1 confirmed
+    report = export_project(project, TASK, tmp_path / "out", formats=["tiff"])
+    mask = tifffile.imread(report.written[0])
+    assert mask[1].any() and not mask[0].any() and not mask[2].any()
+    rows = list(csv.DictReader(report.csv.open()))
+    assert [r["status"] for r in rows] == ["unreviewed", "accepted", "draft", "unreviewed"]
+    assert rows[1]["area"] and not rows[2]["area"]
