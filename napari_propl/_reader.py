@@ -1,21 +1,24 @@
 """napari reader: ultrasound scans (DICOM, PNG/JPEG/BMP, TIFF, video) and folders of them.
 
 The core reads (``propl.data.readers``); this module only turns frames + metadata into layer
-data. A file that cannot be read becomes a napari notification naming it, never a traceback.
+data. A file that cannot be read becomes a napari notification naming it, never a traceback:
+opening a folder or several files loads every good one and lists the bad ones.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from napari.utils.notifications import show_error, show_warning
 
-from propl.data.readers import SUPPORTED_SUFFIXES, ReaderError, read_scan
+from propl.data.readers import SUPPORTED_SUFFIXES, ReaderError, ReaderWarning, read_scan
 
 LayerData = list[tuple[Any, ...]]
 NULL_LAYER: LayerData = [(None,)]  # napari's "nothing to show" sentinel (no error dialog)
+_LISTED = 5  # bad files named in the summary of a multi-file open
 
 
 def layer_data(frames: Any, meta: Any, name: str) -> tuple[Any, dict[str, Any], str]:
@@ -25,35 +28,67 @@ def layer_data(frames: Any, meta: Any, name: str) -> tuple[Any, dict[str, Any], 
         "name": name,
         "rgb": bool(meta.is_color),
         "scale": scale,
-        "metadata": {"propl_source": meta.path, "propl_spacing_mm": meta.spacing_mm},
+        "metadata": {
+            "propl_source": meta.path,
+            "propl_spacing_mm": meta.spacing_mm,
+            "propl_burned_in_annotation": bool(getattr(meta, "burned_in_annotation", False)),
+        },
     }
     return frames, kwargs, "image"
 
 
-def read_paths(paths: list[str]) -> LayerData:
-    """Read files and folders; unreadable files are reported and skipped."""
-    from propl.data.readers import iter_scan_files
+def _read_one(path: Path) -> tuple[Any, dict[str, Any], str] | None:
+    """The layer of one file; None (after a notification naming it) when it cannot be read.
 
-    out: LayerData = []
-    for p in map(Path, paths):
+    The reader's warnings (ignored spacing, burned-in annotation) become napari warnings.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ReaderWarning)
         try:
-            files = iter_scan_files(p) if p.is_dir() else [p]
+            frames, meta = read_scan(path)
         except ReaderError as exc:
             show_error(str(exc))
-            continue
-        for f in files:
-            try:
-                frames, meta = read_scan(f)
-            except ReaderError as exc:
-                show_error(str(exc))
-                continue
-            except MemoryError:
-                show_error(f"cannot read '{f}': not enough memory")
-                continue
-            out.append(layer_data(frames, meta, f.stem))
+            return None
+        except Exception as exc:  # read_scan promises ReaderError: never let napari see one
+            show_error(f"cannot read '{path}': {type(exc).__name__}: {exc}")
+            return None
+    for warning in caught:
+        if issubclass(warning.category, ReaderWarning):
+            show_warning(str(warning.message))
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return layer_data(frames, meta, path.stem)
+
+
+def _list_files(p: Path) -> list[Path]:
+    """``p`` itself, or the scan files of the folder ``p`` ([] after a notification)."""
+    from propl.data.readers import iter_scan_files
+
+    try:
+        return iter_scan_files(p) if p.is_dir() else [p]
+    except ReaderError as exc:
+        show_error(str(exc))
+        return []
+
+
+def read_paths(paths: list[str]) -> LayerData:
+    """Read files and folders; unreadable files are reported and skipped."""
+    out: LayerData = []
+    bad: list[Path] = []
+    for f in (f for p in map(Path, paths) for f in _list_files(p)):
+        layer = _read_one(f)
+        if layer is None:
+            bad.append(f)
+        else:
+            out.append(layer)
     if not out:
         show_warning(f"no scan could be read from {', '.join(paths)}")
         return NULL_LAYER
+    if bad:
+        names = ", ".join(f.name for f in bad[:_LISTED]) + (" ..." if len(bad) > _LISTED else "")
+        show_warning(f"opened {len(out)} scan(s); {len(bad)} file(s) could not be read: {names}")
     return out
 
 

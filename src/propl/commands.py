@@ -333,14 +333,14 @@ def run_predict(args: argparse.Namespace) -> int:
         uncertainty=args.uncertainty,
     )
     predictor.model.task_index(args.task)  # fail fast on an unknown task
-    failures = 0
+    failures: list[ReaderError] = []
     desc = "predict" if parts == 1 else f"predict {part + 1}/{parts}"
     for path in tqdm(files, desc=desc, unit="file", file=sys.stderr, disable=part > 0):
         try:
             frames, _ = read_scan(path)
         except ReaderError as exc:
             tqdm.write(f"propl predict: skipped: {exc}", file=sys.stderr)  # own line, not the bar's
-            failures += 1
+            failures.append(exc)
             continue
         pred = predictor.predict(frames, args.task)
         written = write_prediction(pred, Path(args.out), Path(path).stem, args.format)
@@ -349,6 +349,10 @@ def run_predict(args: argparse.Namespace) -> int:
             f"{path}: confidence {conf}{' ...' if len(pred.confidence) > 5 else ''} -> "
             f"{', '.join(str(w) for w in written)}"
         )
+    if failures:  # the batch went on; list what failed where the user looks last
+        print(f"propl predict: {len(failures)} of {len(files)} files failed:", file=sys.stderr)
+        for exc in failures:
+            print(f"  {exc}", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -128,6 +128,32 @@ def test_too_many_pixels_without_declared_count_stops_decoding(mkv):
     assert read_scan(mkv, max_pixels=N_FRAMES * HEIGHT * WIDTH)[0].shape[0] == N_FRAMES
 
 
+def test_size_limit_in_bytes_counts_rgb_and_is_checked_before_decoding(mp4, mkv, monkeypatch):
+    rgb_bytes = N_FRAMES * HEIGHT * WIDTH * 3
+    assert read_scan(mp4, max_bytes=rgb_bytes)[0].shape == (N_FRAMES, HEIGHT, WIDTH, 3)
+    monkeypatch.setattr(video, "_decode", lambda *a: pytest.fail("decoded"))
+    for path in (mp4, mkv):  # mkv: the frames its duration implies
+        err = assert_error_names(path, match="too large", max_bytes=rgb_bytes - 1)
+        assert "PROPL_MAX_SCAN_BYTES" in str(err)
+
+
+def test_ffmpeg_refusing_an_impossible_allocation_is_a_corrupt_file(mp4, monkeypatch):
+    """FFmpeg answers ENOMEM (av.error.MemoryError) for a box that declares an absurd size."""
+
+    def refuse(*args, **kwargs):
+        raise av.error.MemoryError(12, "Cannot allocate memory", str(mp4))
+
+    monkeypatch.setattr(av, "open", refuse)
+    err = assert_error_names(mp4, match="truncated or corrupt video")
+    assert "not enough memory" not in str(err)
+
+
+def test_size_limit_in_bytes_stops_decoding(mkv, monkeypatch):
+    monkeypatch.setattr(video, "_check_declared", lambda *a: None)  # a container that lies
+    err = assert_error_names(mkv, match="too large", max_bytes=3 * HEIGHT * WIDTH * 3)
+    assert "more than" in str(err)
+
+
 # -- broken videos: every error names the file ---------------------------------------------
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .readers import ReaderError
+from .readers import ReaderError, warn_file
 
 JPEG_HINT = "pip install pylibjpeg pylibjpeg-libjpeg (and pylibjpeg-openjpeg for JPEG 2000)"
 
@@ -272,29 +272,85 @@ def scan_meta_fields(ds: Any, *, keep_phi: bool = False) -> dict[str, Any]:
 
 
 def _spacing_mm(ds: Any) -> tuple[float, float] | None:
-    """(row, col) mm per pixel: ultrasound regions (units 3 = cm) first, then PixelSpacing."""
-    regions = ds.get("SequenceOfUltrasoundRegions")
-    if regions:
-        r = regions[0]
-        if r.get("PhysicalUnitsXDirection") == 3 and r.get("PhysicalUnitsYDirection") == 3:
-            dx, dy = r.get("PhysicalDeltaX"), r.get("PhysicalDeltaY")
-            if dx and dy:
-                return (abs(float(dy)) * 10.0, abs(float(dx)) * 10.0)
-    spacing = ds.get("PixelSpacing")
-    if spacing is not None and len(spacing) == 2 and all(float(s) > 0 for s in spacing):
-        return (float(spacing[0]), float(spacing[1]))
+    """(row, col) mm per pixel: ultrasound regions (units 3 = cm) first, then PixelSpacing.
+
+    A spacing that is text, not two values, NaN, infinite, zero or negative is ignored with a
+    :class:`~propl.data.readers.ReaderWarning` naming the file.
+    """
+    for keyword, read in (
+        ("SequenceOfUltrasoundRegions", _region_spacing),
+        ("PixelSpacing", _pixel_spacing),
+    ):
+        try:
+            spacing = read(ds)
+        except Exception as exc:  # text, a wrong number of values, a malformed item
+            _ignored(ds, f"{keyword} is not a pair of numbers ({exc}): no spacing from it")
+            continue
+        if spacing is None:
+            continue
+        if all(math.isfinite(s) and s > 0 for s in spacing):
+            return spacing
+        _ignored(ds, f"{keyword} gives a spacing of {spacing} mm, not two positive finite numbers")
     return None
+
+
+def _region_spacing(ds: Any) -> tuple[float, float] | None:
+    """(row, col) mm from the first ultrasound region, when it is calibrated in cm."""
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    if not regions:
+        return None
+    r = regions[0]
+    if r.get("PhysicalUnitsXDirection") != 3 or r.get("PhysicalUnitsYDirection") != 3:
+        return None
+    dx, dy = r.get("PhysicalDeltaX"), r.get("PhysicalDeltaY")
+    if dx is None or dy is None:
+        return None
+    return (abs(float(dy)) * 10.0, abs(float(dx)) * 10.0)
+
+
+def _pixel_spacing(ds: Any) -> tuple[float, float] | None:
+    """(row, col) mm from PixelSpacing; raises ValueError unless it is two numbers."""
+    spacing = ds.get("PixelSpacing")
+    if spacing is None or spacing == "":
+        return None
+    values = [float(s) for s in spacing]
+    if len(values) != 2:
+        raise ValueError(f"{len(values)} values")
+    return (values[0], values[1])
+
+
+def _ignored(ds: Any, message: str) -> None:
+    """Warn that part of the header of ``ds`` (named by its file) is ignored."""
+    warn_file(getattr(ds, "filename", None) or "DICOM dataset", message)
 
 
 def _frame_time_ms(ds: Any) -> float | None:
-    """Milliseconds between frames from FrameTime, else CineRate; None when neither is set."""
-    frame_time = ds.get("FrameTime")
-    if frame_time not in (None, "") and float(frame_time) > 0:
-        return float(frame_time)
-    cine_rate = ds.get("CineRate")
-    if cine_rate not in (None, "") and float(cine_rate) > 0:
-        return 1000.0 / float(cine_rate)
-    return None
+    """Milliseconds between frames from FrameTime, else CineRate; None when neither is set.
+
+    A value that is text, NaN or infinite is ignored with a warning naming the file; zero
+    or negative ones silently.
+    """
+    frame_time = _positive_number(ds, "FrameTime")
+    if frame_time is not None:
+        return frame_time
+    cine_rate = _positive_number(ds, "CineRate")
+    return 1000.0 / cine_rate if cine_rate is not None else None
+
+
+def _positive_number(ds: Any, keyword: str) -> float | None:
+    """The element as a positive finite float; None when absent, empty or not one."""
+    try:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            return None
+        number = float(value)
+    except Exception as exc:  # text, several values
+        _ignored(ds, f"{keyword} is not a number ({exc}): ignored")
+        return None
+    if not math.isfinite(number):
+        _ignored(ds, f"{keyword} is {number}: ignored")
+        return None
+    return number if number > 0 else None
 
 
 def _extra(ds: Any) -> dict[str, Any]:
@@ -322,7 +378,8 @@ def decode_pixels(path: str | Path, ds: Any) -> tuple[np.ndarray, int, int]:
         decoder's dtype, the samples per pixel (1 or 3) and their significant bits.
 
     Raises:
-        ReaderError: no decoder for the transfer syntax, or the pixel data cannot be decoded.
+        ReaderError: no decoder for the transfer syntax, the pixel data cannot be decoded,
+            or a palette colour lookup table is missing or shorter than its descriptor.
     """
     from pydicom.pixels import convert_color_space
 
@@ -332,7 +389,13 @@ def decode_pixels(path: str | Path, ds: Any) -> tuple[np.ndarray, int, int]:
     if photometric.startswith("YBR"):
         arr = convert_color_space(arr, photometric, "RGB")
     if photometric == "PALETTE COLOR":
-        arr, samples, bits = palette_to_rgb(arr, ds), 3, 16
+        _check_palette(path, ds)
+        try:
+            arr, samples, bits = palette_to_rgb(arr, ds), 3, 16
+        except MemoryError:
+            raise
+        except Exception as exc:  # a LUT that the checks above let through
+            raise ReaderError(path, f"invalid palette colour lookup table ({exc})") from exc
     elif photometric == "MONOCHROME1":
         # unsigned: invert within the stored bit depth; signed: within the data's range
         unsigned = np.issubdtype(arr.dtype, np.unsignedinteger)
@@ -360,6 +423,32 @@ def _decode(path: str | Path, ds: Any) -> tuple[np.ndarray, str]:
     except Exception as exc:  # pydicom and its plugins raise many types for broken data
         raise ReaderError(path, f"cannot decode the DICOM pixel data ({exc})") from exc
     return arr, str(info.get("photometric_interpretation", ds.PhotometricInterpretation))
+
+
+def _check_palette(path: str | Path, ds: Any) -> None:
+    """Raise unless red, green and blue LUTs each have a descriptor and enough data.
+
+    Raises:
+        ReaderError: a LUT or its descriptor is missing, or its data does not hold the
+            descriptor's number of 8- or 16-bit entries.
+    """
+    for colour in ("Red", "Green", "Blue"):
+        name = f"{colour}PaletteColorLookupTable"
+        desc = ds.get(f"{name}Descriptor")
+        if desc is None or isinstance(desc, (str, bytes)) or len(desc) != 3:
+            raise ReaderError(path, f"PALETTE COLOR without a valid {name}Descriptor")
+        if f"Segmented{name}Data" in ds:
+            continue
+        data = ds.get(f"{name}Data")
+        if not isinstance(data, (bytes, bytearray)) or not data:
+            raise ReaderError(path, f"PALETTE COLOR without {name}Data")
+        entries = int(desc[0]) or 65536
+        if len(data) not in (entries, 2 * entries):
+            raise ReaderError(
+                path,
+                f"{name}Data holds {len(data)} bytes, not the {entries} entries its "
+                "descriptor declares",
+            )
 
 
 def palette_to_rgb(arr: np.ndarray, ds: Any) -> np.ndarray:

@@ -5,11 +5,21 @@ Every reader returns frames "as acquired": ``(F, H, W)`` uint8/uint16 grayscale 
 (magic bytes) when it is recognisable, else by its suffix; every failure is a
 :class:`ReaderError` whose message names the file. :func:`read_folder` reads every scan of a
 folder, reporting bad files instead of stopping at them.
+
+Before decoding, the size a file declares (frames x rows x columns x bytes per pixel, channels
+included) is checked against :data:`MAX_SCAN_BYTES` (1 GiB; raise it with the environment
+variable ``PROPL_MAX_SCAN_BYTES`` or ``read_scan(..., max_bytes=...)``) and a TIFF's page count
+against :data:`MAX_TIFF_PAGES` (``PROPL_MAX_TIFF_PAGES``, ``max_pages=``), so a small crafted
+file cannot make the reader allocate gigabytes or run for minutes. What a file says that cannot
+be right (a spacing that is text, NaN or infinite, ...) is ignored with a
+:class:`ReaderWarning` naming the file.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +53,22 @@ _MAGIC = (
 _QUICKTIME_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
 LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as Pillow's "L"
 
+MAX_SCAN_BYTES: int = 1 << 30
+"""Default limit on a scan's decoded size in bytes (1 GiB): about 1,400 RGB frames of 800x600.
+
+Checked from the header before decoding. Raise it with the environment variable
+``PROPL_MAX_SCAN_BYTES`` (bytes, e.g. ``4000000000``) or ``read_scan(..., max_bytes=...)``.
+"""
+MAX_SCAN_BYTES_ENV = "PROPL_MAX_SCAN_BYTES"
+MAX_TIFF_PAGES: int = 10_000
+"""Default limit on the pages of a TIFF (counted before any is decoded): tifffile needs
+minutes to sort tens of thousands of pages into series. Raise it with the environment variable
+``PROPL_MAX_TIFF_PAGES`` or ``read_scan(..., max_pages=...)``."""
+MAX_TIFF_PAGES_ENV = "PROPL_MAX_TIFF_PAGES"
+# Decoded bytes per pixel of each Pillow mode as _pil_frame returns it (others become RGB)
+_PIL_BYTES = {"1": 1, "L": 1, "LA": 1, "La": 1, "P": 3, "PA": 3, "I;16": 2, "I": 4, "F": 4}
+_PIL_BYTES |= {"I;16B": 2, "I;16L": 2}
+
 
 class ReaderError(ValueError):
     """A scan or mask file cannot be read; the message always names the file."""
@@ -55,6 +81,100 @@ class ReaderError(ValueError):
 
 class ReaderFileNotFoundError(ReaderError, FileNotFoundError):
     """The file does not exist (catch it as ``ReaderError`` or ``FileNotFoundError``)."""
+
+
+class ReaderWarning(UserWarning):
+    """A scan was read, but part of what it says was ignored or needs care; names the file."""
+
+
+def warn_file(path: str | Path, message: str) -> None:
+    """Issue a :class:`ReaderWarning` ``"'<path>': <message>"``."""
+    warnings.warn(f"'{path}': {message}", ReaderWarning, stacklevel=3)
+
+
+def _size(n_bytes: int) -> str:
+    """``n_bytes`` for people: ``"1.0 GiB"``, ``"12.5 MiB"``, ``"700 bytes"``."""
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.3g} {unit}"
+    return f"{n_bytes} bytes"
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """How large a scan may be, checked before decoding (see :func:`size_limits`).
+
+    Attributes:
+        max_bytes: the decoded size in bytes (:data:`MAX_SCAN_BYTES` by default).
+        max_pages: the pages of a TIFF (:data:`MAX_TIFF_PAGES` by default).
+        max_pixels: the pixels ``F * H * W`` (channels not counted); None: no such limit.
+    """
+
+    max_bytes: int
+    max_pages: int
+    max_pixels: int | None = None
+
+    def check(self, path: Path, n_pixels: int, bytes_per_pixel: int) -> None:
+        """Raise :class:`ReaderError` when ``n_pixels`` of ``bytes_per_pixel`` are too many.
+
+        Raises:
+            ReaderError: no pixels, more than ``max_pixels``, or more than ``max_bytes``.
+        """
+        if n_pixels <= 0:
+            raise ReaderError(path, "the image has no pixels")
+        if self.max_pixels is not None and n_pixels > self.max_pixels:
+            raise ReaderError(
+                path, f"too many pixels ({n_pixels:,} > max_pixels={self.max_pixels:,})"
+            )
+        n_bytes = n_pixels * bytes_per_pixel
+        if n_bytes > self.max_bytes:
+            what = f"its pixels take {_size(n_bytes)} ({n_bytes:,} bytes) decoded"
+            raise ReaderError(path, self.too_large(what))
+
+    def too_large(self, what: str) -> str:
+        """The message for a file ``what`` says is too large: the limit, how to raise it."""
+        return (
+            f"too large: {what}, over the limit of "
+            f"{_size(self.max_bytes)} ({self.max_bytes:,} bytes); to read it anyway, raise "
+            f"the limit with the environment variable {MAX_SCAN_BYTES_ENV}=<bytes> or "
+            "read_scan(..., max_bytes=<bytes>)"
+        )
+
+
+def size_limits(
+    max_bytes: int | None = None, max_pages: int | None = None, max_pixels: int | None = None
+) -> SizeLimits:
+    """The limits given, else those of the environment, else the defaults.
+
+    Args:
+        max_bytes: else ``$PROPL_MAX_SCAN_BYTES``, else :data:`MAX_SCAN_BYTES`.
+        max_pages: else ``$PROPL_MAX_TIFF_PAGES``, else :data:`MAX_TIFF_PAGES`.
+        max_pixels: None: no limit on the pixel count.
+    """
+    if max_bytes is None:
+        max_bytes = _env_limit(MAX_SCAN_BYTES_ENV, MAX_SCAN_BYTES)
+    if max_pages is None:
+        max_pages = _env_limit(MAX_TIFF_PAGES_ENV, MAX_TIFF_PAGES)
+    return SizeLimits(int(max_bytes), int(max_pages), max_pixels)
+
+
+def _env_limit(name: str, default: int) -> int:
+    """A positive whole number from the environment (``4e9`` and ``4_000_000_000`` work)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        value = float("nan")
+    if not (value >= 1 and value < float("inf")):
+        warnings.warn(
+            f"{name}={text!r} is not a positive whole number: using the default {default:,}",
+            ReaderWarning,
+            stacklevel=4,
+        )
+        return default
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -77,6 +197,8 @@ class ScanMeta:
         header: DICOM only: the header as JSON-serialisable ``{keyword: value}``, without
             patient, staff and institution identity unless read with ``keep_phi=True``
             (see :func:`propl.data.dicom.dicom_header`).
+        burned_in_annotation: DICOM BurnedInAnnotation is "YES": the pixels may show the
+            patient's name or other identifying text (read with a :class:`ReaderWarning`).
     """
 
     path: str
@@ -89,6 +211,7 @@ class ScanMeta:
     photometric: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     header: dict[str, Any] = field(default_factory=dict)
+    burned_in_annotation: bool = False
 
 
 def _sniff(head: bytes) -> str | None:
@@ -128,13 +251,6 @@ def _detect_format(path: Path) -> str:
         f"unsupported file type {path.suffix or '(no suffix)'!r} and "
         f"unrecognised content; supported: {', '.join(SUPPORTED_SUFFIXES)}",
     )
-
-
-def _check_pixels(path: Path, n_pixels: int, max_pixels: int) -> None:
-    if n_pixels <= 0:
-        raise ReaderError(path, "the image has no pixels")
-    if n_pixels > max_pixels:
-        raise ReaderError(path, f"too many pixels ({n_pixels:,} > max_pixels={max_pixels:,})")
 
 
 def _to_storage_dtype(arr: np.ndarray) -> np.ndarray:
@@ -187,13 +303,14 @@ def _pil_frame(im: Any) -> np.ndarray:
     return _to_storage_dtype(np.asarray(im))
 
 
-def _read_pil(path: Path, fmt: str, max_pixels: int) -> tuple[np.ndarray, ScanMeta]:
+def _read_pil(path: Path, fmt: str, limits: SizeLimits) -> tuple[np.ndarray, ScanMeta]:
     from PIL import Image, ImageSequence
 
     try:
         with Image.open(path) as im:
             n_frames = int(getattr(im, "n_frames", 1))
-            _check_pixels(path, n_frames * im.width * im.height, max_pixels)
+            per_pixel = _PIL_BYTES.get(im.mode, 3)
+            limits.check(path, n_frames * im.width * im.height, per_pixel)
             mode = im.mode
             dpi = im.info.get("dpi")
             frames = [_pil_frame(frame) for frame in ImageSequence.Iterator(im)]
@@ -233,15 +350,29 @@ def _tiff_to_frames(path: Path, arr: np.ndarray, axes: str) -> np.ndarray:
     return arr.reshape(-1, *arr.shape[-2:])
 
 
-def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, ScanMeta]:
+def _check_pages(path: Path, tif: Any, max_pages: int) -> None:
+    """Refuse a TIFF of more than ``max_pages`` pages; counting them decodes none."""
+    n_pages = len(tif.pages)
+    if n_pages > max_pages:
+        raise ReaderError(
+            path,
+            f"too many pages ({n_pages:,}, over the limit of {max_pages:,}); to read it "
+            f"anyway, raise the limit with the environment variable {MAX_TIFF_PAGES_ENV}="
+            "<pages> or read_scan(..., max_pages=<pages>)",
+        )
+
+
+def _read_tiff(path: Path, limits: SizeLimits) -> tuple[np.ndarray, ScanMeta]:
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
+            _check_pages(path, tif, limits.max_pages)
             series = tif.series[0]
             shape, axes = tuple(series.shape), series.axes
             n_pixels = int(np.prod([n for n, a in zip(shape, axes, strict=True) if a != "S"]))
-            _check_pixels(path, n_pixels, max_pixels)
+            per_pixel = max(1, int(np.prod(shape)) // max(n_pixels, 1))
+            limits.check(path, n_pixels, per_pixel * np.dtype(series.dtype).itemsize)
             arr = series.asarray()
             photometric = getattr(getattr(tif.pages[0], "photometric", None), "name", None)
     except ReaderError:
@@ -279,15 +410,68 @@ def _dicom_pixels(path: Path, ds: Any) -> np.ndarray:
     return _to_storage_dtype(arr)
 
 
-def _read_dicom(path: Path, max_pixels: int, keep_phi: bool) -> tuple[np.ndarray, ScanMeta]:
+def _check_inflated(path: Path, limits: SizeLimits) -> None:
+    """Refuse a deflated DICOM whose dataset inflates past ``limits.max_bytes``.
+
+    pydicom inflates such a file whole into memory before reading a tag, so a few megabytes
+    could claim gigabytes; the inflated size is counted here, in bounded pieces, first.
+    """
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    with path.open("rb") as fh:
+        try:
+            read_preamble(fh, False)
+            tsyntax = _read_file_meta_info(fh).get("TransferSyntaxUID")
+        except Exception:  # a broken file meta: dcmread says what is wrong
+            return
+        if tsyntax != DeflatedExplicitVRLittleEndian:
+            return
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while chunk := fh.read(1 << 20):
+            while chunk:
+                try:
+                    total += len(inflater.decompress(chunk, 1 << 24))
+                except zlib.error:  # corrupt: dcmread says so
+                    return
+                if total > limits.max_bytes:
+                    raise ReaderError(
+                        path, limits.too_large(f"its dataset inflates to more than {_size(total)}")
+                    )
+                chunk = inflater.unconsumed_tail
+
+
+def _dicom_bytes_per_pixel(ds: Any) -> int:
+    """Decoded bytes per pixel: samples x bytes per sample; 6 more for palette colour."""
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    per_sample = max(1, -(-int(ds.get("BitsAllocated") or 8) // 8))
+    palette = str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR"
+    return samples * per_sample + (6 if palette else 0)
+
+
+def _burned_in(path: Path, ds: Any) -> bool:
+    """BurnedInAnnotation is "YES" (warned): the pixels may show who the patient is."""
+    if str(ds.get("BurnedInAnnotation") or "").strip().upper() != "YES":
+        return False
+    warn_file(
+        path,
+        "BurnedInAnnotation is YES: the pixels may show the patient's name or other "
+        "identifying text; check the frames before sharing them",
+    )
+    return True
+
+
+def _read_dicom(path: Path, limits: SizeLimits, keep_phi: bool) -> tuple[np.ndarray, ScanMeta]:
     import pydicom
 
     from .dicom import scan_meta_fields  # imports this module: import it late
 
+    _check_inflated(path, limits)
     try:
         ds = pydicom.dcmread(path, defer_size="1 MB")
         rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
         n_frames = int(ds.get("NumberOfFrames") or 1)
+        per_pixel = _dicom_bytes_per_pixel(ds)
         has_pixels = "PixelData" in ds
     except ReaderError:
         raise
@@ -297,19 +481,29 @@ def _read_dicom(path: Path, max_pixels: int, keep_phi: bool) -> tuple[np.ndarray
         raise ReaderError(path, f"truncated or corrupt DICOM file ({exc})") from exc
     if not has_pixels:
         raise ReaderError(path, "no pixel data (PixelData is missing, or the file is truncated)")
-    _check_pixels(path, n_frames * rows * cols, max_pixels)
+    limits.check(path, n_frames * rows * cols, per_pixel)
     arr = _dicom_pixels(path, ds)
     if arr.size == 0:
         raise ReaderError(path, "the DICOM pixel data is empty")
+    burned = _burned_in(path, ds)
     fields = scan_meta_fields(ds, keep_phi=keep_phi)
-    return arr, ScanMeta(str(path), "dicom", arr.shape[0], arr.ndim == 4, **fields)
+    is_color = arr.ndim == 4
+    meta = ScanMeta(
+        str(path), "dicom", arr.shape[0], is_color, burned_in_annotation=burned, **fields
+    )
+    return arr, meta
 
 
 # -- public API ----------------------------------------------------------------------------
 
 
 def read_scan(
-    path: str | Path, *, max_pixels: int = 2_000_000_000, keep_phi: bool = False
+    path: str | Path,
+    *,
+    max_bytes: int | None = None,
+    max_pages: int | None = None,
+    max_pixels: int | None = None,
+    keep_phi: bool = False,
 ) -> tuple[np.ndarray, ScanMeta]:
     """Read a scan file into frames and metadata.
 
@@ -320,12 +514,20 @@ def read_scan(
     spacing from the ultrasound regions (cm -> mm) or PixelSpacing, the de-identified header
     in ``meta.header``. Signed or wider-than-16-bit integers are shifted to start at 0
     (uint16); floats are min-max scaled to uint16. Video (PyAV): every frame as RGB.
+    A spacing or frame time that is not a positive finite number is left out (None) with a
+    :class:`ReaderWarning` naming the file; a DICOM with burned-in annotation reads with a
+    :class:`ReaderWarning` and ``meta.burned_in_annotation`` set.
 
     Args:
         path: the file.
-        max_pixels: refuse scans with more than this many pixels ``F * H * W``; checked
-            from the header before the pixels are decoded (for a video whose container does
-            not declare its frame count: while decoding).
+        max_bytes: refuse scans whose decoded pixels take more bytes (``F * H * W`` times
+            the bytes per pixel, channels included); checked from the header before the
+            pixels are decoded (for a video whose container does not declare its frame
+            count: while decoding). None: ``$PROPL_MAX_SCAN_BYTES``, else
+            :data:`MAX_SCAN_BYTES` (1 GiB).
+        max_pages: refuse TIFFs of more pages, counted before decoding. None:
+            ``$PROPL_MAX_TIFF_PAGES``, else :data:`MAX_TIFF_PAGES`.
+        max_pixels: also refuse scans with more pixels ``F * H * W``; None: no such limit.
         keep_phi: DICOM: keep patient, staff and institution identity in ``meta.header``.
 
     Returns:
@@ -335,24 +537,45 @@ def read_scan(
     Raises:
         ReaderError: missing (:class:`ReaderFileNotFoundError`), empty, truncated, corrupt,
             unsupported or too large files; a directory; a DICOM without pixel data or
-            without an installed decoder; a video without frames or without PyAV. The
-            message names the file.
+            without an installed decoder; a video without frames or without PyAV; not
+            enough memory. Never another exception type. The message names the file.
     """
     path = Path(path)
-    fmt = _detect_format(path)
-    if fmt == "dicom":
-        frames, meta = _read_dicom(path, max_pixels, keep_phi)
-    elif fmt == "video":
-        from .video import read_video  # imports this module: import it late
-
-        frames, meta = read_video(path, max_pixels)
-    elif fmt == "tiff":
-        frames, meta = _read_tiff(path, max_pixels)
-    else:
-        frames, meta = _read_pil(path, fmt, max_pixels)
+    limits = size_limits(max_bytes, max_pages, max_pixels)
+    fmt: str | None = None
+    try:
+        fmt = _detect_format(path)
+        frames, meta = _read_format(path, fmt, limits, keep_phi)
+    except ReaderError:
+        raise
+    except MemoryError as exc:
+        what = _FORMAT_NAME.get(fmt or "", "file")
+        raise ReaderError(
+            path,
+            f"not enough memory to decode this {what} (the size limit is "
+            f"{_size(limits.max_bytes)}: lower it with {MAX_SCAN_BYTES_ENV} to refuse such "
+            "files before decoding)",
+        ) from exc
+    except Exception as exc:  # a malformed value no check foresaw: still the file's fault
+        what, reason = _FORMAT_NAME.get(fmt or "", "file"), f"{type(exc).__name__}: {exc}"
+        raise ReaderError(path, f"corrupt or unsupported {what} ({reason})") from exc
     if frames.size == 0:
         raise ReaderError(path, "the image has no pixels")
     return frames, meta
+
+
+def _read_format(
+    path: Path, fmt: str, limits: SizeLimits, keep_phi: bool
+) -> tuple[np.ndarray, ScanMeta]:
+    if fmt == "dicom":
+        return _read_dicom(path, limits, keep_phi)
+    if fmt == "video":
+        from .video import read_video  # imports this module: import it late
+
+        return read_video(path, limits)
+    if fmt == "tiff":
+        return _read_tiff(path, limits)
+    return _read_pil(path, fmt, limits)
 
 
 def iter_scan_files(folder: str | Path, recursive: bool = True) -> list[Path]:
@@ -402,7 +625,9 @@ def read_folder(
     folder: str | Path,
     *,
     recursive: bool = True,
-    max_pixels: int = 2_000_000_000,
+    max_bytes: int | None = None,
+    max_pages: int | None = None,
+    max_pixels: int | None = None,
     keep_phi: bool = False,
 ) -> Iterator[ScanResult]:
     """Read every scan file of a folder (:func:`iter_scan_files`), one at a time.
@@ -412,6 +637,8 @@ def read_folder(
     Args:
         folder: the folder to read.
         recursive: also read sub-folders.
+        max_bytes: as :func:`read_scan`, per file.
+        max_pages: as :func:`read_scan`, per file.
         max_pixels: as :func:`read_scan`, per file.
         keep_phi: as :func:`read_scan`.
 
@@ -428,13 +655,14 @@ def read_folder(
         raise ReaderError(
             folder, f"no scan files in the folder (supported: {', '.join(SUPPORTED_SUFFIXES)})"
         )
-    return _read_each(paths, max_pixels, keep_phi)
+    options = {"max_bytes": max_bytes, "max_pages": max_pages, "max_pixels": max_pixels}
+    return _read_each(paths, options | {"keep_phi": keep_phi})
 
 
-def _read_each(paths: list[Path], max_pixels: int, keep_phi: bool) -> Iterator[ScanResult]:
+def _read_each(paths: list[Path], options: dict[str, Any]) -> Iterator[ScanResult]:
     for path in paths:
         try:
-            frames, meta = read_scan(path, max_pixels=max_pixels, keep_phi=keep_phi)
+            frames, meta = read_scan(path, **options)
         except ReaderError as exc:
             yield path, exc
         else:

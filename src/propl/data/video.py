@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .readers import ReaderError, ScanMeta, _check_pixels
+from .readers import ReaderError, ScanMeta, SizeLimits, _size
 
 PYAV_HINT = "reading video needs PyAV: pip install av"
 # A container whose declared (or duration-estimated) frame count exceeds what decodes by more
@@ -21,13 +21,14 @@ _SHORTFALL_SHARE = 0.05
 _SHORTFALL_MIN = 2
 
 
-def read_video(path: Path, max_pixels: int) -> tuple[np.ndarray, ScanMeta]:
+def read_video(path: Path, limits: SizeLimits) -> tuple[np.ndarray, ScanMeta]:
     """Decode every frame of the first video stream of ``path``.
 
     Args:
         path: an MP4, MOV, AVI or MKV file (anything FFmpeg can demux).
-        max_pixels: refuse videos with more than ``F * H * W`` pixels; checked before
-            decoding when the container declares its frame count, else while decoding.
+        limits: refuse videos whose RGB frames take more bytes (or have more pixels
+            ``F * H * W``); checked before decoding from the frame size and the declared
+            frame count when the container has one, else while decoding.
 
     Returns:
         ``(F, H, W, 3)`` uint8 RGB frames and their :class:`ScanMeta` (format ``"video"``,
@@ -47,15 +48,15 @@ def read_video(path: Path, max_pixels: int) -> tuple[np.ndarray, ScanMeta]:
                 raise ReaderError(path, "the file has no video stream")
             stream = container.streams.video[0]
             info = _stream_info(container, stream)
-            declared = info["declared_frames"]
-            if declared > 0:
-                _check_pixels(path, declared * info["width"] * info["height"], max_pixels)
-            frames = _decode(path, container, stream, max_pixels)
+            _check_declared(path, info, limits)
+            frames = _decode(path, container, stream, limits)
     except ReaderError:
         raise
+    except av.error.FFmpegError as exc:  # also FFmpeg's ENOMEM for an impossible box size
+        raise ReaderError(path, f"truncated or corrupt video ({exc})") from exc
     except MemoryError:
         raise
-    except Exception as exc:  # av.error.FFmpegError subclasses, OSError, ValueError, ...
+    except Exception as exc:  # OSError, ValueError, ...
         raise ReaderError(path, f"truncated or corrupt video ({exc})") from exc
     _check_complete(path, len(frames), info)
     arr = np.stack(frames)
@@ -94,25 +95,52 @@ def _stream_info(container: Any, stream: Any) -> dict[str, Any]:
     }
 
 
-def _decode(path: Path, container: Any, stream: Any, max_pixels: int) -> list[np.ndarray]:
-    """All frames as (H, W, 3) uint8, stopping once more than ``max_pixels`` have decoded."""
+def _decode(path: Path, container: Any, stream: Any, limits: SizeLimits) -> list[np.ndarray]:
+    """All frames as (H, W, 3) uint8, stopping once they would exceed ``limits``."""
     frames: list[np.ndarray] = []
     n_pixels = 0
     for frame in container.decode(stream):
+        n_pixels += frame.width * frame.height  # checked before the RGB copy is made
+        _check_decoded(path, n_pixels, len(frames) + 1, limits)
         rgb = frame.to_ndarray(format="rgb24")
         if frames and rgb.shape != frames[0].shape:
             raise ReaderError(
                 path, f"frames of different sizes ({frames[0].shape[:2]} then {rgb.shape[:2]})"
             )
-        n_pixels += rgb.shape[0] * rgb.shape[1]
-        if n_pixels > max_pixels:
-            raise ReaderError(
-                path,
-                f"too many pixels (more than max_pixels={max_pixels:,} "
-                f"after {len(frames) + 1} frames)",
-            )
         frames.append(rgb)
     return frames
+
+
+def _check_decoded(path: Path, n_pixels: int, n_frames: int, limits: SizeLimits) -> None:
+    """Raise once the first ``n_frames`` frames hold too many pixels or bytes."""
+    if limits.max_pixels is not None and n_pixels > limits.max_pixels:
+        raise ReaderError(
+            path,
+            f"too many pixels (more than max_pixels={limits.max_pixels:,} after {n_frames} frames)",
+        )
+    if 3 * n_pixels > limits.max_bytes:
+        raise ReaderError(
+            path, limits.too_large(f"its frames take more than {_size(3 * n_pixels)} decoded")
+        )
+
+
+def _check_declared(path: Path, info: dict[str, Any], limits: SizeLimits) -> None:
+    """Before decoding: the declared frames (at least one), then the frames the duration
+    and rate imply (Matroska declares no count) against the size limit in bytes."""
+    frame = info["width"] * info["height"]
+    if frame <= 0:  # known once a frame decodes
+        return
+    limits.check(path, max(info["declared_frames"], 1) * frame, 3)
+    if info["declared_frames"] <= 0 and info["duration_s"] and info["average_rate"]:
+        estimate = round(info["duration_s"] * info["average_rate"])
+        if 3 * estimate * frame > limits.max_bytes:
+            size = _size(3 * estimate * frame)
+            raise ReaderError(
+                path,
+                limits.too_large(
+                    f"its {estimate:,} frames (from its duration) take about {size} decoded"
+                ),
+            )
 
 
 def _check_complete(path: Path, n_decoded: int, info: dict[str, Any]) -> None:
