@@ -7,7 +7,7 @@ shipped model; writes the user-guide screenshots and checks what the store and e
 2. Plugins > Segment (ProPL) and Review (ProPL); New project; "Add open images".
 3. Segment, scope "all scans in the project" (shipped model, left heart).
 4. Review: the queue (least confident first); Next; Ctrl+Enter accepts; paint corrections on a
-   few frames of the next scan (autosaved).
+   few frames of the next scan (autosaved as a draft), then Save correction labels them.
 5. Close napari. A new viewer: open the project, find the reviews, export.
 """
 
@@ -96,6 +96,9 @@ def main() -> None:
         pump(0.2)
     unc = next(lyr for lyr in viewer.layers if " uncertainty [" in lyr.name)
     unc.visible = True
+    wait(lambda: "draft" in review.status_label.text())  # autosaved, not a label yet
+    shot(viewer, "2-draft")
+    review.buttons["save"].click()  # Save correction: the edited frames and the one on screen
     wait(lambda: "corrected" in review.status_label.text())
     shot(viewer, "2-corrected")
     review.wait_saved()
@@ -117,6 +120,7 @@ def main() -> None:
     project = review.session.project
     saved = project.review(second, TASK)
     assert saved.status == "corrected" and saved.edited_pixels > 0
+    assert list(saved.labelled_frames) == [3, 10, 20]  # the other frames stay unlabelled
     assert np.array_equal(np.asarray(review.labels_layer.data), saved.mask)
     assert project.review(first, TASK).status == "accepted"
     review.export(export_dir)

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     import napari
 
 AUTOSAVE_MS = 800
+BURNED_IN = "marked as having burned-in annotation: its pixels may show patient identity"
 
 
 class ReviewWidget(SessionMember, QWidget):
@@ -231,9 +232,12 @@ class ReviewWidget(SessionMember, QWidget):
             failed = []
             for i, f in enumerate(files):
                 try:
-                    project.add_file(f, keep_phi=keep_phi, keep_source_path=keep_phi)
+                    scan_id = project.add_file(f, keep_phi=keep_phi, keep_source_path=keep_phi)
                 except ReaderError as exc:
                     failed.append(str(exc))
+                else:
+                    if project.scan(scan_id).burned_in_annotation:
+                        failed.append(f"{f}: {BURNED_IN}")
                 yield i + 1
             return failed
 
@@ -506,6 +510,8 @@ class ReviewWidget(SessionMember, QWidget):
             self.scan_id, self._opened_at = read["scan_id"], time.monotonic()
             self.scan_task, self._saved_mask = read["task"], read["mask"]
             text = f"{scan.name}: {read['status']}"
+            if scan.burned_in_annotation:
+                text += f" ({BURNED_IN})"
             if read["status"] == "draft":
                 text += " (edited, not confirmed: Accept or Save correction makes it a label)"
             if read["worst_frame"] is not None:  # a cine opens at its least confident frame

@@ -270,3 +270,16 @@ def test_a_killed_retrain_leaves_no_staging_folder_behind(tmp_path: Path) -> Non
     mine = ver.new_staging(path)  # a run of this process that is still going stays
     Project.open(path).close()
     assert list((path / "models").glob(".staging-*")) == [mine]
+
+
+def test_a_deleted_pointer_is_damage_not_a_scan_never_reviewed(damaged, capsys) -> None:
+    path, ids = damaged
+    (path / "scans" / ids[0] / "labels" / TASK / "zarr.json").unlink()
+    with Project.open(path, read_only=True) as p:
+        with pytest.raises(DamagedError) as exc:
+            p.review(ids[0], TASK)
+        assert_damage_named(exc, ids[0], "labels")
+        assert p.queue(TASK)[-1].status == "damaged"
+    assert main(["check", "--project", str(path), "--repair"]) == 0
+    with Project.open(path, read_only=True) as p:
+        assert p.review(ids[0], TASK).revision == "r000002"  # the newest intact one

@@ -243,6 +243,7 @@ class Project:
                 is_color=bool(d.get("is_color", False)),
                 header=d.get("header"),
                 imported=float(d.get("imported", 0.0)),
+                burned_in_annotation=bool(d.get("burned_in_annotation", False)),
             )
 
     def image(self, scan_id: str, frames: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
@@ -278,6 +279,7 @@ class Project:
         frame_time_ms: float | None = None,
         modality: str | None = None,
         header: dict[str, Any] | None = None,
+        burned_in_annotation: bool = False,
     ) -> str:
         """Import frames; returns the scan id. Importing the same content again returns the
         existing id (the hash of the source file, or of the pixels, identifies a scan).
@@ -307,6 +309,7 @@ class Project:
                 "modality": modality,
                 "is_color": is_color,
                 "header": header or {},
+                "burned_in_annotation": burned_in_annotation,
                 "imported": time.time(),
             }
             staged = rev.stage_group(self.root, {"image": frames}, attrs)
@@ -344,6 +347,7 @@ class Project:
             frame_time_ms=meta.frame_time_ms,
             modality=meta.modality,
             header=meta.header,
+            burned_in_annotation=bool(getattr(meta, "burned_in_annotation", False)),
         )
 
     # -- predictions -----------------------------------------------------------------------
@@ -661,7 +665,10 @@ class Project:
 
     def _pointer(self, scan_id: str, slot: str) -> str | None:
         with self._reading(scan_id, f"{slot}/zarr.json"):
-            return rev.current(self._store, slot)
+            name = rev.current(self._store, slot)
+        if name is None and rev.revisions(self.root / slot):  # revisions, but no pointer
+            raise DamagedError(self.root, scan_id, f"{slot}/zarr.json", "the pointer is missing")
+        return name
 
     def _read_current(
         self, scan_id: str, kind: str, task: str, read: Callable[[zarr.Group, str], _T]

@@ -25,6 +25,8 @@ class Scan:
     is_color: bool = False
     header: dict[str, Any] | None = None
     imported: float = 0.0
+    burned_in_annotation: bool = False
+    """The source says its pixels carry burned-in text (which may identify the patient)."""
 
     @property
     def n_frames(self) -> int:
