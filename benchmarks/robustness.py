@@ -10,13 +10,16 @@ outcome:
   running out of memory (even when reported as a ``ReaderError``), the worker dying, or a read
   over ``--timeout`` seconds.
 
-Sections (one function each, returning ``{kind: counts}`` and optional details; add more to
-``SECTIONS``, e.g. damaged project stores or a kill -9 during a write):
+Sections (one function each, returning ``{kind: counts}`` and optional details, in
+``SECTIONS``):
 
 - :func:`input_trials`: ``--n`` mutations (byte flips, truncations, zeroed and duplicated
   runs, header field mutations with valid checksums) of real DICOM, PNG/APNG, TIFF, JPEG, BMP
   and video files made here from pydicom's test files and arrays, plus the crafted cases of the
   issue (text or NaN spacing, palettes without LUT, decompression bombs, 20,000-page TIFF).
+- ``store_damage`` and ``kill`` (``benchmarks/robustness_store.py``): damaged project folders
+  read back as the commands do (``lost``: wrong data read as valid), and SIGKILLs of a writer
+  (``lost``: a reported save not whole afterwards).
 
 Usage::
 
@@ -44,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # robustness_store beside this file
 
 OUT = Path(__file__).resolve().parent / "results" / "robustness.json"
 OUTCOMES = ("ok", "clean_error", "crash")
@@ -618,8 +623,22 @@ def input_trials(n: int, seed: int, timeout: float, workdir: Path) -> dict[str, 
     }
 
 
+def _store_damage(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from robustness_store import damage_trials
+
+    return damage_trials(args.damage_n, args.seed, work)
+
+
+def _kills(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from robustness_store import kill_trials
+
+    return kill_trials(args.kills, args.seed, work)
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "inputs": lambda args, work: input_trials(args.n, args.seed, args.timeout, work),
+    "store_damage": _store_damage,
+    "kill": _kills,
 }
 
 
@@ -628,6 +647,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=2000, help="mutated input files (2000)")
     parser.add_argument("--seed", type=int, default=0, help="mutation RNG seed (0)")
     parser.add_argument("--timeout", type=float, default=60, help="seconds per read (60)")
+    parser.add_argument(
+        "--damage-n", type=int, default=25, help="damaged project copies per kind of damage (25)"
+    )
+    parser.add_argument("--kills", type=int, default=50, help="kill -9 trials of a writer (50)")
     parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     parser.add_argument("--out", type=Path, default=OUT, help=f"results file ({OUT.name})")
     args = parser.parse_args(argv)
@@ -644,7 +667,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {json.dumps(results[name].get('by_kind', {}))}", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
-    crashed = sum(c["crash"] for s in args.sections for c in results[s]["by_kind"].values())
+    crashed = sum(
+        c["crash"] + c.get("lost", 0) for s in args.sections for c in results[s]["by_kind"].values()
+    )
     unexpected = [
         name
         for s in args.sections
