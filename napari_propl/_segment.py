@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from propl.task_fit import fit_warning
 from propl.tasks import task_colour
 from propl.uncertainty import OUTLINE_THRESHOLD
 
@@ -279,6 +280,7 @@ class SegmentWidget(SessionMember, QWidget):
             np.empty(shape, np.uint8),
         )
         conf = np.empty(job.count, np.float32)
+        fits: list[np.ndarray] = []  # task fit per chunk (none when the model has no statistics)
         done = 0
         yield (0, job.count)
         for part in predictor.iter_predict(job.frames[job.first : job.first + job.count], job.task):
@@ -287,6 +289,8 @@ class SegmentWidget(SessionMember, QWidget):
             unc[done : done + n] = part.uncertainty
             low[done : done + n] = _layers.low_confidence(part.uncertainty, job.threshold)
             conf[done : done + n] = part.confidence
+            if part.task_fit is not None:
+                fits.append(part.task_fit)
             done += n
             yield (done, job.count)
         whole = job.count == len(job.frames)
@@ -309,6 +313,7 @@ class SegmentWidget(SessionMember, QWidget):
             "task": job.task,
             "first": job.first,
             "confidence": conf,
+            "task_fit": np.concatenate(fits) if fits else None,
             "updates": updates,
             "device": str(predictor.device),
             "saved": saved,
@@ -322,15 +327,26 @@ class SegmentWidget(SessionMember, QWidget):
         assert project is not None
         ids = project.scan_ids()
         yield (0, len(ids))
+        misfits = 0  # scans that do not look like the task's
         for i, scan_id in enumerate(ids):
-            predictor.predict_stored(project, scan_id, task)
+            pred = predictor.predict_stored(project, scan_id, task)
+            misfits += fit_warning(task, pred.task_fit) is not None
             yield (i + 1, len(ids))
-        return {"project": True, "task": task, "n_scans": len(ids), "device": str(predictor.device)}
+        return {
+            "project": True,
+            "task": task,
+            "n_scans": len(ids),
+            "misfits": misfits,
+            "device": str(predictor.device),
+        }
 
     def _on_done(self, result: dict[str, Any]) -> None:
         self.device_label.setText(f"device: {result['device']}")
         if result.get("project"):
-            self.result_label.setText(f"{result['n_scans']} scans segmented for {result['task']}")
+            text = f"{result['n_scans']} scans segmented for {result['task']}"
+            if result.get("misfits"):
+                text += f"; {result['misfits']} do not look like a {result['task']} scan"
+            self.result_label.setText(text)
             self.session.predictions_changed.emit()
             return
         self._displaying = True
@@ -348,6 +364,8 @@ class SegmentWidget(SessionMember, QWidget):
         text = f"{task}: confidence {float(np.mean(conf)):.2f}"
         if len(conf) > 1:
             text += f" (lowest {float(conf[worst]):.2f} at frame {first + worst})"
+        if warning := fit_warning(task, r.get("task_fit")):
+            text += f"; {warning}"
         self.result_label.setText(text)
         show_info(text)
         self._idle()

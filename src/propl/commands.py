@@ -310,6 +310,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .data.readers import read_scan
     from .export import write_prediction
     from .inference import Predictor, resolve_model
+    from .task_fit import fit_warning
     from .train.distributed import rank_device, ranks_from_env
 
     first_with_stem: dict[str, Path] = {}
@@ -349,6 +350,8 @@ def run_predict(args: argparse.Namespace) -> int:
             f"{path}: confidence {conf}{' ...' if len(pred.confidence) > 5 else ''} -> "
             f"{', '.join(str(w) for w in written)}"
         )
+        if warning := fit_warning(args.task, pred.task_fit):  # the scan is not the task's
+            tqdm.write(f"propl predict: {path}: {warning}", file=sys.stderr)
     if failures:  # the batch went on; list what failed where the user looks last
         print(f"propl predict: {len(failures)} of {len(files)} files failed:", file=sys.stderr)
         for exc in failures:

@@ -17,6 +17,7 @@ from .device import place_model, select_device
 from .errors import CheckpointError
 from .models import ProPLNet
 from .models.fuse import fuse_batchnorm
+from .task_fit import TaskFit, combine, load_task_fit, pool_features
 from .uncertainty import (
     confidence_score,
     expected_error_fraction,
@@ -63,10 +64,16 @@ class Prediction:
         probability: ``(F, H, W)`` float32 foreground probability of decoder 2.
         uncertainty: ``(F, H, W)`` float32 in [0, 1] (zeros when uncertainty is off).
         confidence: ``(F,)`` float32 per-frame confidence in [0, 1], read like a Dice: the
-            overlap the mask is expected to score (:func:`~propl.uncertainty.confidence_score`).
+            overlap the mask is expected to score (:func:`~propl.uncertainty.confidence_score`),
+            lowered where the scan does not fit the task (:func:`~propl.task_fit.combine`).
         expected_error: ``(F,)`` float32, the fraction of the frame's pixels the mask is
             expected to get wrong (:func:`~propl.uncertainty.expected_error_fraction`); 0
             without uncertainty.
+        task_fit: ``(F,)`` float32 in [0, 1], how much each frame looks like the task's
+            training scans (:mod:`propl.task_fit`); None when the model has no statistics for
+            the task (old checkpoints). :func:`~propl.task_fit.fit_warning` words it.
+        agreement: ``(F,)`` float32, the confidence before the task fit (the network's
+            self-agreement alone); None when there is no task fit (then it is ``confidence``).
     """
 
     mask: np.ndarray
@@ -74,6 +81,8 @@ class Prediction:
     uncertainty: np.ndarray
     confidence: np.ndarray
     expected_error: np.ndarray
+    task_fit: np.ndarray | None = None
+    agreement: np.ndarray | None = None
 
 
 def frames_to_float(frames: np.ndarray) -> np.ndarray:
@@ -110,6 +119,8 @@ class Predictor:
             deviation, :func:`~propl.uncertainty.mc_uncertainty`), ``"disagreement"`` (one pass
             of each decoder: entropy of decoder 2 and the decoders' disagreement), or ``"none"``.
         mc_samples: T for ``"mc"``.
+        task_fit: per-task feature statistics (:class:`~propl.task_fit.TaskFit`; read from the
+            checkpoint folder by :meth:`from_checkpoint`); None: no task fit.
     """
 
     def __init__(
@@ -119,6 +130,7 @@ class Predictor:
         batch_size: int = 8,
         uncertainty: str = "mc",
         mc_samples: int = 4,
+        task_fit: TaskFit | None = None,
     ) -> None:
         if uncertainty not in UNCERTAINTY_MODES:
             raise ValueError(f"uncertainty must be one of {UNCERTAINTY_MODES}, got {uncertainty!r}")
@@ -127,10 +139,13 @@ class Predictor:
         self.batch_size, self.uncertainty, self.mc_samples = batch_size, uncertainty, mc_samples
         self.input_size = int(model.config.input_size)
         self.version: str | None = None
+        self.task_fit = task_fit
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kw: object) -> Predictor:
         ckpt = load_checkpoint(path)
+        if "task_fit" not in kw:  # the statistics beside the weights, when there are any
+            kw["task_fit"] = load_task_fit(path)
         predictor = cls(ckpt.model, **kw)  # type: ignore[arg-type]
         predictor.version = str(ckpt.metadata.get("version", Path(path).name))
         return predictor
@@ -142,11 +157,15 @@ class Predictor:
     def predict(self, frames: np.ndarray, task: str, threshold: float = 0.5) -> Prediction:
         """Segment every frame of one scan (see :class:`Prediction`)."""
         parts = list(self.iter_predict(frames, task, threshold))
+        fields = ("mask", "probability", "uncertainty", "confidence", "expected_error")
+        fit = None if parts[0].task_fit is None else np.concatenate([p.task_fit for p in parts])
+        agreement = (
+            None if parts[0].agreement is None else np.concatenate([p.agreement for p in parts])
+        )
         return Prediction(
-            *(
-                np.concatenate([getattr(p, f) for p in parts])
-                for f in ("mask", "probability", "uncertainty", "confidence", "expected_error")
-            )
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in fields),
+            task_fit=fit,
+            agreement=agreement,
         )
 
     def predict_stored(self, project: Project, scan_id: str, task: str) -> Prediction:
@@ -181,13 +200,25 @@ class Predictor:
             error = expected_error_fraction(prob, belief, threshold)
         prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
         unc = F.interpolate(unc, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+        agreement = conf.float().cpu().numpy()
+        fit = self.score_fit(features, self.tasks[task_id])
         return Prediction(
             mask=(prob > threshold).to(torch.uint8).cpu().numpy()[:, 0],
             probability=prob.float().cpu().numpy()[:, 0],
             uncertainty=unc.float().cpu().numpy()[:, 0],
-            confidence=conf.float().cpu().numpy(),
+            confidence=combine(agreement, fit),
             expected_error=error.float().cpu().numpy(),
+            task_fit=fit,
+            agreement=None if fit is None else agreement,
         )
+
+    def score_fit(self, features: list[Tensor], task: str) -> np.ndarray | None:
+        """``(B,)`` float32 task fit of encoded frames (:meth:`encode`), or None when this
+        model has no statistics for ``task``."""
+        if self.task_fit is None or task not in self.task_fit.tasks:
+            return None
+        fit = self.task_fit.score(pool_features(features, self.task_fit.levels), task)
+        return None if fit is None else fit.astype(np.float32)
 
     def encode(self, x: Tensor, task_id: int) -> tuple[list[Tensor], Tensor]:
         """Float frames ``(B, H, W)`` (:func:`frames_to_float`) resized to the network's input

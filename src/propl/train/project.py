@@ -38,6 +38,7 @@ from ..models import ProPLNet
 from ..store import LABELLED, Project, StoreError
 from ..store import versions as ver
 from ..store.versions import promote_if_better
+from ..task_fit import refit_checkpoint
 from .methods import MethodOptions
 from .recipe import init_model
 from .trainer import TrainConfig, Trainer, TrainEvent, can_cache_features
@@ -399,6 +400,10 @@ def retrain(
         dtype=torch.float16,
     )
     stored = load_checkpoint(staged).model  # judge the weights exactly as they will be used
+    # the new encoder's features of this run's frames: the trained tasks' task-fit statistics
+    refit_checkpoint(
+        staged, [data.labelled, data.unlabelled], data.tasks, tasks, parent_path, config.device
+    )
     score = judge(stored, data.held_back_frames, config.device)
     gain, bound = gain_bound(base["per_scan"], score["per_scan"], config.confidence)
     better = bound > config.min_gain

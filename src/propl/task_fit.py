@@ -1,0 +1,438 @@
+"""Task fit: does a scan look like the scans a task was trained on?
+
+The confidence (:func:`~propl.uncertainty.confidence_score`) measures how much the network
+agrees with itself; a scan of another organ can be segmented with high self-agreement. The task
+fit is a cheap second signal from the encoder features the prediction computes anyway: the
+features of one encoder level (stride 16 by default) are averaged over the frame, and their
+distance to the task's training frames is a Mahalanobis distance under a low-rank + isotropic
+covariance (the top principal components of the standardised training features, and one shared
+variance for the rest). The distance becomes a fit in [0, 1] with the task's own training
+frames, scored out of fold: 1 up to their 95th percentile of distance, then an exponential tail
+fitted to the distances beyond it, ``exp(-(d - d95) / mean excess)``. A fit ``f < 1`` means
+about ``5 % · f`` of the task's own frames lie as far or farther.
+
+The confidence shown is lowered only for a flagged scan (fit below :data:`FLAG_BELOW`), in
+proportion to its fit (:func:`combine`).
+
+The statistics live in the checkpoint folder as ``task_fit.json`` (plain JSON, validated on
+load; checkpoints without it predict as before, with no fit). ``benchmarks/task_fit.py`` fits
+and installs them for the shipped model, and project retraining refits them for each new
+version (:func:`refit_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import CheckpointError
+from .files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .data.benchmark import ArraySet
+
+FILE_NAME = "task_fit.json"
+KIND = "propl-task-fit"
+SCHEMA = 1
+LEVELS: tuple[int, ...] = (2,)
+"""Encoder feature maps pooled (index into the encoder's four maps: 2 is stride 16)."""
+COMPONENTS = 8
+TAIL_QUANTILE = 0.95
+FOLDS = 5
+MIN_FRAMES = 20
+"""Fewer frames of a task than this: no statistics for it (no fit, no flag)."""
+FLAG_BELOW = 0.25
+"""A scan whose (mean) fit is below this is reported as not looking like the task."""
+
+
+def pool_features(features: Sequence[Tensor], levels: Sequence[int] = LEVELS) -> np.ndarray:
+    """Encoder feature maps → ``(B, D)`` float64: each chosen level averaged over the frame."""
+    import torch
+
+    pooled = torch.cat([features[i].float().mean(dim=(2, 3)) for i in levels], dim=1)
+    return pooled.cpu().numpy().astype(np.float64)
+
+
+@dataclass(frozen=True)
+class TaskStats:
+    """One task's feature statistics and the calibration of its distance.
+
+    Attributes:
+        mean: ``(D,)`` mean pooled feature.
+        std: ``(D,)`` standard deviation (features are standardised by it).
+        components: ``(K, D)`` orthonormal principal directions of the standardised features.
+        variances: ``(K,)`` their variances.
+        residual: the variance of every other direction (one shared value).
+        threshold: the distance where the fit starts to fall (95th percentile, out of fold).
+        tail: mean excess of the out-of-fold distances beyond ``threshold`` (the fit's decay).
+        n: frames fitted.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    components: np.ndarray
+    variances: np.ndarray
+    residual: float
+    threshold: float
+    tail: float
+    n: int
+
+    def distance(self, x: np.ndarray) -> np.ndarray:
+        """``(B, D)`` pooled features → ``(B,)`` distances, about 1 for a typical frame."""
+        z = (np.asarray(x, np.float64) - self.mean) / self.std
+        proj = z @ self.components.T
+        rest = np.maximum((z**2).sum(1) - (proj**2).sum(1), 0.0)
+        d2 = (proj**2 / self.variances).sum(1) + rest / self.residual
+        return np.sqrt(d2 / z.shape[1])
+
+    def fit(self, x: np.ndarray) -> np.ndarray:
+        """``(B, D)`` pooled features → ``(B,)`` task fit in [0, 1] (see the module doc)."""
+        return fit_of_distance(self.distance(x), self.threshold, self.tail)
+
+
+def fit_of_distance(d: np.ndarray, threshold: float, tail: float) -> np.ndarray:
+    """1 up to ``threshold``, then ``exp(-(d - threshold) / tail)``."""
+    return np.exp(-np.maximum(np.asarray(d, np.float64) - threshold, 0.0) / tail)
+
+
+def _moments(x: np.ndarray, components: int) -> TaskStats:
+    """Mean, scale and principal directions of ``x`` (calibration left at 0)."""
+    mean = x.mean(0)
+    var = x.var(0)
+    std = np.sqrt(var + 1e-6 * float(var.mean()) + 1e-12)
+    z = (x - mean) / std
+    k = max(1, min(components, len(x) - 2, x.shape[1] - 1))
+    _, s, vt = np.linalg.svd(z, full_matrices=False)
+    ev = s[:k] ** 2 / len(x)
+    d = x.shape[1]
+    residual = max(float((z**2).sum() / len(x) - ev.sum()) / (d - k), 1e-3)
+    return TaskStats(mean, std, vt[:k], np.maximum(ev, 1e-3), residual, 0.0, 1.0, len(x))
+
+
+def fit_task(
+    x: np.ndarray, components: int = COMPONENTS, folds: int = FOLDS, seed: int = 0
+) -> TaskStats:
+    """Fit one task's statistics to its frames' pooled features ``(N, D)``.
+
+    The calibration (threshold, tail) uses out-of-fold distances: a frame's distance to
+    statistics fitted without it, as a new scan of the task would be measured.
+
+    Raises:
+        ValueError: fewer than :data:`MIN_FRAMES` frames, or non-finite features.
+    """
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2 or len(x) < MIN_FRAMES:
+        raise ValueError(f"need at least {MIN_FRAMES} frames of (N, D) features, got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("features must be finite")
+    fold = np.random.default_rng(seed).permutation(len(x)) % folds
+    held = np.empty(len(x))
+    for f in range(folds):
+        held[fold == f] = _moments(x[fold != f], components).distance(x[fold == f])
+    threshold = float(np.quantile(held, TAIL_QUANTILE))
+    excess = held[held > threshold] - threshold
+    tail = max(float(excess.mean()) if excess.size else 0.0, 0.05 * threshold, 1e-3)
+    stats = _moments(x, components)
+    return TaskStats(
+        stats.mean,
+        stats.std,
+        stats.components,
+        stats.variances,
+        stats.residual,
+        threshold,
+        tail,
+        len(x),
+    )
+
+
+@dataclass
+class TaskFit:
+    """Every task's statistics for one checkpoint.
+
+    Attributes:
+        tasks: task id → its statistics (tasks without any have no fit).
+        levels: the encoder levels pooled.
+        metadata: provenance (what was fitted on), JSON-serialisable.
+        source: the file it was read from, for error messages.
+    """
+
+    tasks: dict[str, TaskStats]
+    levels: tuple[int, ...] = LEVELS
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    def score(self, pooled: np.ndarray, task: str) -> np.ndarray | None:
+        """``(B, D)`` pooled features → ``(B,)`` fit to ``task``; None when it has no statistics.
+
+        Raises:
+            CheckpointError: the features' size is not the statistics' (a mismatched file).
+        """
+        stats = self.tasks.get(task)
+        if stats is None:
+            return None
+        if pooled.shape[-1] != stats.mean.shape[0]:
+            raise CheckpointError(
+                f"{self.source or FILE_NAME}: statistics of {stats.mean.shape[0]} features, the "
+                f"model's encoder gives {pooled.shape[-1]}: refit them for this model"
+            )
+        return stats.fit(pooled)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document (numbers rounded to 6 significant digits)."""
+        return {
+            "kind": KIND,
+            "schema": SCHEMA,
+            "levels": list(self.levels),
+            "metadata": self.metadata,
+            "tasks": {t: _stats_json(s) for t, s in self.tasks.items()},
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``folder/task_fit.json`` (atomically); returns its path."""
+        path = Path(folder) / FILE_NAME
+        text = json.dumps(self.to_json(), separators=(",", ":"))
+        atomic_write_bytes(path, text.encode("utf-8"))
+        return path
+
+
+def _round(a: np.ndarray | float) -> Any:
+    """Numbers (or nested lists of them) at 6 significant digits."""
+    if isinstance(a, np.ndarray):
+        return [_round(v) for v in a]
+    return float(f"{float(a):.6g}")
+
+
+def _stats_json(s: TaskStats) -> dict[str, Any]:
+    return {
+        "n": s.n,
+        "mean": _round(s.mean),
+        "std": _round(s.std),
+        "components": _round(s.components),
+        "variances": _round(s.variances),
+        "residual": _round(s.residual),
+        "threshold": _round(s.threshold),
+        "tail": _round(s.tail),
+    }
+
+
+def _array(doc: dict[str, Any], key: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """``doc[key]`` as a finite float64 array of ``shape`` (-1: any size)."""
+    try:
+        a = np.asarray(doc[key], np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: '{key}' is missing or not numbers") from exc
+    ok = a.ndim == len(shape) and all(w in (-1, n) for w, n in zip(shape, a.shape, strict=True))
+    if not ok or not np.isfinite(a).all():
+        raise ValueError(f"{where}: '{key}' must be finite numbers of shape {shape}, got {a.shape}")
+    return a
+
+
+def _positive(doc: dict[str, Any], key: str, where: str) -> float:
+    value = doc.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: '{key}' must be a number")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{where}: '{key}' must be positive, got {value}")
+    return float(value)
+
+
+def _stats_from_json(doc: Any, where: str) -> TaskStats:
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where}: must be an object")
+    mean = _array(doc, "mean", (-1,), where)
+    d = mean.shape[0]
+    std = _array(doc, "std", (d,), where)
+    comps = _array(doc, "components", (-1, d), where)
+    variances = _array(doc, "variances", (comps.shape[0],), where)
+    if (std <= 0).any() or (variances <= 0).any():
+        raise ValueError(f"{where}: 'std' and 'variances' must be positive")
+    n = doc.get("n")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{where}: 'n' must be a positive integer")
+    return TaskStats(
+        mean,
+        std,
+        comps,
+        variances,
+        _positive(doc, "residual", where),
+        _positive(doc, "threshold", where),
+        _positive(doc, "tail", where),
+        n,
+    )
+
+
+def task_fit_from_json(doc: Any, source: Path | None = None) -> TaskFit:
+    """Validate a parsed ``task_fit.json`` document.
+
+    Raises:
+        CheckpointError: anything malformed; the message names the file.
+    """
+    name = str(source or FILE_NAME)
+    try:
+        if not isinstance(doc, dict) or doc.get("kind") != KIND:
+            raise ValueError(f"not a task fit file (kind must be {KIND!r})")
+        if doc.get("schema") != SCHEMA:
+            raise ValueError(f"schema {doc.get('schema')!r} is not {SCHEMA}")
+        levels = doc.get("levels")
+        if (
+            not isinstance(levels, list)
+            or not levels
+            or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 3 for v in levels
+            )
+        ):
+            raise ValueError("'levels' must be a list of encoder levels 0-3")
+        tasks, metadata = doc.get("tasks"), doc.get("metadata", {})
+        if not isinstance(tasks, dict) or not isinstance(metadata, dict):
+            raise ValueError("'tasks' and 'metadata' must be objects")
+        stats = {str(t): _stats_from_json(s, f"task {t!r}") for t, s in tasks.items()}
+    except ValueError as exc:
+        raise CheckpointError(f"{name}: invalid task fit statistics: {exc}") from exc
+    return TaskFit(stats, tuple(levels), metadata, source)
+
+
+def task_fit_path(checkpoint: str | Path) -> Path:
+    """Where a checkpoint's statistics live: beside its weights."""
+    p = Path(checkpoint)
+    return (p if p.is_dir() else p.parent) / FILE_NAME
+
+
+def load_task_fit(checkpoint: str | Path) -> TaskFit | None:
+    """A checkpoint's statistics (folder or weights path), or None when it has none.
+
+    Raises:
+        CheckpointError: the file exists but is unreadable or invalid; the message names it.
+    """
+    path = task_fit_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable task fit statistics: {exc}") from exc
+    return task_fit_from_json(doc, path)
+
+
+def fit_features(
+    per_task: Mapping[str, np.ndarray],
+    levels: Sequence[int] = LEVELS,
+    metadata: dict[str, Any] | None = None,
+    components: int = COMPONENTS,
+) -> TaskFit:
+    """Statistics for every task with at least :data:`MIN_FRAMES` frames of features."""
+    stats = {t: fit_task(x, components) for t, x in per_task.items() if len(x) >= MIN_FRAMES}
+    return TaskFit(stats, tuple(levels), dict(metadata or {}))
+
+
+def combine(
+    confidence: np.ndarray, fit: np.ndarray | None, below: float = FLAG_BELOW
+) -> np.ndarray:
+    """The confidence shown: the self-agreement, scaled down by ``fit / below`` where the fit is
+    below ``below`` (a flagged scan), else unchanged; unchanged without a fit.
+
+    Why not the plain product: a task's own atypical scans (fit between ``below`` and 1) are
+    segmented about as well as the rest, and the product ranked them too low (Spearman ρ with
+    the true Dice of the shipped model's test scans fell from 0.81 to 0.70 for ovarian_tumor);
+    scans of other organs have fits near 0 either way (``benchmarks/results/task-fit.md``).
+    """
+    if fit is None:
+        return confidence
+    return (np.asarray(confidence) * np.minimum(1.0, np.asarray(fit) / below)).astype(np.float32)
+
+
+def fit_warning(task: str, fit: np.ndarray | None, below: float = FLAG_BELOW) -> str | None:
+    """``"does not look like a <task> scan (fit 0.12)"`` when the scan's mean fit is below
+    ``below``; None when it fits or there is no fit."""
+    if fit is None or len(fit) == 0:
+        return None
+    mean = float(np.mean(fit))
+    return f"does not look like a {task} scan (fit {mean:.2f})" if mean < below else None
+
+
+def encode_pooled(
+    checkpoint: str | Path,
+    images: np.ndarray,
+    device: str = "cpu",
+    batch_size: int = 32,
+    levels: Sequence[int] = LEVELS,
+) -> np.ndarray:
+    """Pooled features ``(N, D)`` of frames ``(N, H, W)`` (any dtype :class:`Predictor` takes)
+    under a checkpoint's encoder, exactly as the predictor computes them."""
+    import torch
+
+    from .inference import Predictor, frames_to_float
+
+    predictor = Predictor.from_checkpoint(checkpoint, device=device, uncertainty="none")
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(frames_to_float(images[start : start + batch_size]))
+        with torch.inference_mode():
+            features, _ = predictor.encode(x, 0)
+        out.append(pool_features(features, levels))
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def _same_encoder(a: str | Path, b: str | Path) -> bool:
+    """Whether two checkpoints' encoders hold the same weights (features unchanged)."""
+    import torch
+
+    from .checkpoint import load_checkpoint
+
+    ea, eb = load_checkpoint(a).model.encoder, load_checkpoint(b).model.encoder
+    sa, sb = ea.state_dict(), eb.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k].float(), sb[k].float()) for k in sa)
+
+
+def refit_checkpoint(
+    folder: str | Path,
+    sets: Sequence[ArraySet],
+    task_order: Sequence[str],
+    tasks: Sequence[str],
+    parent: str | Path | None = None,
+    device: str = "cpu",
+) -> TaskFit | None:
+    """Fit a new checkpoint's statistics for ``tasks`` from its training frames; write them.
+
+    The frames of every set (e.g. the labelled and unlabelled frames of a retraining run) are
+    encoded by the new checkpoint. Tasks the run did not train keep the parent's statistics
+    when the encoder is unchanged (their features are the same), else they get none. Tasks with
+    fewer than :data:`MIN_FRAMES` frames get none either.
+
+    Args:
+        folder: the new checkpoint folder; ``task_fit.json`` is written there.
+        sets: frame sets with ``images`` ``(N, S, S)`` and ``task_index`` into ``task_order``.
+        task_order: the model's task ids.
+        tasks: the tasks trained.
+        parent: the checkpoint trained from (its statistics may be kept).
+        device: where to encode.
+
+    Returns:
+        The statistics written, or None when there were none to write.
+    """
+    images = [s.images for s in sets if len(s.images)]
+    index = np.concatenate([s.task_index for s in sets if len(s.images)]) if images else None
+    stats: dict[str, TaskStats] = {}
+    if images and index is not None:
+        pooled = encode_pooled(folder, np.concatenate(images), device)
+        for task in tasks:
+            x = pooled[index == list(task_order).index(task)]
+            if len(x) >= MIN_FRAMES and np.isfinite(x).all():  # else no statistics, no error
+                stats[task] = fit_task(x)
+    old = load_task_fit(parent) if parent is not None else None
+    if old is not None and any(t not in stats for t in old.tasks):
+        if _same_encoder(folder, parent):  # type: ignore[arg-type]
+            stats = {t: s for t, s in old.tasks.items() if t in task_order} | stats
+    if not stats:
+        return None
+    meta = {"fitted_on": "retraining frames", "refit": sorted(set(tasks) & set(stats))}
+    result = TaskFit(stats, LEVELS, meta)
+    result.save(folder)
+    return result
