@@ -145,6 +145,42 @@ def doppler(predictor: Any) -> dict[str, Any] | None:
     return out
 
 
+OTHER_SITES = {
+    "US1_UNCR.dcm": ("pydicom", "power-Doppler lymph node"),
+    "examples_ybr_color.dcm": ("pydicom", "parasternal echo, a heart"),
+    "color3d_jpeg_baseline.dcm": ("pydicom-data", "apical four-chamber echo, a heart"),
+}
+
+
+def other_sites(predictor: Any) -> dict[str, Any]:
+    """The mean task fit of pydicom's ultrasound files (other sites) for every task."""
+    from propl.data.readers import read_scan
+
+    out: dict[str, Any] = {}
+    for name, (package, what) in OTHER_SITES.items():
+        try:
+            if package == "pydicom":
+                from pydicom.data import get_testdata_file
+
+                path = get_testdata_file(name)
+            else:
+                from napari_propl._sample_data import pydicom_data_file
+
+                path = pydicom_data_file(name)
+        except Exception:  # noqa: BLE001 - optional sample files
+            path = None
+        if path is None:
+            continue
+        frames, _ = read_scan(path)
+        frames = frames[:: max(1, len(frames) // 8)]
+        fits = {}
+        for task in predictor.tasks:
+            fit = predictor.predict(frames, task).task_fit
+            fits[task] = None if fit is None else round(float(np.mean(fit)), 4)
+        out[name] = (what, fits)
+    return out
+
+
 def per_task(data: dict[str, Any], fit: Any, task: str) -> dict[str, Any]:
     from propl.task_fit import FLAG_BELOW, combine
 
@@ -196,16 +232,17 @@ def table(doc: dict[str, Any]) -> str:
         "",
         f"`{doc['command']}`; statistics fitted on each task's train split "
         f"({doc['settings']}), scored on the test splits. Fit < {doc['flag_below']} is flagged "
-        '("does not look like a TASK scan"). AUROC of the fit for telling the task\'s own test '
-        "scans from the other four tasks' test scans and from the unseen brachial-plexus nerve "
-        "scans (us-new-task-dev test split); in brackets the raw distance's AUROC. Spearman rho "
-        "of the per-scan confidence with the true Dice of the task's own test scans, before "
-        "(self-agreement alone) and after (the confidence shown: lowered in proportion to the fit "
-        "below the flag), and with the plain product confidence × fit (not adopted). Mean "
-        "confidence: before → after.",
+        '("does not look like the TASK training scans"). AUROC of the fit for telling the '
+        "task's own test scans from the other four tasks' test scans and from the unseen "
+        "brachial-plexus nerve scans (us-new-task-dev test split); in brackets the raw "
+        "distance's AUROC. Spearman rho of the per-scan confidence with the true Dice of the "
+        "task's own test scans: the confidence shown (self-agreement), folded with the fit "
+        "(lowered in proportion to the fit below the flag; measured, **not adopted**: see the "
+        "other-site scans below), and the plain product confidence × fit. Mean confidence: "
+        "shown → if folded.",
         "",
         "| task | AUROC vs other tasks | AUROC vs unseen nerve | flagged: own / other / nerve "
-        "| ρ before | ρ after | ρ product | mean conf own | mean conf other tasks' scans "
+        "| ρ shown | ρ folded | ρ product | mean conf own | mean conf other tasks' scans "
         "| mean conf nerve |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -230,7 +267,21 @@ def table(doc: dict[str, Any]) -> str:
             )
             + ".",
         ]
-    low = [t for t, r in doc["per_task"].items() if r["spearman_after"] < 0.7]
+    others = doc.get("other_sites")
+    if others:
+        rows += [
+            "",
+            "Scans from other sites (pydicom's files), fit per task: "
+            + "; ".join(
+                f"{name} ({what}): " + ", ".join(f"{t} {v:.2f}" for t, v in fits.items())
+                for name, (what, fits) in others.items()
+            )
+            + ". **Both echoes are hearts, yet their left_heart fit is as low as a lymph "
+            "node's**: the fit tells 'looks like the training dataset', not 'is this anatomy'. "
+            "So it is shown as a warning beside the confidence and is not folded into it or "
+            "into the review queue's order (it would push every scan of a new site to zero).",
+        ]
+    low = [t for t, r in doc["per_task"].items() if r["spearman_before"] < 0.7]
     rows += [
         "",
         "Targets: AUROC >= 0.95 on both: "
@@ -240,20 +291,18 @@ def table(doc: dict[str, Any]) -> str:
         + (
             ""
             if not low
-            else "the fit flags almost none of a task's own test scans, so it cannot reorder "
-            "them (it lowers the confidence of other scans, which the Dice of a task's test "
-            "scans does not measure); within a task the feature distance hardly follows the "
-            "Dice. For reference, "
+            else "the confidence shown is unchanged by the fit; folded in, the fit would "
+            "flag almost none of a task's own test scans, so it could not reorder them either; "
+            "within a task the feature distance hardly follows the Dice. For reference, "
             "ρ of the same expected Dice with decoder 2's own probabilities as the belief "
             "(not adopted): "
             + ", ".join(f"{t} {r['spearman_self_belief']:.2f}" for t, r in doc["per_task"].items())
             + "."
         ),
         "",
-        "Caveat: each us-universal task comes from one public dataset (one site, few "
-        "scanners), so 'looks like the task' is also 'looks like that dataset': a scan of the "
-        "same organ from another scanner may be flagged too; no such scans were at hand to "
-        "measure it. Project retraining refits the statistics on the project's own frames.",
+        "Each us-universal task comes from one public dataset (one site, few scanners). "
+        "Project retraining refits the statistics on the project's own frames, so a project "
+        "of a new site's scans stops flagging them once a version is trained there.",
         "",
         f"{doc['seconds']} s on {doc['device']} (features cached after the first run).",
     ]
@@ -303,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         "auroc_target_met": all(
             min(r["auroc_other"], r["auroc_unseen"]) >= 0.95 for r in results.values()
         ),
-        "spearman_target_met": all(r["spearman_after"] >= 0.7 for r in results.values()),
+        "spearman_target_met": all(r["spearman_before"] >= 0.7 for r in results.values()),
         "doppler": doppler(predictor),
+        "other_sites": other_sites(predictor),
         "seconds": round(time.perf_counter() - t0, 1),
         "device": str(predictor.device),
     }

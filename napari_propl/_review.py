@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
 )
 
 from propl.store.review_state import NOT_DONE, describe, frames_to_confirm
+from propl.task_fit import fit_warning
 from propl.tasks import task_colour
 from propl.uncertainty import OUTLINE_THRESHOLD
 
@@ -512,6 +513,8 @@ class ReviewWidget(SessionMember, QWidget):
             text = f"{scan.name}: {read['status']}"
             if scan.burned_in_annotation:
                 text += f" ({BURNED_IN})"
+            if read["fit_warning"]:
+                text += f"; {read['fit_warning']}"
             if read["status"] == "draft":
                 text += " (edited, not confirmed: Accept or Save correction makes it a label)"
             if read["worst_frame"] is not None:  # a cine opens at its least confident frame
@@ -667,6 +670,7 @@ def _read_for_review(project: Any, scan_id: str, task: str) -> dict[str, Any]:
         "task": task,
         "status": review.status if review else "unreviewed",
         "mask": np.array(mask, np.uint8),
+        "fit_warning": fit_warning(task, pred.task_fit) if pred is not None else None,
         "worst_frame": _worst_frame(pred),
         "names": _layers.names(name, task),
         "image": _layers.LayerUpdate("image", name, image, dict(rgb=scan.is_color, scale=scale)),

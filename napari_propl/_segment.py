@@ -299,7 +299,8 @@ class SegmentWidget(SessionMember, QWidget):
         if saved:
             assert project is not None and job.scan_id is not None
             version = predictor.version or "?"
-            project.save_prediction(job.scan_id, job.task, mask, unc, conf, version)
+            fit = np.concatenate(fits) if fits else None
+            project.save_prediction(job.scan_id, job.task, mask, unc, conf, version, fit)
         first: int | None = job.first
         if not job.in_place and not whole:  # new layers: the scan's size, this frame filled
             mask, unc, low = (_padded(a, job.first, len(job.frames)) for a in (mask, unc, low))
@@ -345,7 +346,7 @@ class SegmentWidget(SessionMember, QWidget):
         if result.get("project"):
             text = f"{result['n_scans']} scans segmented for {result['task']}"
             if result.get("misfits"):
-                text += f"; {result['misfits']} do not look like a {result['task']} scan"
+                text += f"; {result['misfits']} unlike the {result['task']} training scans"
             self.result_label.setText(text)
             self.session.predictions_changed.emit()
             return

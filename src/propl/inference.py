@@ -17,7 +17,7 @@ from .device import place_model, select_device
 from .errors import CheckpointError
 from .models import ProPLNet
 from .models.fuse import fuse_batchnorm
-from .task_fit import TaskFit, combine, load_task_fit, pool_features
+from .task_fit import TaskFit, load_task_fit, pool_features
 from .uncertainty import (
     confidence_score,
     expected_error_fraction,
@@ -64,16 +64,15 @@ class Prediction:
         probability: ``(F, H, W)`` float32 foreground probability of decoder 2.
         uncertainty: ``(F, H, W)`` float32 in [0, 1] (zeros when uncertainty is off).
         confidence: ``(F,)`` float32 per-frame confidence in [0, 1], read like a Dice: the
-            overlap the mask is expected to score (:func:`~propl.uncertainty.confidence_score`),
-            lowered where the scan does not fit the task (:func:`~propl.task_fit.combine`).
+            overlap the mask is expected to score (:func:`~propl.uncertainty.confidence_score`).
         expected_error: ``(F,)`` float32, the fraction of the frame's pixels the mask is
             expected to get wrong (:func:`~propl.uncertainty.expected_error_fraction`); 0
             without uncertainty.
         task_fit: ``(F,)`` float32 in [0, 1], how much each frame looks like the task's
             training scans (:mod:`propl.task_fit`); None when the model has no statistics for
             the task (old checkpoints). :func:`~propl.task_fit.fit_warning` words it.
-        agreement: ``(F,)`` float32, the confidence before the task fit (the network's
-            self-agreement alone); None when there is no task fit (then it is ``confidence``).
+        agreement: ``(F,)`` float32, the network's self-agreement (the confidence); None when
+            there is no task fit.
     """
 
     mask: np.ndarray
@@ -173,7 +172,13 @@ class Predictor:
         previous one), tagged with this model's version."""
         pred = self.predict(project.image(scan_id), task)
         project.save_prediction(
-            scan_id, task, pred.mask, pred.uncertainty, pred.confidence, self.version or "?"
+            scan_id,
+            task,
+            pred.mask,
+            pred.uncertainty,
+            pred.confidence,
+            self.version or "?",
+            task_fit=pred.task_fit,
         )
         return pred
 
@@ -206,7 +211,9 @@ class Predictor:
             mask=(prob > threshold).to(torch.uint8).cpu().numpy()[:, 0],
             probability=prob.float().cpu().numpy()[:, 0],
             uncertainty=unc.float().cpu().numpy()[:, 0],
-            confidence=combine(agreement, fit),
+            # the fit is shown beside the confidence, not folded into it: it also flags scans
+            # of the task's own anatomy from other scanners and sites (see propl.task_fit)
+            confidence=agreement,
             expected_error=error.float().cpu().numpy(),
             task_fit=fit,
             agreement=None if fit is None else agreement,

@@ -11,8 +11,15 @@ frames, scored out of fold: 1 up to their 95th percentile of distance, then an e
 fitted to the distances beyond it, ``exp(-(d - d95) / mean excess)``. A fit ``f < 1`` means
 about ``5 % · f`` of the task's own frames lie as far or farther.
 
-The confidence shown is lowered only for a flagged scan (fit below :data:`FLAG_BELOW`), in
-proportion to its fit (:func:`combine`).
+**What it flags, honestly.** On the shipped model it tells each task's test scans from the
+other tasks' scans and from an unseen nerve (AUROC 0.996-1.000, ``benchmarks/results/
+task-fit.md``), but every task comes from one public dataset, and scans of the *same* anatomy
+from another scanner or site are flagged too: pydicom-data's apical four-chamber echo gets a
+``left_heart`` fit of 0.00. So the fit is shown beside the confidence as a warning ("unlike
+the task's training scans: check the mask"), and is **not** folded into the confidence or the
+review queue's order, where it would push every scan of a new site to zero. :func:`combine`
+is the folding that was measured (its Spearman ρ is in the results file), kept for the
+benchmark.
 
 The statistics live in the checkpoint folder as ``task_fit.json`` (plain JSON, validated on
 load; checkpoints without it predict as before, with no fit). ``benchmarks/task_fit.py`` fits
@@ -349,12 +356,17 @@ def combine(
 
 
 def fit_warning(task: str, fit: np.ndarray | None, below: float = FLAG_BELOW) -> str | None:
-    """``"does not look like a <task> scan (fit 0.12)"`` when the scan's mean fit is below
-    ``below``; None when it fits or there is no fit."""
+    """``"does not look like the <task> training scans (fit 0.12): ..."`` when the scan's
+    mean fit is below ``below``; None when it fits or there is no fit."""
     if fit is None or len(fit) == 0:
         return None
     mean = float(np.mean(fit))
-    return f"does not look like a {task} scan (fit {mean:.2f})" if mean < below else None
+    if mean >= below:
+        return None
+    return (
+        f"does not look like the {task} training scans (fit {mean:.2f}): another anatomy, view "
+        "or scanner; check the mask"
+    )
 
 
 def encode_pooled(

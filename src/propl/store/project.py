@@ -360,8 +360,10 @@ class Project:
         uncertainty: np.ndarray,
         confidence: np.ndarray,
         model_version: str,
+        task_fit: np.ndarray | None = None,
     ) -> None:
-        """Store a task's prediction for a scan, replacing the previous one."""
+        """Store a task's prediction for a scan, replacing the previous one (``task_fit``: per
+        frame, how much it looks like the task's training scans; see :mod:`propl.task_fit`)."""
         self._writable()
         shape = self._frame_shape(scan_id)
         for what, a in (("mask", mask), ("uncertainty", uncertainty)):
@@ -377,6 +379,7 @@ class Project:
             "model_version": model_version,
             "time": time.time(),
             "confidence": [float(c) for c in np.asarray(confidence)],
+            "task_fit": None if task_fit is None else [float(f) for f in np.asarray(task_fit)],
         }
         with self._mutex:
             # the previous revision stays until the next save: a reader that is reading it
@@ -398,6 +401,9 @@ class Project:
                 confidence=np.asarray(attrs["confidence"], np.float32),
                 model_version=str(attrs["model_version"]),
                 time=float(attrs["time"]),
+                task_fit=None
+                if attrs.get("task_fit") is None
+                else np.asarray(attrs["task_fit"], np.float32),
             )
 
         return self._read_current(scan_id, "pred", task, read)

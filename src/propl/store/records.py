@@ -42,6 +42,7 @@ class StoredPrediction:
     confidence: np.ndarray  # (F,) float
     model_version: str
     time: float
+    task_fit: np.ndarray | None = None  # (F,) float; None: the model had no statistics
 
     @property
     def scan_confidence(self) -> float:
