@@ -246,6 +246,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--json", action="store_true", help="print the list as JSON")
 
+    c = sub.add_parser(
+        "check",
+        help="verify a project's scans, predictions and reviews against their checksums",
+        description="Reads everything the project stored and verifies it against the checksums "
+        "written with it. Lists each damaged part (scan and file) and exits 1 while any is "
+        "left. --repair moves a damaged prediction or review back to its newest intact "
+        "revision (the damaged one stays on disk); a damaged image needs the file imported "
+        "again.",
+    )
+    c.add_argument("--project", required=True, type=Path, help="project folder (.zarr)")
+    c.add_argument(
+        "--repair", action="store_true", help="roll damaged pointers back where possible"
+    )
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+
     e = sub.add_parser(
         "evaluate",
         help="score a model on a folder split",

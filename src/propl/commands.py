@@ -191,6 +191,7 @@ def _retrain_project(args: argparse.Namespace) -> int:
         else tqdm(total=config.steps, desc="retrain", unit="step", file=sys.stderr)
     )
     result = None
+    damaged: list[str] = []
     try:
         for event in retrain(args.project, config, init=args.init, should_stop=stop.is_set):
             if args.json:
@@ -203,6 +204,10 @@ def _retrain_project(args: argparse.Namespace) -> int:
                     f"({d['method']})",
                     file=sys.stderr,
                 )
+            if event.kind == "prepare":
+                damaged = list(event.data.get("damaged", []))
+                for message in damaged if not args.json else []:
+                    tqdm.write(f"skipped: {message}", file=sys.stderr)
             elif event.kind == "step" and bar is not None:
                 bar.n = event.step
                 bar.set_postfix(loss=f"{event.data['loss']:.3f}", refresh=False)
@@ -232,11 +237,46 @@ def _retrain_project(args: argparse.Namespace) -> int:
                 + ("promoted to current" if promoted else "current model unchanged")
                 + (f" - {result['message']}" if result["message"] else "")
             )
-        return 0 if result["outcome"] != "failed" else 1
+        if damaged:
+            print(
+                f"propl train: {len(damaged)} damaged scan(s) left out (see above; "
+                f"`propl check --project {args.project}` lists them)",
+                file=sys.stderr,
+            )
+        return 0 if result["outcome"] != "failed" and not damaged else 1
     finally:
         signal.signal(signal.SIGTERM, previous)
         if project is not None:
             project.close()
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """List a project's damage (and repair what can be); exit 1 while any is left."""
+    from .store.check import check_project
+
+    with Project.open(args.project, read_only=not args.repair) as project:
+        report = check_project(project, repair=args.repair)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "scans": report.scans,
+                    "revisions": report.revisions,
+                    "damage": [d.__dict__ for d in report.damage],
+                }
+            )
+        )
+    else:
+        for damage in report.damage:
+            print(damage.describe())
+        left = len(report.unrepaired)
+        print(
+            f"checked {report.scans} scans and {report.revisions} predictions and reviews: "
+            + (f"{len(report.damage)} damaged, {left} not repaired" if report.damage else "intact")
+        )
+        if left and not args.repair:
+            print(f"`propl check --project {args.project} --repair` rolls back what it can")
+    return 1 if report.unrepaired else 0
 
 
 def run_models(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ import torch
 
 from ..checkpoint import load_checkpoint, read_tasks, save_checkpoint
 from ..data.benchmark import ArraySet, resize_square
-from ..errors import RetrainError
+from ..errors import CheckpointError, RetrainError
 from ..inference import Predictor, frames_to_float, resolve_model
 from ..metrics import dice
 from ..models import ProPLNet
@@ -115,6 +115,8 @@ class ProjectData:
     held_back_pairs: list[tuple[str, str]]
     held_back_frames: list[HeldFrame] = field(default_factory=list)
     """Held-back frames at the scan's own resolution: what versions are judged on."""
+    damaged: list[str] = field(default_factory=list)
+    """Scans left out because they are damaged (one message each, naming scan and file)."""
 
 
 def _bucket(scan_id: str, task: str) -> float:
@@ -182,7 +184,10 @@ def training_tasks(project: Project, wanted: Sequence[str] | None = None) -> lis
     tasks = []
     for task in known:
         for scan_id in project.scan_ids():
-            review = project.review(scan_id, task, with_mask=False)
+            try:
+                review = project.review(scan_id, task, with_mask=False)
+            except StoreError:  # damaged: collect() names it
+                continue
             if review is not None and review.status in LABELLED:
                 tasks.append(task)
                 break
@@ -205,33 +210,51 @@ def collect(
     """
     reviewed: list[tuple[str, str]] = []
     unreviewed: list[tuple[str, str]] = []
+    labelled: dict[tuple[str, str], np.ndarray] = {}
+    damaged: list[str] = []
     for scan_id in project.scan_ids():
         for task in tasks:
-            review = project.review(scan_id, task, with_mask=False)
-            if review is not None:
-                if review.status in LABELLED:
+            try:
+                review = project.review(scan_id, task, with_mask=False)
+                predicted = project.prediction_confidence(scan_id, task) is not None
+                project.scan(scan_id)
+            except StoreError as exc:  # damaged: skipped, and said so
+                damaged.append(str(exc))
+                break
+            if review is not None and review.status != "draft":
+                if review.is_labelled:  # only the frames the annotator confirmed
                     reviewed.append((scan_id, task))
+                    labelled[(scan_id, task)] = review.labelled_frames
                 continue  # rejected / skipped: neither a label nor an image of the target
-            if len(tasks) == 1 or project.prediction_confidence(scan_id, task) is not None:
+            if len(tasks) == 1 or predicted:  # unreviewed, or a draft nobody confirmed
                 unreviewed.append((scan_id, task))
     train_pairs, held_pairs = select_held_back(reviewed, config.hold_back)
     order = list(task_order)
 
     def frames_of(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str, np.ndarray]]:
-        return [
-            (s, t, frame_indices(project.scan(s).n_frames, config.frames_per_scan))
-            for s, t in pairs
-        ]
+        """Up to ``frames_per_scan`` frames of each pair: of a reviewed pair, only those the
+        annotator confirmed."""
+        chosen = []
+        for pair in pairs:
+            frames = labelled.get(pair)
+            if frames is None:  # an unlabelled scan: any of its frames
+                frames = np.arange(project.scan(pair[0]).n_frames)
+            chosen.append((*pair, frames[frame_indices(len(frames), config.frames_per_scan)]))
+        return chosen
 
     def read(chosen: list[tuple[str, str, np.ndarray]], with_masks: bool) -> list[_Item]:
         items: list[_Item] = []
         for scan_id, task, idx in chosen:
-            pixels = _to_uint8(project.image(scan_id, idx))
-            mask = None
-            if with_masks:
-                review = project.review(scan_id, task)
-                assert review is not None and review.mask is not None
-                mask = review.mask[idx]
+            try:
+                pixels = _to_uint8(project.image(scan_id, idx))
+                mask = None
+                if with_masks:
+                    review = project.review(scan_id, task)
+                    assert review is not None and review.mask is not None
+                    mask = review.mask[idx]
+            except StoreError as exc:  # damage only a full read reveals: skipped, said so
+                damaged.append(str(exc))
+                continue
             for k, f in enumerate(idx):
                 m = None if mask is None else mask[k]
                 items.append((pixels[k], m, order.index(task), f"{scan_id}:{f}"))
@@ -253,6 +276,7 @@ def collect(
         held_back_frames=[
             (img, m, order[t], fid.rsplit(":", 1)[0]) for img, m, t, fid in held if m is not None
         ],
+        damaged=damaged,
     )
 
 
@@ -317,6 +341,7 @@ def retrain(
             "labelled_frames": len(data.labelled),
             "unlabelled_frames": len(data.unlabelled),
             "method": method,
+            "damaged": data.damaged,
         },
     )
     trainer_config = TrainConfig(
@@ -399,7 +424,16 @@ def retrain(
         {"parent": parent_name, "tasks": list(tasks), "project": str(root)},
         dtype=torch.float16,
     )
-    stored = load_checkpoint(staged).model  # judge the weights exactly as they will be used
+    try:
+        stored = load_checkpoint(staged).model  # judge the weights exactly as they will be used
+    except CheckpointError as exc:  # e.g. weights beyond half precision: never to be used
+        for leftover in staged.iterdir():
+            leftover.unlink()
+        record |= {"outcome": "failed", "message": f"the stored weights are unusable: {exc}"}
+        record["held_back"] = held | {"score": None}
+        name = ver.add_version(root, staged, record)
+        yield TrainEvent("version", trainer.step, config.steps, _summary(name, record))
+        return
     # the new encoder's features of this run's frames: the trained tasks' task-fit statistics
     refit_checkpoint(
         staged, [data.labelled, data.unlabelled], data.tasks, tasks, parent_path, config.device
