@@ -7,7 +7,8 @@ shipped model; writes the user-guide screenshots and checks what the store and e
 2. Plugins > Segment (ProPL) and Review (ProPL); New project; "Add open images".
 3. Segment, scope "all scans in the project" (shipped model, left heart).
 4. Review: the queue (least confident first); Next; Ctrl+Enter accepts; paint corrections on a
-   few frames of the next scan (autosaved as a draft), then Save correction labels them.
+   few frames of the next scan (autosaved as a draft), Ctrl+Z takes the last dab back (the
+   store follows), then Save correction labels them.
 5. Close napari. A new viewer: open the project, find the reviews, export.
 """
 
@@ -97,6 +98,22 @@ def main() -> None:
     unc = next(lyr for lyr in viewer.layers if " uncertainty [" in lyr.name)
     unc.visible = True
     wait(lambda: "draft" in review.status_label.text())  # autosaved, not a label yet
+    review.wait_saved()
+    project = review.session.project
+    painted = np.array(labels.data)
+    assert np.array_equal(project.review(second, TASK).mask, painted)
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key_Z, Qt.ControlModifier)  # napari's undo: the last dab goes
+    pump(0.5)
+    undone = np.array(labels.data)
+    assert not np.array_equal(undone, painted), "Ctrl+Z undid nothing"
+
+    def stored_undo() -> bool:
+        review.wait_saved()
+        return np.array_equal(project.review(second, TASK).mask, undone)
+
+    wait(stored_undo)  # the undo reaches the store like any other edit
+    print("undo stored:", int((painted != undone).sum()), "pixels taken back")
     shot(viewer, "2-draft")
     review.buttons["save"].click()  # Save correction: the edited frames and the one on screen
     wait(lambda: "corrected" in review.status_label.text())

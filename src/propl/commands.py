@@ -105,8 +105,17 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
             progress=ranks.main and not args.json,
             task_order=model.config.tasks,
         )
+    method = args.method
+    if method not in ("supervised", "full") and len(data.unlabelled) == 0:
+        method = "supervised"  # every scan is labelled: nothing to pseudo-label
+        if ranks.main:
+            print(
+                f"propl train: no unlabelled scans (all {len(data.labelled)} frames are "
+                f"labelled), so --method {args.method} trains supervised",
+                file=sys.stderr,
+            )
     config = TrainConfig(
-        method=args.method,
+        method=method,
         steps=args.steps or 2000,
         batch_size=args.batch_size,
         unlabelled_batch_size=args.batch_size,

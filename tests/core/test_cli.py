@@ -48,6 +48,15 @@ def test_train_json_progress(folder, tmp_path, capsys):
     assert [e["kind"] for e in events][:2] == ["start", "step"] and events[-1]["kind"] == "done"
 
 
+def test_train_with_every_scan_labelled_trains_supervised_and_says_so(folder, tmp_path, capsys):
+    """10 scans from a new site, all labelled: ProPL has nothing to pseudo-label."""
+    cmd = f"train --data {folder} --method propl --labelled 12 --steps 2 --eval-every 2"
+    assert propl(f"{cmd} --batch-size 2 --val-fraction 0 --out {tmp_path} {TINY}") == 0
+    assert "no unlabelled scans" in capsys.readouterr().err
+    meta = json.loads((tmp_path / "best" / "model.json").read_text())
+    assert meta["metadata"]["train"]["method"] == "supervised"
+
+
 def test_evaluate_prints_and_writes_metrics(folder, run_dir, tmp_path, capsys):
     out = tmp_path / "metrics.json"
     cmd = f"evaluate --data {folder} --model {run_dir / 'best'} --out {out} --device cpu"
