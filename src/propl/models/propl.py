@@ -21,6 +21,7 @@ from .encoder import (
     EfficientNetLite0,
     load_lite0_imagenet,
 )
+from .refine import RefineConfig, RefineHead
 
 INT_BOUNDS: dict[str, tuple[int, int]] = {
     "input_size": (32, 4096),
@@ -126,6 +127,8 @@ class ProPLConfig:
         dropout: dropout on the deepest feature for decoder 1 (MC-dropout uncertainty).
         alpha_init: initial cross-attention gate α (the paper starts at 1.7).
         pretrained: load ImageNet encoder weights when the model is built fresh.
+        refine: the click refinement head's config (:class:`~propl.models.refine.RefineConfig`,
+            or its JSON object); None: the model has no head (checkpoints before it).
     """
 
     tasks: tuple[str, ...]
@@ -137,6 +140,7 @@ class ProPLConfig:
     dropout: float = 0.3
     alpha_init: float = 1.7
     pretrained: bool = True
+    refine: RefineConfig | None = None
 
     def __post_init__(self) -> None:
         """Validate every field (type and bounds) and normalise it.
@@ -156,12 +160,16 @@ class ProPLConfig:
         values["alpha_init"] = _real("alpha_init", self.alpha_init, -ALPHA_BOUND, ALPHA_BOUND)
         if not isinstance(self.pretrained, bool):
             raise TypeError(f"'pretrained' must be true or false, got {_shown(self.pretrained)}")
+        if self.refine is not None:
+            values["refine"] = RefineConfig.from_value(self.refine)
         for key, value in values.items():
             object.__setattr__(self, key, value)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["tasks"], d["channels"] = list(self.tasks), list(self.channels)
+        if self.refine is None:
+            del d["refine"]  # a model without the head keeps the config it always had
         return d
 
 
@@ -202,10 +210,26 @@ class ProPLNet(nn.Module):
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         self.register_buffer("pixel_mean", mean, persistent=False)
         self.register_buffer("pixel_std", std, persistent=False)
+        self.refine: RefineHead | None = None
+        if config.refine is not None:
+            self.refine = RefineHead(config.refine, FEATURE_CHANNELS, config.prompt_dim)
 
     @property
     def tasks(self) -> tuple[str, ...]:
         return self.config.tasks
+
+    @property
+    def has_refine(self) -> bool:
+        """Whether this model has the click refinement head (older checkpoints do not)."""
+        return self.refine is not None
+
+    def add_refine(self, config: RefineConfig | None = None) -> ProPLNet:
+        """Give the model a fresh (untrained) click refinement head; the rest is unchanged."""
+        config = config or RefineConfig()
+        self.refine = RefineHead(config, FEATURE_CHANNELS, self.config.prompt_dim)
+        self.refine.to(self.prompts.device)
+        self.config = ProPLConfig(**(asdict(self.config) | {"refine": config}))
+        return self
 
     def task_index(self, task: str) -> int:
         try:

@@ -1,0 +1,313 @@
+"""Training the click refinement head with iterative click simulation (RITM-style).
+
+Only the head learns: the encoder and both decoders stay frozen, so the model's automatic
+segmentation is unchanged exactly, and every frame is encoded once (:func:`cache_frames`).
+Each step (:meth:`RefineTrainer.step`), for a batch of frames:
+
+1. a start mask: empty (the head must work on tasks the model does not know and on scans it
+   got wrong), or the frozen decoder 2's pseudo-label (so it learns to fix our own masks),
+   thresholded at a random level and sometimes grown or shrunk;
+2. first clicks: a random interior point of the object from an empty start, the simulated
+   annotator's click (jittered) from a pseudo-label;
+3. a random number of rounds without gradient, each feeding the head's own previous output
+   back as the mask and adding the simulated annotator's next click;
+4. one round with gradient: binary cross-entropy + soft Dice against the ground truth.
+
+The task prompt is dropped for some frames, so the head also works with no task (``None``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import Tensor
+
+from ..data.benchmark import ArraySet
+from ..models import ProPLNet
+from ..models.refine import RefineConfig, click_maps
+
+
+@dataclass(frozen=True)
+class RefineTrainConfig:
+    """Settings of :class:`RefineTrainer` (saved in the checkpoint's metadata)."""
+
+    steps: int = 900
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    max_rounds: int = 3
+    empty_start: float = 0.4
+    prompt_drop: float = 0.3
+    seed: int = 0
+
+
+@dataclass
+class FrameCache:
+    """Everything the head's training needs per frame, computed once by the frozen model.
+
+    Attributes:
+        features: the encoder's four maps, float16, ``(N, C, S/k, S/k)``.
+        image: ``(N, 1, S, S)`` float16 network input.
+        pseudo: ``(N, 1, S/2, S/2)`` float16 decoder-2 probability.
+        truth: ``(N, 1, S/2, S/2)`` float16 ground truth, area-averaged.
+        task_index: ``(N,)`` task indices.
+    """
+
+    features: list[Tensor]
+    image: Tensor
+    pseudo: Tensor
+    truth: Tensor
+    task_index: Tensor
+
+    def __len__(self) -> int:
+        return int(self.image.shape[0])
+
+
+@torch.inference_mode()
+def cache_frames(model: ProPLNet, data: ArraySet, batch_size: int = 32) -> FrameCache:
+    """Encode every frame once with the frozen model (see :class:`FrameCache`)."""
+    model.eval()
+    parts: dict[str, list[Tensor]] = {k: [] for k in ("f0", "f1", "f2", "f3", "img", "p", "y")}
+    for start in range(0, len(data), batch_size):
+        sl = slice(start, start + batch_size)
+        x = torch.from_numpy(data.images[sl]).float()[:, None] / 255.0
+        y = torch.from_numpy(data.masks[sl]).float()[:, None]
+        t = torch.from_numpy(data.task_index[sl])
+        features = model.encode(x)
+        half = (x.shape[-2] // 2, x.shape[-1] // 2)
+        pseudo = torch.sigmoid(model.decode(features, t, 2, size=half))
+        for i, f in enumerate(features):
+            parts[f"f{i}"].append(f.half())
+        parts["img"].append(x.half())
+        parts["p"].append(pseudo.half())
+        parts["y"].append(F.interpolate(y, size=half, mode="area").half())
+    cat = {k: torch.cat(v) for k, v in parts.items()}
+    return FrameCache(
+        features=[cat[f"f{i}"] for i in range(4)],
+        image=cat["img"],
+        pseudo=cat["p"],
+        truth=cat["y"],
+        task_index=torch.from_numpy(data.task_index).long(),
+    )
+
+
+def _region_point(region: np.ndarray, rng: np.random.Generator | None) -> tuple[int, int]:
+    """The interior point farthest from the region's boundary; with ``rng``, a random point
+    among those at least 60% as deep (the first clicks of RITM vary, so should ours)."""
+    dist = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    if rng is None:
+        y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        return int(y), int(x)
+    ys, xs = np.nonzero(dist >= 0.6 * dist.max())
+    k = int(rng.integers(len(ys)))
+    return int(ys[k]), int(xs[k])
+
+
+def training_click(
+    pred: np.ndarray, truth: np.ndarray, rng: np.random.Generator | None
+) -> tuple[int, int, float] | None:
+    """The simulated annotator's next click ``(y, x, sign)`` on boolean maps (None: no error);
+    the point is jittered when ``rng`` is given."""
+    from ..interactive import largest_region
+
+    missed, n_missed = largest_region(truth & ~pred)
+    false, n_false = largest_region(pred & ~truth)
+    if n_missed == 0 and n_false == 0:
+        return None
+    positive = n_missed >= n_false
+    y, x = _region_point(missed if positive else false, rng)
+    return y, x, 1.0 if positive else -1.0
+
+
+def _points(clicks: list[list[tuple[int, int, float]]]) -> Tensor:
+    """Per-sample click lists as a padded ``(B, N, 3)`` tensor (sign 0 = padding)."""
+    n = max(1, max(len(c) for c in clicks))
+    out = torch.zeros(len(clicks), n, 3)
+    for b, cs in enumerate(clicks):
+        if cs:
+            out[b, : len(cs)] = torch.tensor(cs, dtype=torch.float32)
+    return out
+
+
+def soft_dice_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """1 - soft Dice per sample, averaged; ``(B, 1, H, W)`` logits and target in [0, 1]."""
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    return (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
+
+
+class RefineTrainer:
+    """Trains ``model.refine`` (the rest frozen) on a :class:`FrameCache`.
+
+    Args:
+        model: a ProPL network with a refinement head (:meth:`ProPLNet.add_refine`).
+        cache: the frames, encoded once.
+        config: the training settings.
+    """
+
+    def __init__(self, model: ProPLNet, cache: FrameCache, config: RefineTrainConfig) -> None:
+        if model.refine is None:
+            raise ValueError("the model has no refinement head: call model.add_refine() first")
+        self.model, self.head, self.cache, self.config = model, model.refine, cache, config
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in self.head.parameters():
+            p.requires_grad_(True)
+        self.opt = torch.optim.AdamW(
+            self.head.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        warm = max(1, config.steps // 20)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt,
+            lambda i: (
+                min(1.0, (i + 1) / warm)
+                * 0.5
+                * (1 + np.cos(np.pi * min(i, config.steps) / config.steps))
+            ),
+        )
+        self.rng = np.random.default_rng(config.seed)
+        torch.manual_seed(config.seed)
+        self.radius = self.head.config.click_radius / 2  # the maps are at half the input size
+
+    def _start_masks(self, pseudo: Tensor) -> Tensor:
+        """Empty for some frames, a perturbed pseudo-label for the rest (``(B, 1, h, w)``)."""
+        b = pseudo.shape[0]
+        level = torch.from_numpy(self.rng.uniform(0.2, 0.8, b)).float().view(b, 1, 1, 1)
+        mask = (pseudo > level).float()
+        k = int(self.rng.choice([0, 0, 3, 5, 7]))
+        if k:  # grow or shrink the whole batch's pseudo-labels a little
+            grow = self.rng.random() < 0.5
+            pooled = F.max_pool2d(mask if grow else 1 - mask, k, 1, k // 2)
+            mask = pooled if grow else 1 - pooled
+        empty = torch.from_numpy(self.rng.random(b) < self.config.empty_start)
+        mask[empty] = 0.0
+        return mask
+
+    def _first_clicks(self, mask: Tensor, truth: np.ndarray) -> list[list[tuple[int, int, float]]]:
+        clicks: list[list[tuple[int, int, float]]] = []
+        pred = mask[:, 0].numpy() > 0.5
+        for b in range(len(truth)):
+            click = None
+            if self.rng.random() > 0.1:  # sometimes no click: the head must keep a good mask
+                if not pred[b].any() and truth[b].any():
+                    click = (*_region_point(truth[b], self.rng), 1.0)
+                else:
+                    click = training_click(pred[b], truth[b], self.rng)
+            clicks.append([click] if click else [])
+        return clicks
+
+    def step(self) -> float:
+        """One iterative-training step; returns the loss."""
+        cfg, cache = self.config, self.cache
+        idx = torch.from_numpy(self.rng.choice(len(cache), cfg.batch_size, replace=False))
+        features = [f[idx].float() for f in cache.features]
+        truth = cache.truth[idx].float()
+        truth_np = truth[:, 0].numpy() > 0.5
+        keep = torch.from_numpy(self.rng.random(len(idx)) >= cfg.prompt_drop).float()
+        prompt = self.model.prompt(cache.task_index[idx]).detach()
+        emb = self.head.embed(features, cache.image[idx].float(), prompt, keep)
+        mask = self._start_masks(cache.pseudo[idx].float())
+        clicks = self._first_clicks(mask, truth_np)
+        self.head.eval()
+        with torch.no_grad():
+            for _ in range(int(self.rng.integers(0, cfg.max_rounds + 1))):
+                logits = self.head.decode(emb, click_maps(mask, _points(clicks), self.radius))
+                mask = (logits > 0).float()
+                pred = mask[:, 0].numpy() > 0.5
+                for b in range(len(idx)):
+                    click = training_click(pred[b], truth_np[b], None)
+                    if click:
+                        clicks[b].append(click)
+        self.head.train()
+        logits = self.head.decode(emb, click_maps(mask, _points(clicks), self.radius))
+        loss = F.binary_cross_entropy_with_logits(logits, truth) + soft_dice_loss(logits, truth)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.head.parameters(), 1.0)
+        self.opt.step()
+        self.sched.step()
+        return float(loss.detach())
+
+    def fit(self, progress: Callable[[int, float], None] | None = None) -> dict[str, object]:
+        """Run every step; returns a summary for the checkpoint's metadata."""
+        start, losses = time.perf_counter(), []
+        for i in range(self.config.steps):
+            losses.append(self.step())
+            if progress is not None:
+                progress(i + 1, float(np.mean(losses[-50:])))
+        return {
+            "settings": asdict(self.config),
+            "frames": len(self.cache),
+            "final_loss": float(np.mean(losses[-100:])) if losses else None,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+
+
+def train_refine_head(
+    model_path: str,
+    data: str,
+    out: str,
+    config: RefineTrainConfig,
+    cache_dir: str | None = None,
+    log: Callable[[str], None] = print,
+    fresh: bool = True,
+    head: RefineConfig | None = None,
+) -> dict[str, object]:
+    """Give a checkpoint a trained refinement head and save it (the rest bit-identical).
+
+    Trains on the train split of every task of the data folder the model knows (never the
+    test split).
+
+    Args:
+        model_path: a checkpoint folder, or ``"shipped"``.
+        data: a us-universal-style folder (:class:`~propl.data.benchmark.BenchmarkFolder`).
+        out: the checkpoint folder to write (float32; ``propl pack`` halves it).
+        config: the training settings.
+        cache_dir: where to keep the resized arrays between runs.
+        log: where progress lines go.
+        fresh: start a new head (seeded by ``config.seed``) even if the checkpoint has one;
+            False trains the checkpoint's head on from where it is.
+        head: the new head's config (default :class:`~propl.models.refine.RefineConfig`).
+
+    Returns:
+        The summary saved in the metadata under ``"refine"``.
+    """
+    from pathlib import Path
+
+    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..data.benchmark import BenchmarkFolder, load_arrays
+    from ..inference import resolve_model
+
+    path = resolve_model(model_path)
+    ckpt = load_checkpoint(path)
+    model = ckpt.model
+    if fresh or not model.has_refine:
+        torch.manual_seed(config.seed)  # the head's start does not depend on what was loaded
+        model.add_refine(head)
+    folder = BenchmarkFolder(data)
+    tasks = [t for t in folder.task_ids() if t in model.tasks]
+    samples = [s for t in tasks for s in folder.samples(t, "train")]
+    size = model.config.input_size
+    arrays = load_arrays(
+        samples, size, model.tasks, cache_dir=Path(cache_dir) if cache_dir else None
+    )
+    t0 = time.perf_counter()
+    cache = cache_frames(model, arrays)
+    seconds = time.perf_counter() - t0
+    log(f"encoded {len(cache)} train frames of {len(tasks)} tasks in {seconds:.0f} s")
+
+    def progress(step: int, loss: float) -> None:
+        if step % 50 == 0 or step == config.steps:
+            log(f"step {step}/{config.steps} loss {loss:.4f} ({time.perf_counter() - t0:.0f} s)")
+
+    summary = RefineTrainer(model, cache, config).fit(progress)
+    summary |= {"from": str(path), "data": str(folder.root), "tasks": tasks}
+    save_checkpoint(model, out, ckpt.metadata | {"refine": summary})
+    log(f"wrote {out}")
+    return summary

@@ -1,0 +1,180 @@
+"""Contract tests of the click refinement head (64x64 inputs, tiny model) and its training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from propl.checkpoint import load_checkpoint, save_checkpoint
+from propl.data.benchmark import ArraySet
+from propl.errors import CheckpointError
+from propl.inference import Predictor
+from propl.interactive import NO_REFINE, Click, Refiner, RefineUnavailableError
+from propl.models import ProPLConfig, build_model
+from propl.models.refine import RefineConfig, click_maps
+from propl.train.refine import RefineTrainConfig, RefineTrainer, cache_frames
+
+SIZE = 64
+TASKS = ("blob", "ring")
+REFINE = {"width": 8, "click_radius": 3.0}
+
+
+def tiny(refine: dict[str, object] | None = REFINE) -> torch.nn.Module:
+    torch.manual_seed(0)
+    kw: dict[str, object] = dict(tasks=TASKS, input_size=SIZE, pretrained=False)
+    if refine is not None:
+        kw["refine"] = refine
+    return build_model("propl-small", **kw).eval()
+
+
+def blobs(n: int, rng: np.random.Generator) -> ArraySet:
+    """n 64x64 speckled frames, each with a bright disc and its mask."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    images, masks = [], []
+    for _ in range(n):
+        cy, cx, r = rng.integers(20, 44), rng.integers(20, 44), rng.integers(6, 14)
+        mask = ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2).astype(np.uint8)
+        img = 60 + 120 * mask + rng.normal(0, 20, mask.shape)
+        images.append(np.clip(img, 0, 255).astype(np.uint8))
+        masks.append(mask)
+    return ArraySet(
+        np.stack(images),
+        np.stack(masks),
+        np.zeros(n, np.int64),
+        [str(i) for i in range(n)],
+        [(SIZE, SIZE)] * n,
+    )
+
+
+def features(model: torch.nn.Module, b: int = 2) -> tuple[list[torch.Tensor], torch.Tensor]:
+    x = torch.rand(b, 1, SIZE, SIZE)
+    return model.encode(x), x
+
+
+def test_head_forward_and_backward_shapes() -> None:
+    model = tiny()
+    feats, x = features(model)
+    emb = model.refine.embed(feats, x, model.prompt(torch.tensor([0, 1])))
+    points = torch.tensor([[[10.0, 12.0, 1.0], [0.0, 0.0, 0.0]], [[5.0, 5.0, -1.0], [20, 3, 1]]])
+    maps = click_maps(torch.zeros(2, 1, SIZE // 2, SIZE // 2), points, 1.5)
+    assert maps.shape == (2, 4, SIZE // 2, SIZE // 2)
+    assert maps[0, 1, 10, 12] == 1 and maps[0, 2].sum() == 0 and maps[1, 2, 5, 5] == 1
+    logits = model.refine.decode(emb, maps)
+    assert logits.shape == (2, 1, SIZE // 2, SIZE // 2)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.refine.parameters())
+    with pytest.raises(ValueError, match="half the input"):
+        model.refine.decode(emb, torch.zeros(2, 4, SIZE, SIZE))
+
+
+def test_box_channel_and_no_prompt() -> None:
+    model = tiny()
+    feats, x = features(model, 1)
+    emb = model.refine.embed(feats, x, None)
+    box = torch.tensor([[2.0, 3.0, 10.0, 20.0]])
+    maps = click_maps(torch.zeros(1, 1, 32, 32), torch.zeros(1, 0, 3), 1.0, box)
+    assert maps[0, 3].sum() == 8 * 17 and maps[0, 3, 2, 3] == 1 and maps[0, 3, 10, 3] == 0
+    assert torch.isfinite(model.refine.decode(emb, maps)).all()
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ({"width": 7}, ValueError),
+        ({"width": 1024}, ValueError),
+        ({"width": 8.0}, TypeError),
+        ({"click_radius": 0.1}, ValueError),
+        ({"click_radius": True}, TypeError),
+        ({"depth": 3}, TypeError),
+        ([8], TypeError),
+    ],
+)
+def test_refine_config_is_validated(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="refine"):
+        ProPLConfig(tasks=TASKS, refine=value)  # type: ignore[arg-type]
+
+
+def test_config_without_head_is_unchanged() -> None:
+    assert "refine" not in ProPLConfig(tasks=TASKS).to_dict()
+    cfg = ProPLConfig(tasks=TASKS, refine=REFINE)
+    assert cfg.refine == RefineConfig(8, 3.0) and cfg.to_dict()["refine"] == REFINE
+
+
+def test_checkpoint_round_trip_keeps_head(tmp_path: Path) -> None:
+    model = tiny()
+    save_checkpoint(model, tmp_path / "m")
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert doc["config"]["refine"] == REFINE
+    loaded = load_checkpoint(tmp_path / "m").model
+    assert loaded.has_refine
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+
+
+def test_bad_refine_config_is_a_checkpoint_error(tmp_path: Path) -> None:
+    save_checkpoint(tiny(), tmp_path / "m")
+    path = tmp_path / "m" / "model.json"
+    doc = json.loads(path.read_text())
+    doc["config"]["refine"]["width"] = -4
+    path.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="refine.width"):
+        load_checkpoint(tmp_path / "m")
+
+
+def test_old_checkpoint_loads_and_clicks_need_newer_model(tmp_path: Path) -> None:
+    save_checkpoint(tiny(None), tmp_path / "old")
+    predictor = Predictor.from_checkpoint(tmp_path / "old", device="cpu", uncertainty="none")
+    assert not predictor.model.has_refine
+    with pytest.raises(RefineUnavailableError, match=NO_REFINE):
+        Refiner(predictor, np.zeros((40, 50), np.uint8), "blob")
+
+
+def test_adding_head_leaves_automatic_segmentation_bit_identical() -> None:
+    old = tiny(None)
+    new = tiny(None)
+    new.load_state_dict(old.state_dict())
+    new.add_refine(RefineConfig(8, 3.0))
+    x, t = torch.rand(2, 1, SIZE, SIZE), torch.tensor([0, 1])
+    with torch.inference_mode():
+        a, b = old(x, t), new(x, t)
+    assert torch.equal(a["d1"], b["d1"]) and torch.equal(a["d2"], b["d2"])
+    assert new.config.refine == RefineConfig(8, 3.0) and not old.has_refine
+
+
+def test_refiner_at_frame_resolution() -> None:
+    predictor = Predictor(tiny(), device="cpu", uncertainty="none")
+    frame = (np.random.default_rng(0).random((50, 70)) * 255).astype(np.uint8)
+    refiner = Refiner(predictor, frame, "ring")
+    mask, prob = refiner.refine(None, [Click(25, 35, True), Click(3, 3, False)], box=(5, 5, 40, 60))
+    assert mask.shape == prob.shape == (50, 70) and mask.dtype == np.uint8
+    assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
+    again, _ = Refiner(predictor, frame, None).refine(mask, [])
+    assert again.shape == (50, 70)
+    with pytest.raises(ValueError, match="mask must be"):
+        refiner.refine(np.zeros((64, 64)), [])
+    with pytest.raises(KeyError, match="unknown task"):
+        Refiner(predictor, frame, "nerve")
+
+
+def test_training_moves_only_the_head(rng: np.random.Generator) -> None:
+    model = tiny()
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("refine.")}
+    head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("refine.")}
+    cache = cache_frames(model, blobs(4, rng), batch_size=4)
+    assert len(cache) == 4 and cache.truth.shape == (4, 1, 32, 32)
+    config = RefineTrainConfig(steps=2, batch_size=2, lr=1e-2, max_rounds=1)
+    summary = RefineTrainer(model, cache, config).fit()
+    assert summary["frames"] == 4 and np.isfinite(summary["final_loss"])
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in frozen.items())
+    assert any(not torch.equal(state[k], v) for k, v in head.items())
+
+
+def test_trainer_needs_a_head(rng: np.random.Generator) -> None:
+    model = tiny(None)
+    with pytest.raises(ValueError, match="add_refine"):
+        RefineTrainer(model, cache_frames(model, blobs(2, rng)), RefineTrainConfig(steps=1))
