@@ -340,6 +340,26 @@ def build_parser() -> argparse.ArgumentParser:
         "basic profile, UIDs kept so the SEG still references its source)",
     )
 
+    r = sub.add_parser(
+        "train-refine",
+        help="train the click refinement head (the rest of the model stays frozen)",
+        description="Give a checkpoint a click refinement head trained with iterative click "
+        "simulation on the data folder's train split; the encoder and decoders are frozen, so "
+        "the automatic segmentation stays bit-identical. Pack the result with `propl pack`.",
+    )
+    r.add_argument("--data", required=True, type=Path, help="us-universal-style data folder")
+    r.add_argument("--model", default="shipped", help="checkpoint folder (default: shipped)")
+    r.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
+    r.add_argument("--steps", type=int, default=900, help="training steps (default 900)")
+    r.add_argument("--batch-size", type=int, default=16, help="frames per step (default 16)")
+    r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    r.add_argument("--cache", type=Path, help="folder to keep the resized arrays between runs")
+    r.add_argument(
+        "--keep-head",
+        action="store_true",
+        help="train the checkpoint's own head on (default: a new head, seeded by --seed)",
+    )
+
     k = sub.add_parser(
         "pack",
         help="store a checkpoint in half precision (the shipped model's format)",
@@ -465,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import commands  # heavier imports only once the arguments are valid
 
     try:
-        return int(getattr(commands, f"run_{args.command}")(args) or 0)
+        return int(getattr(commands, f"run_{args.command.replace('-', '_')}")(args) or 0)
     except KeyboardInterrupt:
         print("propl: interrupted", file=sys.stderr)
         return 130

@@ -443,6 +443,23 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train_refine(args: argparse.Namespace) -> int:
+    import functools
+
+    import torch
+
+    from .train.refine import RefineTrainConfig, train_refine_head
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    config = RefineTrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    cache = None if args.cache is None else str(args.cache)
+    log = functools.partial(print, flush=True)
+    train_refine_head(
+        args.model, str(args.data), str(args.out), config, cache, log=log, fresh=not args.keep_head
+    )
+    return 0
+
+
 def run_pack(args: argparse.Namespace) -> int:
     import torch
 
