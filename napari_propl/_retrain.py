@@ -4,15 +4,17 @@ Training runs as a subprocess, the same ``propl train --project P --json --no-pr
 command line offers, started with ``QProcess`` (its output arrives through the event loop: no
 thread here). The widget draws the loss and the held-back Dice as JSON lines arrive; Cancel
 sends SIGTERM (the run stops at the next step and writes nothing). When a version comes back
-better than the current model it is promoted here (this process holds the project's writer
-lock), the unreviewed scans are re-predicted in a worker and the review queue re-orders.
+better than the current model the core session promotes it (this process holds the project's
+writer lock; :meth:`propl.annotation.AnnotationSession.settle_round`), re-predicts the
+unreviewed scans in a worker (:meth:`~propl.annotation.AnnotationSession.iter_repredict`) and
+the review queue re-orders.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from napari.qt.threading import create_worker
@@ -33,6 +35,8 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from propl.store.review_state import CONFIRMED
 
 from ._gc import CollectorHold
 from ._session import Session, SessionMember
@@ -371,39 +375,22 @@ class RetrainWidget(SessionMember, QWidget):
         self._settle(result)
 
     def _settle(self, result: dict[str, Any]) -> None:
-        """Promote a better version (this process holds the lock), then re-predict."""
-        from propl.store.versions import promote_if_better  # light: no training imports
-
-        project = self.session.project
-        name, outcome = result["version"], result["outcome"]
-        score = "n/a" if result["score"] is None else f"{result['score']:.1f}"
-        text = (
-            f"{name}: held-back Dice {score} vs {result['baseline_score']:.1f} "
-            f"for {result['baseline']}"
-        )
-        promoted = False
-        if project is not None:
-            try:
-                promoted = promote_if_better(project, name)
-            except (ValueError, RuntimeError, OSError) as exc:
-                show_error(f"could not promote {name}: {exc}")
-        if promoted:
-            text = f"promoted {text}; "
-            self.session.model_changed.emit()
-            learnt = project.version(name).tasks if project is not None else []
-            self.repredict(text, new_tasks=learnt)
+        """The core promotes a better version (this process holds the lock); re-predict."""
+        round_ = self.session.core.settle_round(result)
+        if round_.error:
+            show_error(round_.error)
+        text = round_.summary
+        if round_.promoted:
+            text += "; "
+            self.repredict(text, new_tasks=round_.learnt)
             text += "re-predicting the unreviewed scans…"
-        elif outcome == "failed":
-            text = f"{name} failed ({result['message']}); the current model is unchanged"
-        else:  # the run's own reason: the gain, its bound, how many scans judged it
-            text = f"{name} kept but not used: {result.get('message') or text}"
         self.status_label.setText(text)
         show_info(text)
         self.refresh()
-        if promoted:  # settled when the unreviewed scans are re-predicted
-            self._promoted = name
+        if round_.promoted:  # settled when the unreviewed scans are re-predicted
+            self._promoted = round_.version
         else:
-            self._settled(outcome, name)
+            self._settled(round_.outcome, round_.version)
 
     # -- versions ----------------------------------------------------------------------------
 
@@ -469,14 +456,10 @@ class RetrainWidget(SessionMember, QWidget):
         and the count). ``new_tasks``: tasks the version just learnt; one that nothing was
         ever predicted for (a new task) gets all its unreviewed scans predicted. Returns the
         worker."""
-        session = self.session
-        project, model = session.project, session.model_path()
-        if project is None or model is None:
+        core = self.session.core
+        if core.project is None or core.model_path() is None:
             return None
-        tasks = [t.id for t in project.tasks]
-        worker = create_worker(
-            _repredict, session, project, str(model), tasks, set(new_tasks), _ignore_errors=True
-        )
+        worker = create_worker(_repredict, core, list(new_tasks), _ignore_errors=True)
         worker.yielded.connect(self._on_repredict_progress)
         worker.returned.connect(self._on_repredicted)
         worker.errored.connect(self._on_repredict_failed)
@@ -490,8 +473,7 @@ class RetrainWidget(SessionMember, QWidget):
         self.progress.setValue(done)
 
     def _on_repredicted(self, n: int) -> None:
-        self._repredict_worker = None
-        self.session.predictions_changed.emit()
+        self._repredict_worker = None  # the core said the predictions changed
         self.status_label.setText(
             f"{self._repredict_note}{n} scans re-predicted; the queue is re-ordered"
         )
@@ -510,7 +492,7 @@ class RetrainWidget(SessionMember, QWidget):
     # -- automatic retraining ------------------------------------------------------------------
 
     def _on_review_saved(self, status: str) -> None:
-        if status not in ("accepted", "corrected"):
+        if status not in CONFIRMED:  # only labels teach
             return
         self._since_training += 1
         n = self.auto_every.value()
@@ -540,24 +522,6 @@ def _kill_later(process: QProcess) -> None:
     QTimer.singleShot(CANCEL_GRACE_MS, kill)
 
 
-def _repredict(
-    session: Session, project: Any, model: str, tasks: list[str], new_tasks: set[str]
-) -> Any:
-    """Worker body: new predictions for every unreviewed (scan, task) that had one, and for
-    every unreviewed scan of a task in ``new_tasks`` that nothing was ever predicted for (a
-    new task, learnt from its first corrections: its queue gets predictions to review)."""
-    predictor = session.predictor(model, "auto")
-    scan_ids = project.scan_ids()
-    todo = []
-    for task in tasks:
-        if task not in predictor.tasks:
-            continue
-        has_prediction = {s: project.prediction_confidence(s, task) is not None for s in scan_ids}
-        unreviewed = [s for s in scan_ids if project.review(s, task, with_mask=False) is None]
-        never = task in new_tasks and not any(has_prediction.values())
-        todo += [(s, task) for s in unreviewed if never or has_prediction[s]]
-    yield (0, len(todo))
-    for i, (scan_id, task) in enumerate(todo):
-        predictor.predict_stored(project, scan_id, task)
-        yield (i + 1, len(todo))
-    return len(todo)
+def _repredict(core: Any, new_tasks: list[str]) -> Generator[tuple[int, int], None, int]:
+    """Worker body: the core's re-prediction with the current model, (done, total) per scan."""
+    return (yield from core.iter_repredict(new_tasks))

@@ -7,12 +7,13 @@ becomes a label only when the annotator confirms it: **Accept** (and go to the n
 **Save correction** (stay). On a cine these confirm the frame on screen and every frame edited
 since it was last confirmed (**Accept all frames** confirms the whole cine); the other frames
 stay unlabelled. Reject and skip are saved at once. The store does the crash safety; the
-rules of what a save means live in :mod:`propl.store.review_state`.
+rules (what a save means, how the queue advances) live in the core session,
+:class:`propl.annotation.AnnotationSession` (``self.session.core``): this widget shows its
+scans and hands it the annotator's edits.
 """
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,8 +39,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from propl.store.review_state import NOT_DONE, describe, frames_to_confirm
-from propl.task_fit import fit_warning
+from propl.annotation import BURNED_IN, AnnotationSession, next_after_save, step_in_queue
+from propl.store.review_state import describe
 from propl.tasks import task_colour
 from propl.uncertainty import OUTLINE_THRESHOLD
 
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
     import napari
 
 AUTOSAVE_MS = 800
-BURNED_IN = "marked as having burned-in annotation: its pixels may show patient identity"
 
 
 class ReviewWidget(SessionMember, QWidget):
@@ -63,11 +63,7 @@ class ReviewWidget(SessionMember, QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.setObjectName("QtProplReviewWidget")
-        self.scan_id: str | None = None
-        self.scan_task: str | None = None  # the task the shown scan was loaded for
         self.labels_layer: Any = None
-        self._opened_at = 0.0
-        self._saved_mask: np.ndarray | None = None  # what the store holds for the shown scan
         self._shown_shape: tuple[int, ...] | None = None
         self._queue_reads = 0  # queue reads started: only the latest one is shown
         self._queue_shown = 0  # the read the list shows
@@ -155,6 +151,23 @@ class ReviewWidget(SessionMember, QWidget):
         layout.addWidget(self.reason_edit)
         layout.addWidget(self.status_label)
 
+    @property
+    def core(self) -> AnnotationSession:
+        """The core session: the project, the open scan and the rules."""
+        return self.session.core
+
+    @property
+    def scan_id(self) -> str | None:
+        """The scan shown for review (None: none, or its layers are being swapped)."""
+        current = self.core.current
+        return current.scan_id if current is not None else None
+
+    @property
+    def scan_task(self) -> str | None:
+        """The task the shown scan was loaded for (its saves go to this task)."""
+        current = self.core.current
+        return current.task if current is not None else None
+
     def _connect_session(self, session: Session) -> None:
         session.project_changed.connect(self._on_project_changed)
         session.predictions_changed.connect(self._on_predictions_changed)
@@ -181,7 +194,7 @@ class ReviewWidget(SessionMember, QWidget):
 
     def _on_project_changed(self) -> None:
         project = self.session.project
-        self.scan_id, self.scan_task, self.labels_layer = None, None, None
+        self.labels_layer = None  # the core shows no scan of a new project
         self.task_combo.blockSignals(True)
         self.task_combo.clear()
         if project is not None:
@@ -364,7 +377,13 @@ class ReviewWidget(SessionMember, QWidget):
             return None
         include_reviewed = not self.unreviewed_only.isChecked()
         worker = create_worker(
-            _read_queue, project, task, include_reviewed, self._queue_reads, _ignore_errors=True
+            _read_queue,
+            self.core,
+            project,
+            task,
+            include_reviewed,
+            self._queue_reads,
+            _ignore_errors=True,
         )
         worker.returned.connect(self._show_queue)
         worker.errored.connect(self._on_queue_failed)
@@ -394,10 +413,10 @@ class ReviewWidget(SessionMember, QWidget):
         done, total = read["progress"]
         self.progress_label.setText(f"reviewed {done} of {total}")
         current, self._advance_from = self._advance_from, None
-        if current is not None:  # saved with "and next": the first other scan in the queue
-            following = [i for i in self.queue_ids() if i != current]
-            if following:
-                self.load(following[0])
+        if current is not None:  # saved with "and next": the core's rule picks the scan
+            following = next_after_save(self.queue_ids(), current)
+            if following is not None:
+                self.load(following)
             else:
                 show_info("review queue done")
 
@@ -425,10 +444,10 @@ class ReviewWidget(SessionMember, QWidget):
         """New predictions (re-prediction after a new model): re-order the queue and show
         the new prediction of the open scan unless it is reviewed or being edited."""
         self.refresh_queue()
-        project, scan_id, task = self.session.project, self.scan_id, self.scan_task
-        if project is None or scan_id is None or task is None or self._autosave_timer.isActive():
+        scan_id = self.scan_id
+        if scan_id is None or self._autosave_timer.isActive():
             return
-        if project.review(scan_id, task, with_mask=False) is None:
+        if self.core.shows_unreviewed():
             self.load(scan_id)
 
     @property
@@ -441,12 +460,11 @@ class ReviewWidget(SessionMember, QWidget):
 
     def step(self, delta: int) -> None:
         self._flush()
-        ids = self.queue_ids()
-        if not ids:
+        target = step_in_queue(self.queue_ids(), self.scan_id, delta)
+        if target is None:
             self.status_label.setText("the queue is empty")
             return
-        index = ids.index(self.scan_id) + delta if self.scan_id in ids else 0
-        self.load(ids[max(0, min(index, len(ids) - 1))])
+        self.load(target)
 
     # -- one scan --------------------------------------------------------------------------
 
@@ -461,7 +479,7 @@ class ReviewWidget(SessionMember, QWidget):
         if project is None or not task:
             show_error("open a project and choose a task first")
             return None
-        worker = create_worker(_read_for_review, project, scan_id, task, _ignore_errors=True)
+        worker = create_worker(_read_for_review, self.core, scan_id, task, _ignore_errors=True)
         worker.returned.connect(self._show_scan)  # a bound slot: dropped if the widget goes
         worker.errored.connect(lambda exc: show_error(f"could not open scan {scan_id}: {exc}"))
         worker.start()
@@ -471,7 +489,8 @@ class ReviewWidget(SessionMember, QWidget):
         """Reuse the review layers of the previous scan (renamed, data replaced): replacing
         data is cheap, creating layers is not."""
         self._flush()
-        scan = read["scan"]
+        view = read["view"]
+        scan = view.scan
         wanted = {"image": read["image"].name, **read["names"]}
         for layer in list(self.viewer.layers):
             role = layer.metadata.get("propl_review")
@@ -481,7 +500,7 @@ class ReviewWidget(SessionMember, QWidget):
                 layer.name = wanted[role]
             elif role not in wanted or layer.name != wanted[role]:
                 self.viewer.layers.remove(layer)
-        self.scan_id = None  # no autosave into the old scan while its layers change
+        self.core.show(None)  # no autosave into the old scan while its layers change
 
         def done(shown: dict[str, Any]) -> None:
             for role, name in wanted.items():
@@ -491,7 +510,7 @@ class ReviewWidget(SessionMember, QWidget):
             for layer in self.viewer.layers:
                 if "propl_review" not in layer.metadata and layer.visible:
                     layer.visible = False
-            shown[wanted["image"]].metadata["propl_scan_id"] = read["scan_id"]
+            shown[wanted["image"]].metadata["propl_scan_id"] = view.scan_id
             mask_layer = shown[wanted["mask"]]
             # napari hands plugins proxies (``is`` never matches): mark the layer instead,
             # so a reused layer is hooked once
@@ -508,17 +527,16 @@ class ReviewWidget(SessionMember, QWidget):
                 # fit the scan under review, not the (hidden) other images around it
                 self.viewer.reset_view(layers=[shown[wanted["image"]]])
                 self._shown_shape = scan.shape
-            self.scan_id, self._opened_at = read["scan_id"], time.monotonic()
-            self.scan_task, self._saved_mask = read["task"], read["mask"]
-            text = f"{scan.name}: {read['status']}"
+            self.core.show(view)  # the time spent on it counts from here
+            text = f"{scan.name}: {view.status}"
             if scan.burned_in_annotation:
                 text += f" ({BURNED_IN})"
-            if read["fit_warning"]:
-                text += f"; {read['fit_warning']}"
-            if read["status"] == "draft":
+            if view.fit_warning:
+                text += f"; {view.fit_warning}"
+            if view.status == "draft":
                 text += " (edited, not confirmed: Accept or Save correction makes it a label)"
-            if read["worst_frame"] is not None:  # a cine opens at its least confident frame
-                worst, conf = read["worst_frame"]
+            if view.worst_frame is not None:  # a cine opens at its least confident frame
+                worst, conf = view.worst_frame
                 self.viewer.dims.set_current_step(0, worst)
                 text += f"; least confident frame {worst} ({conf:.2f})"
             self.status_label.setText(text)
@@ -543,10 +561,7 @@ class ReviewWidget(SessionMember, QWidget):
         if self.labels_layer is None or self.scan_id is None:
             return None
         mask = np.array(self.labels_layer.data, np.uint8)
-        saved = self._saved_mask
-        if saved is not None and saved.shape == mask.shape and np.array_equal(mask > 0, saved > 0):
-            return None
-        return mask
+        return mask if self.core.is_changed(mask) else None
 
     def save_draft(self) -> Future | None:
         """Store the mask layer as a draft if it changed since the last save (any change:
@@ -570,7 +585,7 @@ class ReviewWidget(SessionMember, QWidget):
             show_error("no scan is shown for review")
             return None
         mask = np.array(self.labels_layer.data, np.uint8)
-        shown = None if whole or mask.shape[0] < 2 else int(self.viewer.dims.current_step[0])
+        shown = None if whole else int(self.viewer.dims.current_step[0])
         return self._submit("accepted", mask, advance=advance, shown_frame=shown)
 
     def save(self, status: str, advance: bool = False) -> Future | None:
@@ -588,27 +603,19 @@ class ReviewWidget(SessionMember, QWidget):
         advance: bool = False,
         shown_frame: int | None = None,
     ) -> Future | None:
-        """Save the review in the save thread (returns its future); saves keep their order."""
-        project, scan_id = self.session.project, self.scan_id
-        task = self.scan_task or self.task_combo.currentText()  # the task it was shown for
-        if project is None or scan_id is None:
+        """Save the review in the save thread (returns its future); saves keep their order.
+        The save is bound to the shown scan and its task now; the core stores it there."""
+        core, scan_id = self.core, self.scan_id
+        if core.project is None or scan_id is None:
             show_error("no scan is shown for review")
             return None
         if status in ("rejected", "skipped") and not self.reason_edit.text().strip():
             self.reason_edit.setText(status)
-        if mask is not None:
-            self._saved_mask = mask
-        seconds = time.monotonic() - self._opened_at
-        reason = self.reason_edit.text().strip() if mask is None else ""
+        save = core.review_save(status, mask, shown_frame, reason=self.reason_edit.text())
 
         def work() -> None:
             try:
-                frames = None
-                if shown_frame is not None:  # a cine: what the annotator looked at and edited
-                    frames = frames_to_confirm(project, scan_id, task, mask, shown_frame)
-                review = project.save_review(
-                    scan_id, task, status, mask, frames=frames, seconds=seconds, reason=reason
-                )
+                review = core.store(save)
             except Exception as exc:  # reported in the GUI; nothing already saved is touched
                 self.save_failed.emit(f"could not save scan {scan_id}: {exc}")
                 return
@@ -624,7 +631,6 @@ class ReviewWidget(SessionMember, QWidget):
         self._saver.submit(lambda: None).result()
 
     def _on_saved(self, review: Any, advance: bool) -> None:
-        self.session.review_saved.emit(review.status)
         what = describe(review.frames)
         if review.status == "draft":
             what += ": not a label until confirmed"
@@ -637,52 +643,36 @@ class ReviewWidget(SessionMember, QWidget):
         self.refresh_queue()
 
 
-def _read_queue(project: Any, task: str, include_reviewed: bool, read: int) -> dict[str, Any]:
-    """Worker body: the task's queue (least confident first) and its progress, one pass."""
-    every = project.queue(task, include_reviewed=True)
-    done = sum(q.status not in NOT_DONE for q in every)
-    items = every if include_reviewed else [q for q in every if q.status in NOT_DONE]
-    return {"read": read, "project": project, "items": items, "progress": (done, len(every))}
-
-
-def _read_for_review(project: Any, scan_id: str, task: str) -> dict[str, Any]:
-    """Worker body: everything the review layers of one scan need, read from the store."""
-    _layers.warm_imports()
-    scan = project.scan(scan_id)
-    image = project.image(scan_id)
-    pred = project.prediction(scan_id, task)
-    review = project.review(scan_id, task)
-    shape = scan.shape[:3]
-    if review is not None and review.mask is not None:
-        mask = review.mask
-    elif pred is not None:
-        mask = pred.mask
-    else:
-        mask = np.zeros(shape, np.uint8)
-    unc = pred.uncertainty if pred is not None else np.zeros(shape, np.float16)
-    scale = (1.0, *(scan.spacing_mm or (1.0, 1.0)))
-    name = f"review: {scan.name}"
-    colour = task_colour(task, project.tasks)
-    low = _layers.low_confidence(unc, OUTLINE_THRESHOLD)
+def _read_queue(
+    core: AnnotationSession, project: Any, task: str, include_reviewed: bool, read: int
+) -> dict[str, Any]:
+    """Worker body: the task's queue (least confident first) and its progress, one pass;
+    ``project`` is the one the read was asked for (a read of another is dropped)."""
+    queue = core.queue(task, include_reviewed)
     return {
-        "scan_id": scan_id,
-        "scan": scan,
-        "task": task,
-        "status": review.status if review else "unreviewed",
-        "mask": np.array(mask, np.uint8),
-        "fit_warning": fit_warning(task, pred.task_fit) if pred is not None else None,
-        "worst_frame": _worst_frame(pred),
-        "names": _layers.names(name, task),
-        "image": _layers.LayerUpdate("image", name, image, dict(rgb=scan.is_color, scale=scale)),
-        "updates": _layers.prediction_updates(
-            name, task, colour, np.asarray(mask, np.uint8), unc, low, scale, defer_secondary=True
-        ),
+        "read": read,
+        "project": project,
+        "items": queue.items,
+        "progress": (queue.done, queue.total),
     }
 
 
-def _worst_frame(pred: Any) -> tuple[int, float] | None:
-    """(frame, confidence) of a cine's least confident frame; None for stills/no prediction."""
-    if pred is None or len(pred.confidence) < 2:
-        return None
-    worst = int(np.argmin(pred.confidence))
-    return worst, float(pred.confidence[worst])
+def _read_for_review(core: AnnotationSession, scan_id: str, task: str) -> dict[str, Any]:
+    """Worker body: the scan as the core reads it for review, and its layers' data."""
+    _layers.warm_imports()
+    view = core.read_scan(scan_id, task)
+    scan = view.scan
+    scale = (1.0, *(scan.spacing_mm or (1.0, 1.0)))
+    name = f"review: {scan.name}"
+    colour = task_colour(task, core.require_project().tasks)
+    low = _layers.low_confidence(view.uncertainty, OUTLINE_THRESHOLD)
+    return {
+        "view": view,
+        "names": _layers.names(name, task),
+        "image": _layers.LayerUpdate(
+            "image", name, view.image, dict(rgb=scan.is_color, scale=scale)
+        ),
+        "updates": _layers.prediction_updates(
+            name, task, colour, view.mask, view.uncertainty, low, scale, defer_secondary=True
+        ),
+    }

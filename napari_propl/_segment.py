@@ -1,4 +1,10 @@
-"""The "Segment (ProPL)" dock widget: a task prompt, a model, a scope; runs in a worker."""
+"""The "Segment (ProPL)" dock widget: a task prompt, a model, a scope; runs in a worker.
+
+A project's scans are segmented and stored by the core session
+(:meth:`propl.annotation.AnnotationSession.iter_segment`), which also says when the store has
+new predictions (the Review queue re-orders); an image layer's frames are predicted here chunk
+by chunk, for the layers, and stored through the session when they are a whole project scan.
+"""
 
 from __future__ import annotations
 
@@ -294,13 +300,12 @@ class SegmentWidget(SessionMember, QWidget):
             done += n
             yield (done, job.count)
         whole = job.count == len(job.frames)
-        project = session.project
-        saved = project is not None and bool(job.scan_id) and whole
+        saved = session.project is not None and bool(job.scan_id) and whole
         if saved:
-            assert project is not None and job.scan_id is not None
+            assert job.scan_id is not None
             version = predictor.version or "?"
             fit = np.concatenate(fits) if fits else None
-            project.save_prediction(job.scan_id, job.task, mask, unc, conf, version, fit)
+            session.core.save_prediction(job.scan_id, job.task, mask, unc, conf, version, fit)
         first: int | None = job.first
         if not job.in_place and not whole:  # new layers: the scan's size, this frame filled
             mask, unc, low = (_padded(a, job.first, len(job.frames)) for a in (mask, unc, low))
@@ -323,22 +328,14 @@ class SegmentWidget(SessionMember, QWidget):
     def _segment_project(
         self, session: Session, model: str, device: str, task: str
     ) -> Iterator[tuple[int, int]]:
-        predictor = session.predictor(model, device)
-        project = session.project
-        assert project is not None
-        ids = project.scan_ids()
-        yield (0, len(ids))
-        misfits = 0  # scans that do not look like the task's
-        for i, scan_id in enumerate(ids):
-            pred = predictor.predict_stored(project, scan_id, task)
-            misfits += fit_warning(task, pred.task_fit) is not None
-            yield (i + 1, len(ids))
+        """Worker body: the core segments and stores every scan of the project."""
+        report = yield from session.core.iter_segment(None, task, model, device)
         return {
             "project": True,
-            "task": task,
-            "n_scans": len(ids),
-            "misfits": misfits,
-            "device": str(predictor.device),
+            "task": report.task,
+            "n_scans": report.n_scans,
+            "misfits": report.misfits,  # scans that do not look like the task's
+            "device": report.device,
         }
 
     def _on_done(self, result: dict[str, Any]) -> None:
@@ -348,12 +345,9 @@ class SegmentWidget(SessionMember, QWidget):
             if result.get("misfits"):
                 text += f"; {result['misfits']} unlike the {result['task']} training scans"
             self.result_label.setText(text)
-            self.session.predictions_changed.emit()
             return
         self._displaying = True
         _layers.run_staged(self.viewer, result["updates"], lambda shown: self._shown(result, shown))
-        if result["saved"]:
-            self.session.predictions_changed.emit()
 
     def _shown(self, r: dict[str, Any], shown: dict[str, Any]) -> None:
         """All layers are up to date: select the mask, report the confidence."""

@@ -1,18 +1,22 @@
-"""One annotation session per viewer: the open project, the loaded model, the device.
+"""One annotation session per viewer: the Qt face of :class:`propl.annotation.AnnotationSession`.
 
-The session is a QObject parented to the viewer's main window, so both dock widgets find the
-same one (``session_for``) and it lives exactly as long as the window: no module globals.
-It holds no GUI: widgets read it and connect to its signals.
+The core session (``Session.core``) holds the project, the task, the scan on screen and the
+predictor, and every rule of the loop; this QObject re-emits its hooks as Qt signals (queued
+to the GUI thread when a worker made the change) and adds the window's life cycle. It is
+parented to the viewer's main window, so every dock widget finds the same one
+(``session_for``) and it lives exactly as long as the window: no module globals.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QEvent, QObject, QThreadPool, QTimer, Signal
 from qtpy.QtWidgets import QWidget
+
+from propl.annotation import AnnotationSession
 
 if TYPE_CHECKING:
     from propl.inference import Predictor
@@ -25,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class Session(QObject):
-    """Project + predictor shared by the plugin's widgets."""
+    """The core session of a window, with Qt signals for its widgets."""
 
     project_changed = Signal()
     predictions_changed = Signal()  # the store has new predictions (queue must re-order)
@@ -41,10 +45,17 @@ class Session(QObject):
         self.setObjectName(SESSION_NAME)
         if parent is not None:
             parent.installEventFilter(self)
-        self.project: Project | None = None
-        self.task = ""  # the task being reviewed ("" before one is chosen)
-        self._predictor: Predictor | None = None
-        self._predictor_key: tuple[str, str, str] | None = None
+        self.core = AnnotationSession()
+        hooks: list[tuple[Any, Any]] = [
+            (self.core.project_changed, self.project_changed.emit),
+            (self.core.model_changed, self.model_changed.emit),
+            (self.core.tasks_changed, self.tasks_changed.emit),
+            (self.core.task_changed, self.task_changed.emit),
+            (self.core.predictions_changed, self.predictions_changed.emit),
+            (self.core.review_saved, lambda review: self.review_saved.emit(review.status)),
+        ]
+        for hook, emit in hooks:
+            hook.connect(emit)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
         """When the window is asked to close, widgets save what is pending. napari may then
@@ -69,71 +80,43 @@ class Session(QObject):
             self.close_project()
         return True  # delivered above; Qt reads the verdict off the event
 
-    # -- project -------------------------------------------------------------------------
+    # -- the core session's, for the widgets ------------------------------------------------
+
+    @property
+    def project(self) -> Project | None:
+        return self.core.project
+
+    @property
+    def task(self) -> str:
+        return self.core.task
 
     def open_project(self, path: str | Path, create: bool = False) -> Project:
         """Open (or create) a project for writing; the previous one is closed first."""
-        from propl.store import Project
-
-        self.close_project()
-        self.project = Project.create(path) if create else Project.open(path)
-        self.project_changed.emit()
-        self.model_changed.emit()
-        return self.project
+        return self.core.open_project(path, create)
 
     def close_project(self) -> None:
-        if self.project is not None:
-            self.project.close()
-            self.project = None
-            self.project_changed.emit()
-            self.model_changed.emit()
-
-    # -- model ---------------------------------------------------------------------------
+        self.core.close_project()
 
     def model_path(self) -> Path | None:
         """The project's model: its current version, else the shipped one."""
-        from propl.inference import default_model_path
-
-        if self.project is not None:
-            current = self.project.current_model_path()
-            if current is not None:
-                return current
-        return default_model_path()
+        return self.core.model_path()
 
     def use_version(self, name: str | None, reason: str) -> None:
-        """Make a model version current (None: the shipped model) and tell the widgets:
-        the next segmentation loads it (hot swap, no restart)."""
-        if self.project is None:
-            raise RuntimeError("no project is open")
-        self.project.set_current(name, reason)
-        self.model_changed.emit()
+        """Make a model version current (None: the shipped model); the next segmentation
+        loads it (hot swap, no restart)."""
+        self.core.use_version(name, reason)
 
     def add_task(self, task: Task) -> None:
-        if self.project is None:
-            raise RuntimeError("no project is open")
-        self.project.add_task(task)
-        self.tasks_changed.emit()
+        self.core.add_task(task)
 
     def set_task(self, task: str) -> None:
         """The task the annotator is reviewing; widgets that segment follow it."""
-        if task and task != self.task:
-            self.task = task
-            self.task_changed.emit(task)
+        self.core.set_task(task)
 
     def predictor(self, model_path: str | Path, device: str, uncertainty: str = "mc") -> Predictor:
-        """The predictor for a checkpoint folder on a device (loaded once, then reused).
-
-        Called from worker threads: loading a model takes a moment.
-        """
-        from propl.inference import Predictor
-
-        key = (str(Path(model_path).resolve()), device, uncertainty)
-        if self._predictor is None or self._predictor_key != key:
-            self._predictor = Predictor.from_checkpoint(
-                model_path, device=device, uncertainty=uncertainty
-            )
-            self._predictor_key = key
-        return self._predictor
+        """The predictor for a checkpoint folder on a device (loaded once, then reused; called
+        from worker threads: the cache is locked)."""
+        return self.core.predictor(model_path, device, uncertainty)
 
 
 def session_for(widget: QWidget) -> Session:

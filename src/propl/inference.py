@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,9 +24,6 @@ from .uncertainty import (
     mc_uncertainty,
     uncertainty_map,
 )
-
-if TYPE_CHECKING:
-    from .store import Project
 
 UNCERTAINTY_MODES = ("mc", "disagreement", "none")
 SHIPPED_MODEL = Path(__file__).parent / "weights" / "universal"
@@ -166,21 +162,6 @@ class Predictor:
             task_fit=fit,
             agreement=agreement,
         )
-
-    def predict_stored(self, project: Project, scan_id: str, task: str) -> Prediction:
-        """Segment a scan of a project store and store the prediction there (replacing the
-        previous one), tagged with this model's version."""
-        pred = self.predict(project.image(scan_id), task)
-        project.save_prediction(
-            scan_id,
-            task,
-            pred.mask,
-            pred.uncertainty,
-            pred.confidence,
-            self.version or "?",
-            task_fit=pred.task_fit,
-        )
-        return pred
 
     def iter_predict(
         self, frames: np.ndarray, task: str, threshold: float = 0.5

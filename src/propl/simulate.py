@@ -11,7 +11,9 @@
                       "random" = K unreviewed scans drawn with the seed,
                       "error" (not run by default) = the K with the most pixels expected to
                       be wrong (the largest ``Prediction.expected_error`` of any frame)
-        "correct" them: the ground-truth mask replaces the prediction (edited pixels counted)
+        "correct" them: the ground-truth mask replaces the prediction and is confirmed, by the
+                      plugin's rule (:class:`~propl.annotation.AnnotationSession`; edited
+                      pixels counted)
         retrain from the current version (the project retraining path: held-back scans,
         ProPL semi-supervised with the rest of the pool unlabelled)
         score the new version on the task's test split: Dice and the AUROC of pixel
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .annotation import AnnotationSession, predict_scan
 from .data.benchmark import BenchmarkFolder, FirstScans
 from .data.readers import read_mask
 from .evaluate import evaluate_folder
@@ -149,7 +152,9 @@ def _retrain(
             result = dict(event.data)
     with Project.open(project) as p:
         if p.version(result["version"]).usable:
-            p.set_current(result["version"], "simulation: follow every new version")
+            AnnotationSession(p).use_version(
+                result["version"], "simulation: follow every new version"
+            )
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["settings"] = settings.to_dict()  # every RetrainConfig field, defaults included
     return result
@@ -187,14 +192,15 @@ def _correct(
     """Predict the unreviewed pool with the current version, pick K, save ground truth."""
     task = config.task
     with Project.open(project) as p:
+        session = AnnotationSession(p, task, author=f"simulate:{strategy}")
         predictor = _current_predictor(p, config)
         unreviewed = [s for s in p.scan_ids() if p.review(s, task, with_mask=False) is None]
         predictions, errors = {}, {}
         for scan_id in unreviewed:
-            pred = predictor.predict_stored(p, scan_id, task)
+            pred = predict_scan(p, predictor, scan_id, task)
             predictions[scan_id], errors[scan_id] = pred.mask, float(pred.expected_error.max())
         if strategy == "uncertainty":
-            picked = [q.scan_id for q in p.queue(task)[: config.per_round]]
+            picked = session.queue().ids[: config.per_round]
         elif strategy == "error":  # ties (none in practice) keep the pool's order
             picked = sorted(unreviewed, key=lambda s: -errors[s])[: config.per_round]
         else:
@@ -203,7 +209,7 @@ def _correct(
         for scan_id in picked:
             truth = _truth(masks[scan_id])
             edited += int(((predictions[scan_id] > 0) != (truth > 0)).sum())
-            p.save_review(scan_id, task, "corrected", truth, author=f"simulate:{strategy}")
+            _confirm(session, scan_id, truth)
         confidence = [p.prediction_confidence(s, task) for s in picked]
     return {
         "picked": picked,
@@ -214,6 +220,13 @@ def _correct(
 
 def _truth(mask_path: Path) -> np.ndarray:
     return (read_mask(mask_path) > 0).astype(np.uint8)[None]
+
+
+def _confirm(session: AnnotationSession, scan_id: str, truth: np.ndarray) -> None:
+    """The annotator opens the scan, draws the ground truth and confirms every frame: a label
+    (corrected where it differs from the prediction), by the plugin's own rule."""
+    session.open_scan(scan_id)
+    session.confirm(truth, whole=True)
 
 
 def build_pool(
@@ -231,11 +244,12 @@ def build_pool(
     start: list[str] = []
     tasks = [t for t in load_tasks_json(folder.root / "tasks.json") if t.id == config.task]
     with Project.create(path, tasks=tasks) as p:
+        session = AnnotationSession(p, config.task)
         for i in order[: config.pool]:
             scan_id = p.add_file(samples[i].image)
             masks[scan_id] = samples[i].mask
             if len(start) < config.start:
-                p.save_review(scan_id, config.task, "corrected", _truth(samples[i].mask))
+                _confirm(session, scan_id, _truth(samples[i].mask))
                 start.append(scan_id)
     return masks, start
 

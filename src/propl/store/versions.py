@@ -31,7 +31,6 @@ that was current when the run started), and its outcome:
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -39,13 +38,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..files import atomic_write_bytes
 from .revisions import fsync_dir
-
-if TYPE_CHECKING:
-    from .project import Project
 
 MODELS = "models"
 VERSION_FILE = "version.json"
@@ -280,29 +276,11 @@ def clean_stale_staging(root: Path) -> None:
             pass
 
 
-def promote_if_better(project: Project, name: str) -> bool:
-    """Make version ``name`` current when its run judged it better than the model that was
-    current when it started, and that model is still current (after another promotion in
-    between it would have to be judged again). Its checkpoint is verified first
-    (:func:`~propl.checkpoint.verify_checkpoint`: it loads, and predicts finite values).
+def __getattr__(name: str) -> Any:
+    """``promote_if_better`` moved to :mod:`propl.promotion` (it moves the project's pointer,
+    so it sits above the store); the old name still finds it, imported only when asked for."""
+    if name == "promote_if_better":
+        from ..promotion import promote_if_better
 
-    Returns:
-        Whether it was promoted.
-
-    Raises:
-        CheckpointError: the version would be promoted but its checkpoint is broken; the
-            message names the file; the current model is unchanged.
-    """
-    version = project.version(name)
-    if version.outcome != "better" or not version.usable:
-        return False
-    current = project.current_version()
-    if (current.name if current else SHIPPED) != version.baseline:
-        return False
-    from ..checkpoint import verify_checkpoint  # torch: only for a version to promote
-
-    verify_checkpoint(version.path)
-    score = version.held_back_score or math.nan
-    gain = score - (version.baseline_score or 0.0)
-    project.set_current(name, f"held-back Dice {score:.1f} ({gain:+.1f} over {version.baseline})")
-    return True
+        return promote_if_better
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,9 +35,9 @@ from ..errors import CheckpointError, RetrainError
 from ..inference import Predictor, frames_to_float, resolve_model
 from ..metrics import dice
 from ..models import ProPLNet
+from ..promotion import promote_if_better
 from ..store import LABELLED, Project, StoreError
 from ..store import versions as ver
-from ..store.versions import promote_if_better
 from ..task_fit import refit_checkpoint
 from .methods import MethodOptions
 from .recipe import init_model
