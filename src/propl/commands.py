@@ -161,8 +161,9 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
 
 
 def _retrain_project(args: argparse.Namespace) -> int:
+    from .promotion import promote_if_better
     from .train.methods import method_options
-    from .train.project import RetrainConfig, promote_if_better, retrain
+    from .train.project import RetrainConfig, retrain
 
     if args.method == "full":
         raise ValueError("--method full is for --data; a project trains on its reviews")

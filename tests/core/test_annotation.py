@@ -261,6 +261,28 @@ def test_promotion_of_a_better_version_then_re_prediction(tiny_project):
     assert not session.settle_round(stale_result).promoted
 
 
+def test_a_round_trained_in_process_is_settled_by_the_same_rule(tiny_project):
+    from propl.train.project import RetrainConfig
+
+    session = AnnotationSession(tiny_project, TASK, device="cpu", uncertainty="none")
+    small = dict(frames_per_scan=1, cache_features=False, max_unlabelled=4)
+    config = RetrainConfig(
+        steps=2, batch_size=2, device="cpu", eval_every=2, tasks=(TASK,), **small
+    )
+    steps = session.iter_retrain(config)
+    kinds = []
+    while True:
+        try:
+            kinds.append(next(steps).kind)
+        except StopIteration as done:
+            round_ = done.value
+            break
+    assert kinds[0] == "prepare" and kinds[-1] == "version"
+    assert round_.version == "v0002" and round_.outcome in ("better", "worse")
+    current = tiny_project.current_version().name
+    assert current == ("v0002" if round_.promoted else "v0001")
+
+
 def test_segment_stores_predictions_with_the_session_predictor(tiny_project):
     session = AnnotationSession(tiny_project, TASK, device="cpu", uncertainty="none")
     first = tiny_project.scan_ids()[0]

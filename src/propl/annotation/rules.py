@@ -3,8 +3,8 @@ scan is predicted."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -75,3 +75,37 @@ def read_scan(project: Project, scan_id: str, task: str) -> ScanView:
         fit_warning=fit_warning(task, pred.task_fit) if pred is not None else None,
         worst_frame=worst,
     )
+
+
+def repredict_todo(
+    project: Project, known: Collection[str], new_tasks: Collection[str]
+) -> list[tuple[str, str]]:
+    """The (scan, task) pairs a new current model re-predicts: every pair with no review that
+    had a prediction, and every such scan of a task in ``new_tasks`` nothing was ever
+    predicted for (a new task, learnt from its first corrections: its queue gets predictions).
+    Drafts and decisions keep what the annotator saw. ``known``: the model's tasks."""
+    scan_ids = project.scan_ids()
+    todo = []
+    for task in (t.id for t in project.tasks):
+        if task not in known:
+            continue
+        had = {s: project.prediction_confidence(s, task) is not None for s in scan_ids}
+        open_ = [s for s in scan_ids if project.review(s, task, with_mask=False) is None]
+        never = task in new_tasks and not any(had.values())
+        todo += [(s, task) for s in open_ if never or had[s]]
+    return todo
+
+
+def round_summary(result: Mapping[str, Any], promoted: bool) -> str:
+    """One line on a retraining round, from its ``version`` event's data."""
+    name, score = result["version"], result["score"]
+    text = (
+        f"{name}: held-back Dice {'n/a' if score is None else f'{score:.1f}'} vs "
+        f"{result['baseline_score']:.1f} for {result['baseline']}"
+    )
+    if promoted:
+        return f"promoted {text}"
+    if result["outcome"] == "failed":
+        return f"{name} failed ({result['message']}); the current model is unchanged"
+    # the run's own reason: the gain, its bound, how many scans judged it
+    return f"{name} kept but not used: {result.get('message') or text}"

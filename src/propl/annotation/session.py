@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,14 @@ import numpy as np
 from ..store.review_state import NOT_DONE, STATUSES, frames_to_confirm
 from ..task_fit import fit_warning
 from .records import Hook, QueueView, ReviewSave, RoundOutcome, ScanView, SegmentReport
-from .rules import next_after_save, predict_scan, read_scan, step_in_queue
+from .rules import (
+    next_after_save,
+    predict_scan,
+    read_scan,
+    repredict_todo,
+    round_summary,
+    step_in_queue,
+)
 
 if TYPE_CHECKING:
     from ..inference import Predictor
@@ -396,22 +403,12 @@ class AnnotationSession:
         return _run(self.iter_segment(scan_ids, task))
 
     def iter_repredict(self, new_tasks: Iterable[str] = ()) -> Generator[Progress, None, int]:
-        """New predictions with the current model for every (scan, task) with no review that
-        had one, and for every such scan of a task in ``new_tasks`` nothing was ever predicted
-        for (a new task, learnt from its first corrections: its queue gets predictions).
-        Drafts and decisions keep what the annotator sees. Returns how many were predicted."""
+        """New predictions with the current model (which pairs:
+        :func:`~propl.annotation.rules.repredict_todo`), one per yield; returns how many.
+        :attr:`predictions_changed` runs at the end."""
         project = self.require_project()
         predictor = self.predictor(self.model_path())
-        new = set(new_tasks)
-        scan_ids = project.scan_ids()
-        todo = []
-        for task in (t.id for t in project.tasks):
-            if task not in predictor.tasks:
-                continue
-            had = {s: project.prediction_confidence(s, task) is not None for s in scan_ids}
-            open_ = [s for s in scan_ids if project.review(s, task, with_mask=False) is None]
-            never = task in new and not any(had.values())
-            todo += [(s, task) for s in open_ if never or had[s]]
+        todo = repredict_todo(project, predictor.tasks, set(new_tasks))
         yield (0, len(todo))
         for i, (scan_id, task) in enumerate(todo):
             predict_scan(project, predictor, scan_id, task)
@@ -444,11 +441,6 @@ class AnnotationSession:
         """Promote the version a retraining run wrote if it is better (its ``version`` event's
         data), and say what happened."""
         name, outcome = str(result["version"]), str(result["outcome"])
-        score = "n/a" if result["score"] is None else f"{result['score']:.1f}"
-        text = (
-            f"{name}: held-back Dice {score} vs {result['baseline_score']:.1f} "
-            f"for {result['baseline']}"
-        )
         promoted, error = False, None
         learnt: tuple[str, ...] = ()
         if self._project is not None:
@@ -457,16 +449,12 @@ class AnnotationSession:
             except (ValueError, RuntimeError, OSError) as exc:  # CheckpointError, StoreError
                 error = f"could not promote {name}: {exc}"
         if promoted:
-            summary = f"promoted {text}"
             learnt = tuple(self.require_project().version(name).tasks)
-        elif outcome == "failed":
-            summary = f"{name} failed ({result['message']}); the current model is unchanged"
-        else:  # the run's own reason: the gain, its bound, how many scans judged it
-            summary = f"{name} kept but not used: {result.get('message') or text}"
+        summary = round_summary(result, promoted)
         return RoundOutcome(name, outcome, promoted, summary, learnt, error)
 
     def iter_retrain(
-        self, config: RetrainConfig | None = None, should_stop: Any = None
+        self, config: RetrainConfig | None = None, should_stop: Callable[[], bool] | None = None
     ) -> Generator[TrainEvent, None, RoundOutcome | None]:
         """Retrain in this process from the project's confirmed frames, yielding the run's
         events (:func:`~propl.train.project.retrain`), then settle the round (promotion).
