@@ -184,12 +184,14 @@ class RefineHead(nn.Module):
         u8 = F.relu(self.up8(torch.cat([u8, x8], 1)))
         u4 = F.interpolate(u8, size=x4.shape[-2:], mode="bilinear")
         u4 = F.relu(self.up4(torch.cat([u4, x4], 1)))
-        prior = self.mask_gain * (2 * maps4[:, :1] - 1)
-        coarse = F.interpolate(self.coarse(u4) + prior, size=maps.shape[-2:], mode="bilinear")
+        # The current mask as a prior at the output's resolution: where no click asks for a
+        # change, keeping the mask is the easy answer.
+        prior = self.mask_gain * (2 * maps[:, :1] - 1)
+        coarse = F.interpolate(self.coarse(u4), size=maps.shape[-2:], mode="bilinear")
         z = F.interpolate(u4, size=maps.shape[-2:], mode="bilinear")
         z = F.relu(self.fine1(torch.cat([z, embedding["image"], maps], 1)))
         z = F.relu(self.fine2(z))
-        return coarse + self.fine_out(z)
+        return prior + coarse + self.fine_out(z)
 
 
 def click_maps(
