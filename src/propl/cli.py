@@ -145,7 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the labelled subset, the initialisation and the batches (default 0)",
     )
     t.add_argument("--out", type=Path, help="--data: run directory (required)")
-    t.add_argument("--steps", type=int, help="optimiser steps (default 2000; 150 with --project)")
+    t.add_argument(
+        "--steps",
+        type=int,
+        help="optimiser steps (default 2000; 150 with --project; --init with a task it does "
+        "not know: the new-task recipe's, see propl.train.recipe.RECIPES)",
+    )
     t.add_argument("--size", type=int, default=224, help="input side (multiple of 32)")
     t.add_argument("--batch-size", type=int, default=8, help="labelled (and unlabelled) per step")
     t.add_argument("--arch", default="propl", help="registered model name (propl, propl-small)")
@@ -170,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="--project: train the encoder too (slower, can adapt more)",
     )
-    _add_feature_cache(t, "--project: ")
+    _add_feature_cache(t, "with a frozen encoder (--project, or --data's new-task recipe): ")
     t.add_argument("--eval-every", type=int, help="validation every N steps (200; 25 --project)")
     t.add_argument(
         "--val-fraction",

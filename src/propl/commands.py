@@ -83,14 +83,17 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
     from .inference import resolve_model
     from .train.distributed import main_first
     from .train.methods import method_options
-    from .train.recipe import init_model, prepare_data
-    from .train.trainer import TrainConfig, Trainer
+    from .train.recipe import choose_recipe, init_model, prepare_data, recipe_settings
+    from .train.trainer import TrainConfig, Trainer, can_cache_features
 
     folder = BenchmarkFolder(args.data)
     tasks = _tasks(folder, args.tasks)
     labelled = Fraction(1) if args.method == "full" else parse_labelled(args.labelled)
     fresh = {} if args.init else {"input_size": args.size}  # a checkpoint keeps its own size
     init = resolve_model(args.init) if args.init else None
+    recipe = choose_recipe(init, tasks)
+    if ranks.main and recipe.name != "default":
+        print(f"propl train: recipe {recipe.name!r} ({recipe.why})", file=sys.stderr)
     model = init_model(tasks, args.arch, init, seed=args.seed, **fresh)
     size = int(model.config.input_size)
     with main_first(ranks):  # rank 0 fills the cache, the others then read it
@@ -114,19 +117,29 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
                 f"labelled), so --method {args.method} trains supervised",
                 file=sys.stderr,
             )
+    given = dict(
+        steps=args.steps,
+        lr=args.lr,
+        freeze_encoder=args.freeze_encoder,
+        cache_features=False if args.no_feature_cache else None,
+        anchor=args.anchor,
+        eval_every=args.eval_every,
+    )
+    settings = recipe_settings(recipe, **given)
+    options = method_options(args)
+    settings["cache_features"] &= settings["freeze_encoder"] and can_cache_features(
+        method, options
+    )
     config = TrainConfig(
         method=method,
-        steps=args.steps or 2000,
         batch_size=args.batch_size,
         unlabelled_batch_size=args.batch_size,
-        lr=args.lr or 1e-3,
         seed=args.seed,
         device=args.device,
-        eval_every=args.eval_every or 200,
-        freeze_encoder=bool(args.freeze_encoder),
-        anchor=args.anchor or 0.0,
+        feature_views=args.feature_views,
         freeze_norm_stats=init is not None,  # incremental: keep the checkpoint's statistics
-        options=method_options(args),
+        options=options,
+        **settings,
     )
     trainer = Trainer(model, config, data.labelled, data.unlabelled, data.val, args.out)
     bar = (

@@ -108,3 +108,89 @@ def init_model(
     model = load_checkpoint(init).model
     model.add_tasks(tuple(tasks))
     return model
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training settings ``propl train --data`` uses where the user gave none.
+
+    Attributes:
+        name: shown to the user (``propl train: recipe 'new-task' ...``).
+        why: one line saying when it applies.
+        steps: optimiser steps.
+        lr: learning rate of the decoders and prompts.
+        freeze_encoder: train decoders and prompt tokens only.
+        cache_features: with a frozen encoder, encode each scan once per weak view.
+        anchor: L2-SP strength toward the starting model.
+        eval_every: validation interval in steps.
+    """
+
+    name: str
+    why: str
+    steps: int
+    lr: float
+    freeze_encoder: bool
+    cache_features: bool
+    anchor: float
+    eval_every: int
+
+
+RECIPES: dict[str, Recipe] = {
+    "default": Recipe(
+        name="default",
+        why="training from ImageNet, or tasks the --init model already knows",
+        steps=2000,
+        lr=1e-3,
+        freeze_encoder=False,
+        cache_features=False,
+        anchor=0.0,
+        eval_every=200,
+    ),
+    # benchmarks/results/new-task-brachial_plexus.md: the measured choice for a task the
+    # --init model has never seen (a few minutes on a 2-core CPU)
+    "new-task": Recipe(
+        name="new-task",
+        why="--init meets task(s) it does not know",
+        steps=600,
+        lr=3e-3,
+        freeze_encoder=True,
+        cache_features=True,
+        anchor=0.1,
+        eval_every=100,
+    ),
+}
+
+
+def unknown_tasks(init: str | Path | None, tasks: Sequence[str]) -> tuple[str, ...]:
+    """The tasks of ``tasks`` that checkpoint ``init`` has no prompt for (none without one)."""
+    if init is None:
+        return ()
+    from ..checkpoint import read_tasks
+
+    known = set(read_tasks(init))
+    return tuple(t for t in tasks if t not in known)
+
+
+def choose_recipe(init: str | Path | None, tasks: Sequence[str]) -> Recipe:
+    """``new-task`` when starting from a checkpoint that does not know some of ``tasks``,
+    else ``default``."""
+    return RECIPES["new-task" if unknown_tasks(init, tasks) else "default"]
+
+
+def recipe_settings(recipe: Recipe, **given: Any) -> dict[str, Any]:
+    """The recipe's settings with the explicitly given ones (not None) put over them.
+
+    Args:
+        recipe: the defaults.
+        given: settings the user chose, by :class:`Recipe` field name; None means not given.
+
+    Raises:
+        KeyError: a name that is no recipe setting.
+    """
+    settings = {k: v for k, v in vars(recipe).items() if k not in ("name", "why")}
+    for key, value in given.items():
+        if key not in settings:
+            raise KeyError(f"{key!r} is no recipe setting; choose from {', '.join(settings)}")
+        if value is not None:
+            settings[key] = value
+    return settings

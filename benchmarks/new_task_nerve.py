@@ -1,0 +1,155 @@
+"""The plain command a user types to teach the shipped model a structure it has never seen.
+
+    python benchmarks/new_task_nerve.py [--data ../shared/datasets/us-new-task-dev]
+        [--universal ../shared/datasets/us-universal] [--labelled 10 30] [--seeds 0 1 2]
+
+For each labelled count and seed it runs, exactly as a user would (printed and timed)::
+
+    propl train --data NERVE --tasks brachial_plexus --labelled N --init shipped --seed S --out ..
+
+(``--init`` meets a task the shipped model does not know, so the new-task recipe of
+``propl.train.recipe.RECIPES`` applies), then ``propl evaluate`` of the run's ``best`` checkpoint
+on the nerve's test split and on the five shipped tasks' test splits (forgetting: the shipped
+model is evaluated once for the reference). ``--seed`` draws the labelled scans and seeds
+training; the rest of the nerve's train split is the unlabelled pool. Writes
+``benchmarks/results/new-task-brachial_plexus.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+TASK = "brachial_plexus"
+TARGETS = {"10": 55.0, "30": 65.0, "minutes": 5.0, "forgetting": 1.0}
+
+
+def run(cmd: list[str], log: list[dict[str, Any]]) -> float:
+    """Run a propl command (its output goes to the terminal); returns its wall time."""
+    shown = shlex.join(["propl", *cmd[3:]])
+    print(f"\n$ {shown}", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    seconds = time.perf_counter() - t0
+    log.append({"command": shown, "seconds": round(seconds, 1)})
+    return seconds
+
+
+def dice_by_task(path: Path) -> dict[str, float]:
+    doc = json.loads(path.read_text())
+    return {t: round(row["dice"], 2) for t, row in doc["per_task"].items()}
+
+
+def evaluate(model: str, data: Path, out: Path, log: list[dict[str, Any]]) -> dict[str, float]:
+    propl = [sys.executable, "-m", "propl"]
+    if not out.is_file():
+        run([*propl, "evaluate", "--data", str(data), "--model", model, "--out", str(out)], log)
+    return dice_by_task(out)
+
+
+def one_run(args: argparse.Namespace, n: str, seed: int, log: list[dict[str, Any]]) -> dict:
+    """Train with the plain command, then score the nerve and the shipped tasks."""
+    run_dir = args.runs / f"nerve-{n}-s{seed}"
+    cmd = [sys.executable, "-m", "propl", "train", "--data", str(args.data), "--tasks", TASK,
+           "--labelled", n, "--init", "shipped", "--seed", str(seed),
+           "--out", str(run_dir)]  # fmt: skip
+    seconds = run(cmd, log)
+    best = str(run_dir / "best")
+    nerve = evaluate(best, args.data, run_dir / "eval-nerve.json", log)[TASK]
+    shipped = evaluate(best, args.universal, run_dir / "eval-shipped.json", log)
+    return {"labelled": int(n), "seed": seed, "train_seconds": round(seconds, 1),
+            "nerve_dice": nerve, "shipped_tasks": shipped}  # fmt: skip
+
+
+def summary(runs: list[dict], reference: dict[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for n in sorted({r["labelled"] for r in runs}):
+        rows = [r for r in runs if r["labelled"] == n]
+        dice = [r["nerve_dice"] for r in rows]
+        loss = [np.mean([reference[t] - r["shipped_tasks"][t] for t in reference]) for r in rows]
+        worst = [max(reference[t] - r["shipped_tasks"][t] for t in reference) for r in rows]
+        out[str(n)] = {
+            "nerve_dice_mean": round(float(np.mean(dice)), 2),
+            "nerve_dice_std": round(float(np.std(dice)), 2),
+            "train_minutes_max": round(max(r["train_seconds"] for r in rows) / 60, 2),
+            "shipped_loss_mean": round(float(np.mean(loss)), 2),
+            "shipped_loss_worst_task": round(float(max(worst)), 2),
+        }
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATASETS / "us-new-task-dev")
+    parser.add_argument("--universal", type=Path, default=DATASETS / "us-universal")
+    parser.add_argument("--labelled", nargs="+", default=["10", "30"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "new-task-nerve")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    args.data, args.universal = args.data.resolve(), args.universal.resolve()
+    args.runs.mkdir(parents=True, exist_ok=True)
+    log: list[dict[str, Any]] = []
+    reference = evaluate("shipped", args.universal, args.runs / "eval-shipped-model.json", log)
+    runs = [one_run(args, n, s, log) for n in args.labelled for s in args.seeds]
+    doc = {
+        "benchmark": f"a task the shipped model never saw ({TASK}) from the plain command "
+        "`propl train --data NERVE --tasks brachial_plexus --labelled N --init shipped`",
+        "command": shlex.join(["python", "benchmarks/new_task_nerve.py", *sys.argv[1:]]),
+        "targets": TARGETS,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },  # fmt: skip
+        "shipped_model": reference,
+        "summary": summary(runs, reference),
+        "runs": runs,
+        "commands": log,
+    }
+    path = args.out / f"new-task-{TASK}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path.with_suffix(".md").write_text(markdown(doc))
+    print(markdown(doc))
+    return 0
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    lines = [
+        f"`{doc['command']}`: {doc['benchmark']}. Dice on the nerve's test split (207 scans), "
+        "the `best` checkpoint; forgetting = the shipped model's test Dice minus the new "
+        "model's, on the five shipped tasks.",
+        "",
+        "| labelled | nerve Dice (mean ± std) | target | slowest run (min) | shipped tasks: "
+        "mean loss | worst task loss |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, row in doc["summary"].items():
+        lines.append(
+            f"| {n} | {row['nerve_dice_mean']:.2f} ± {row['nerve_dice_std']:.2f} "
+            f"| ≥ {doc['targets'].get(n, float('nan')):.0f} | {row['train_minutes_max']:.1f} "
+            f"| {row['shipped_loss_mean']:.2f} | {row['shipped_loss_worst_task']:.2f} |"
+        )
+    lines += ["", "| labelled | seed | nerve Dice | train s |", "|---|---|---|---|"]
+    for r in doc["runs"]:
+        lines.append(
+            f"| {r['labelled']} | {r['seed']} | {r['nerve_dice']:.2f} | {r['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

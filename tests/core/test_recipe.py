@@ -1,0 +1,72 @@
+"""The new-task recipe: chosen when ``--init`` meets a task it does not know, and only then;
+options the user gives explicitly win over it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from propl.checkpoint import save_checkpoint
+from propl.cli import main
+from propl.data.synthetic import SYNTHETIC_TASKS, write_benchmark_folder
+from propl.models import build_model
+from propl.train.recipe import RECIPES, choose_recipe, recipe_settings, unknown_tasks
+
+KNOWN, NEW = SYNTHETIC_TASKS
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """A tiny model that knows the first synthetic task only."""
+    model = build_model("propl-small", tasks=(KNOWN,), input_size=64, pretrained=False)
+    save_checkpoint(model, tmp_path / "known")
+    return tmp_path / "known"
+
+
+def test_new_task_recipe_only_when_init_meets_an_unknown_task(checkpoint: Path) -> None:
+    assert unknown_tasks(checkpoint, [KNOWN, NEW]) == (NEW,)
+    assert choose_recipe(checkpoint, [KNOWN, NEW]).name == "new-task"
+    assert choose_recipe(checkpoint, [NEW]).name == "new-task"
+    assert choose_recipe(checkpoint, [KNOWN]).name == "default"
+    assert choose_recipe(None, [KNOWN, NEW]).name == "default"
+
+
+def test_explicit_settings_win_and_unknown_names_fail() -> None:
+    recipe = RECIPES["new-task"]
+    settings = recipe_settings(recipe, steps=7, lr=None, freeze_encoder=False)
+    assert settings["steps"] == 7 and settings["freeze_encoder"] is False
+    assert settings["lr"] == recipe.lr and settings["anchor"] == recipe.anchor
+    with pytest.raises(KeyError, match="no recipe setting"):
+        recipe_settings(recipe, stepz=3)
+
+
+def _trained_config(out: Path) -> dict:
+    return json.loads((out / "best" / "model.json").read_text())["metadata"]["train"]
+
+
+def test_train_init_unknown_task_uses_new_task_recipe(
+    tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_benchmark_folder(tmp_path / "syn", n_train=8, n_test=2)
+    base = ["train", "--data", str(folder), "--labelled", "3", "--init", str(checkpoint)]
+    base += ["--steps", "2", "--batch-size", "2", "--device", "cpu"]
+    assert main([*base, "--tasks", NEW, "--out", str(tmp_path / "new")]) == 0
+    assert "recipe 'new-task'" in capsys.readouterr().err
+    config, recipe = _trained_config(tmp_path / "new"), RECIPES["new-task"]
+    assert config["steps"] == 2  # given: wins over the recipe's
+    assert config["freeze_encoder"] and config["cache_features"]
+    assert (config["lr"], config["anchor"]) == (recipe.lr, recipe.anchor)
+
+    explicit = ["--train-encoder", "--lr", "0.01", "--anchor", "0"]
+    assert main([*base, "--tasks", NEW, *explicit, "--out", str(tmp_path / "explicit")]) == 0
+    config = _trained_config(tmp_path / "explicit")
+    assert not config["freeze_encoder"] and not config["cache_features"]
+    assert (config["lr"], config["anchor"]) == (0.01, 0.0)
+
+    capsys.readouterr()
+    assert main([*base, "--tasks", KNOWN, "--out", str(tmp_path / "known")]) == 0
+    assert "recipe" not in capsys.readouterr().err
+    config, default = _trained_config(tmp_path / "known"), RECIPES["default"]
+    assert not config["freeze_encoder"] and config["anchor"] == default.anchor
