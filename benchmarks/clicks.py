@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -214,7 +215,18 @@ def markdown(doc: dict[str, Any]) -> str:
         ok = "met" if t["new_task_noc85"] <= 6 else "missed"
         lines[-1] += f"; unseen nerve from empty NoC@85 **{t['new_task_noc85']:.2f}** (≤ 6: {ok})"
     lines[-1] += "."
-    lines += ["", "Latency (ms, CPU, alternating, medians of repeats):", ""]
+    if doc.get("limit"):
+        lines += [
+            "",
+            f"Limited run: the first {doc['limit']} test scans with a mask per set (split order).",
+        ]
+    load = ", ".join(f"{x:.1f}" for x in doc.get("load_average", []))
+    lines += [
+        "",
+        f"Latency (ms, CPU, alternating, medians of repeats; machine load average {load} on a "
+        "shared 2-core CPU, so absolute times vary with the other jobs):",
+        "",
+    ]
     lines += ["| what | median | p95 | n |", "|---|---|---|---|"]
     for k, v in doc["latency"].items():
         lines.append(f"| {k} | {v['median_ms']:.1f} | {v['p95_ms']:.1f} | {v['n']} |")
@@ -284,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(args.model),
         "threads": torch.get_num_threads(),
         "limit": args.limit,
+        "load_average": list(os.getloadavg()),
         "sets": sets,
         "click_latency_benchmark_runs": {
             "median_ms": float(np.median(ms)),

@@ -4,7 +4,9 @@
 # pack it as fp16, benchmark clicks (benchmarks/results/clicks.json + .md) and install it into
 # src/propl/weights/universal/ only if the automatic segmentation is bit-identical to the
 # shipped model's and the weights stay <= 15 MB.
-#   benchmarks/refine_head.sh [DATA] [NEW]   (~25 min training + ~15 min benchmark, 2-core CPU)
+#   benchmarks/refine_head.sh [DATA] [NEW]   (2-core CPU: ~4 min encoding + ~0.4-3 s per step,
+#   900 steps, as the machine is shared; the benchmark ~0.5 s per scan and start)
+# REFINE_STEPS=N trains N steps; CLICKS_LIMIT=N benchmarks the first N test scans per set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-${PROPL_DATA:-../shared/datasets/us-universal}}
@@ -18,7 +20,7 @@ nice -n 5 .venv/bin/propl train-refine --data "$data" --model "$run/base" --out 
   --steps "$steps" --seed 0 --cache .cache/arrays
 .venv/bin/propl pack "$run/head" --out "$run/packed" --version universal-192-s0
 nice -n 5 .venv/bin/python benchmarks/clicks.py --data "$data" --new-task "$new" \
-  --model "$run/packed" --baseline "$run/base"
+  --model "$run/packed" --baseline "$run/base" ${CLICKS_LIMIT:+--limit "$CLICKS_LIMIT"}
 .venv/bin/python - "$run/packed" <<'PY'
 import json, sys
 from pathlib import Path
