@@ -48,6 +48,7 @@ ACTION_MS = 2000  # the annotator opens the next scan every 2 s
 
 def predict_unreviewed(path: Path, task: str) -> float:
     """The shipped model's predictions for the unreviewed scans (what Segment would store)."""
+    from propl.annotation import predict_scan
     from propl.inference import Predictor, default_model_path
     from propl.store import Project
 
@@ -56,7 +57,7 @@ def predict_unreviewed(path: Path, task: str) -> float:
     with Project.open(path) as project:
         for scan_id in project.scan_ids():
             if project.review(scan_id, task, with_mask=False) is None:
-                predictor.predict_stored(project, scan_id, task)
+                predict_scan(project, predictor, scan_id, task)
     return round(time.perf_counter() - t0, 1)
 
 

@@ -107,6 +107,7 @@ class ReviewWidget(SessionMember, QWidget):
         self.queue_list.itemActivated.connect(lambda item: self.load(item.data(Qt.UserRole)))
         self.progress_label = QLabel("")
         self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)  # a long status must not widen the dock
         self.reason_edit = QLineEdit()
         self.reason_edit.setPlaceholderText("reason (for reject / skip)")
         buttons = {

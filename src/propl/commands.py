@@ -127,9 +127,7 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
     )
     settings = recipe_settings(recipe, **given)
     options = method_options(args)
-    settings["cache_features"] &= settings["freeze_encoder"] and can_cache_features(
-        method, options
-    )
+    settings["cache_features"] &= settings["freeze_encoder"] and can_cache_features(method, options)
     config = TrainConfig(
         method=method,
         batch_size=args.batch_size,
@@ -417,8 +415,8 @@ def run_predict(args: argparse.Namespace) -> int:
             tqdm.write(f"propl predict: {path}: {warning}", file=sys.stderr)
     if failures:  # the batch went on; list what failed where the user looks last
         print(f"propl predict: {len(failures)} of {len(files)} files failed:", file=sys.stderr)
-        for exc in failures:
-            print(f"  {exc}", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure}", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -152,15 +152,18 @@ class Predictor:
     def predict(self, frames: np.ndarray, task: str, threshold: float = 0.5) -> Prediction:
         """Segment every frame of one scan (see :class:`Prediction`)."""
         parts = list(self.iter_predict(frames, task, threshold))
-        fields = ("mask", "probability", "uncertainty", "confidence", "expected_error")
-        fit = None if parts[0].task_fit is None else np.concatenate([p.task_fit for p in parts])
-        agreement = (
-            None if parts[0].agreement is None else np.concatenate([p.agreement for p in parts])
-        )
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
+
         return Prediction(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in fields),
-            task_fit=fit,
-            agreement=agreement,
+            mask=cat("mask"),
+            probability=cat("probability"),
+            uncertainty=cat("uncertainty"),
+            confidence=cat("confidence"),
+            expected_error=cat("expected_error"),
+            task_fit=None if parts[0].task_fit is None else cat("task_fit"),
+            agreement=None if parts[0].agreement is None else cat("agreement"),
         )
 
     def iter_predict(

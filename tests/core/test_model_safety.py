@@ -20,6 +20,7 @@ from propl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, 
 from propl.cli import main
 from propl.models import ProPLConfig, build_model
 from propl.models.propl import INT_BOUNDS
+from propl.promotion import promote_if_better
 from propl.store import Project
 from propl.store import versions as ver
 
@@ -171,10 +172,10 @@ def test_promotion_verifies_the_version_first(good, project, tmp_path):
     broken = add_better_version(project, save_tiny(tmp_path / "nan-out", negative_variance))
     with Project.open(project) as p:
         with pytest.raises(CheckpointError, match=broken):
-            ver.promote_if_better(p, broken)
+            promote_if_better(p, broken)
         assert p.current_version() is None
         fine = add_better_version(project, good)
-        assert ver.promote_if_better(p, fine)
+        assert promote_if_better(p, fine)
         assert p.current_version().name == fine
 
 

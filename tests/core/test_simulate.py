@@ -165,15 +165,15 @@ def test_the_error_strategy_picks_the_most_expected_error(folder, tmp_path, monk
     pool = [s for s in masks if s not in start]
     error = dict(zip(pool, np.random.default_rng(0).permutation(len(pool)) / 100, strict=True))
 
-    class Known:
-        def predict_stored(self, project, scan_id, task):
-            z = np.zeros((1, *project.image(scan_id).shape[-2:]), np.float32)
-            errors = np.array([0.0, error[scan_id]], np.float32)  # two frames: the worst counts
-            pred = Prediction(z.astype(np.uint8), z, z, np.ones(1, np.float32), errors)
-            project.save_prediction(scan_id, task, pred.mask, z, pred.confidence, "known")
-            return pred
+    def known(project, predictor, scan_id, task):
+        z = np.zeros((1, *project.image(scan_id).shape[-2:]), np.float32)
+        errors = np.array([0.0, error[scan_id]], np.float32)  # two frames: the worst counts
+        pred = Prediction(z.astype(np.uint8), z, z, np.ones(1, np.float32), errors)
+        project.save_prediction(scan_id, task, pred.mask, z, pred.confidence, "known")
+        return pred
 
-    monkeypatch.setattr(simulate_module, "_current_predictor", lambda p, c: Known())
+    monkeypatch.setattr(simulate_module, "_current_predictor", lambda p, c: None)
+    monkeypatch.setattr(simulate_module, "predict_scan", known)
     rng = np.random.default_rng(0)
     picked = simulate_module._correct(tmp_path / "p.zarr", config, "error", masks, rng)["picked"]
     assert picked == sorted(pool, key=lambda s: -error[s])[:K]

@@ -120,7 +120,10 @@ def _revision_problem(root: Path, slot: str, name: str, kind: str) -> str:
         sums = attrs.get(CHECKSUMS)
         names = list(sums) if isinstance(sums, dict) else [n for n, _ in group.arrays()]
         for array in names:
-            data = np.asarray(group[array][...])
+            node = group[array]
+            if not isinstance(node, zarr.Array):
+                return f"{array}: a group where an array belongs"
+            data = np.asarray(node[...])
             problem = verify(data, sums.get(array) if isinstance(sums, dict) else None)
             if problem:
                 return f"{array}: {problem}"

@@ -672,8 +672,13 @@ class Project:
     def _pointer(self, scan_id: str, slot: str) -> str | None:
         with self._reading(scan_id, f"{slot}/zarr.json"):
             name = rev.current(self._store, slot)
-        if name is None and rev.revisions(self.root / slot):  # revisions, but no pointer
-            raise DamagedError(self.root, scan_id, f"{slot}/zarr.json", "the pointer is missing")
+        # revisions but no pointer file: it was deleted (a writer creates the pointer file
+        # before its first revision, and sets it just after: then there is no review yet)
+        if name is None and rev.revisions(self.root / slot):
+            if not (self.root / slot / "zarr.json").is_file():
+                raise DamagedError(
+                    self.root, scan_id, f"{slot}/zarr.json", "the pointer is missing"
+                )
         return name
 
     def _read_current(
@@ -704,7 +709,10 @@ class Project:
 
     def _array(self, scan_id: str, path: str, group: zarr.Group, name: str) -> np.ndarray:
         """An array of a revision, verified against the checksums written with it."""
-        data = np.asarray(group[name][...])
+        array = group[name]
+        if not isinstance(array, zarr.Array):
+            raise KeyError(f"{name} (a group where an array belongs)")
+        data = np.asarray(array[...])
         self._verify(scan_id, path, data, group, name)
         return data
 

@@ -274,13 +274,3 @@ def clean_stale_staging(root: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
         except FileNotFoundError:
             pass
-
-
-def __getattr__(name: str) -> Any:
-    """``promote_if_better`` moved to :mod:`propl.promotion` (it moves the project's pointer,
-    so it sits above the store); the old name still finds it, imported only when asked for."""
-    if name == "promote_if_better":
-        from ..promotion import promote_if_better
-
-        return promote_if_better
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
