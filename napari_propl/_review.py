@@ -45,6 +45,7 @@ from propl.tasks import task_colour
 from propl.uncertainty import OUTLINE_THRESHOLD
 
 from . import _layers
+from ._clicks import ClickTool
 from ._session import Session, SessionMember
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class ReviewWidget(SessionMember, QWidget):
         # one save thread: saves reach the store in the order they were made
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="propl-save")
         self.saved.connect(self._on_saved)
+        self.clicks = ClickTool(self)
         self.save_failed.connect(show_error)
         self._build()
 
@@ -119,6 +121,8 @@ class ReviewWidget(SessionMember, QWidget):
             "reject": ("Reject", lambda: self.save("rejected", advance=True)),
             "skip": ("Skip", lambda: self.save("skipped", advance=True)),
             "export": ("Export…", self._export_dialog),
+            "click": ("Click to fix", self.clicks.set_active),
+            "propagate": ("Propagate through the cine", lambda: self.clicks.propagate()),
         }
         self.buttons = {}
         grid = QGridLayout()
@@ -127,6 +131,15 @@ class ReviewWidget(SessionMember, QWidget):
             b.clicked.connect(slot)
             self.buttons[key] = b
             grid.addWidget(b, i // 2, i % 2)
+        self.buttons["click"].setCheckable(True)
+        self.buttons["click"].setToolTip(
+            "click on the scan: add (left), remove (right or Ctrl+click), drag a box; "
+            "Ctrl+Z takes back the last click; the brush still works on the mask layer"
+        )
+        self.buttons["propagate"].setToolTip(
+            "carry the frame on screen through the cine until the model is unsure; the "
+            "frames reached are drafts until you confirm them"
+        )
         shortcut = QShortcut(QKeySequence("Ctrl+Return"), self)
         shortcut.setContext(Qt.ApplicationShortcut)
         shortcut.activated.connect(self.accept)
@@ -529,6 +542,8 @@ class ReviewWidget(SessionMember, QWidget):
                 self.viewer.reset_view(layers=[shown[wanted["image"]]])
                 self._shown_shape = scan.shape
             self.core.show(view)  # the time spent on it counts from here
+            self.clicks.scan_changed()
+            self.buttons["click"].setChecked(False)
             text = f"{scan.name}: {view.status}"
             if scan.burned_in_annotation:
                 text += f" ({BURNED_IN})"
@@ -612,7 +627,13 @@ class ReviewWidget(SessionMember, QWidget):
             return None
         if status in ("rejected", "skipped") and not self.reason_edit.text().strip():
             self.reason_edit.setText(status)
-        save = core.review_save(status, mask, shown_frame, reason=self.reason_edit.text())
+        save = core.review_save(
+            status,
+            mask,
+            shown_frame,
+            reason=self.reason_edit.text(),
+            provenance=self.clicks.provenance(),
+        )
 
         def work() -> None:
             try:

@@ -124,6 +124,8 @@ class ReviewSave:
     seconds: float = 0.0
     reason: str = ""
     author: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """How the mask was made beyond the brush (clicks, boxes, propagation)."""
 
 
 @dataclass(frozen=True)

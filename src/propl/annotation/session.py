@@ -269,6 +269,7 @@ class AnnotationSession:
         mask: np.ndarray | None = None,
         shown_frame: int | None = None,
         reason: str = "",
+        provenance: dict[str, Any] | None = None,
     ) -> ReviewSave:
         """A save of the open scan, bound to it now, to :meth:`store` (here or in a worker).
 
@@ -280,6 +281,8 @@ class AnnotationSession:
             shown_frame: a confirmation of a cine: the frame on screen (it and the edited
                 frames are confirmed); None: every frame.
             reason: why, for a refusal (default: the status).
+            provenance: how the mask was made beyond the brush (e.g.
+                :meth:`~propl.annotation.interaction.ScanInteraction.provenance`).
 
         Raises:
             RuntimeError: no scan is open.
@@ -311,6 +314,7 @@ class AnnotationSession:
             seconds,
             reason,
             self.author,
+            dict(provenance or {}),
         )
 
     def store(self, save: ReviewSave) -> Review:
@@ -330,6 +334,7 @@ class AnnotationSession:
             author=save.author,
             seconds=save.seconds,
             reason=save.reason,
+            provenance=save.provenance,
         )
         self.review_saved.emit(review)
         return review
