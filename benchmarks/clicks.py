@@ -292,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     lat_frames = [scans[t][i][1] for t in tasks for i in range(min(2, len(scans[t])))]
     lat_tasks = [t for t in tasks for i in range(min(2, len(scans[t])))]
     doc: dict[str, Any] = {
-        "command": COMMAND + (f" --model {args.model}" if args.model != "shipped" else ""),
+        "command": COMMAND
+        + (f" --model {args.model}" if args.model != "shipped" else "")
+        + (f" --baseline {args.baseline}" if args.baseline else "")
+        + (f" --limit {args.limit}" if args.limit else ""),
         "model": str(args.model),
         "threads": torch.get_num_threads(),
         "limit": args.limit,
