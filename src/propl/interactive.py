@@ -73,7 +73,10 @@ class Refiner:
         if head is None:
             raise RefineUnavailableError(f"{NO_REFINE} ({predictor.version or 'this model'})")
         self.predictor, self.task, self._head = predictor, task, head
-        x = frames_to_float(np.asarray(frame))
+        frame = np.asarray(frame)
+        if frame.ndim == 3 and frame.shape[-1] == 3:  # one RGB frame, not three grey ones
+            frame = frame[None]
+        x = frames_to_float(frame)
         if x.shape[0] != 1:
             raise ValueError(f"expected one frame (H, W), got {x.shape[0]} frames")
         self.shape: tuple[int, int] = (int(x.shape[1]), int(x.shape[2]))

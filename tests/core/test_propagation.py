@@ -122,3 +122,17 @@ def test_with_a_real_head_every_frame_gets_a_mask_of_its_shape(cine) -> None:
     )
     assert sorted(out.reached) == [0, 1, 2, 3, 5, 6, 7, 8]
     assert out.masks.shape == (N, H, W) and out.masks.dtype == np.uint8
+
+
+def test_colour_cines_propagate_frame_by_frame() -> None:
+    """An RGB cine (F, H, W, 3): each frame is one colour frame, not three grey ones."""
+    torch.manual_seed(0)
+    refine = {"width": 8, "click_radius": 3.0}
+    model = build_model(
+        "propl-small", tasks=("t",), input_size=64, pretrained=False, refine=refine
+    ).eval()
+    frames = np.random.default_rng(0).integers(0, 255, (3, 20, 26, 3), dtype=np.uint8)
+    masks = np.zeros((3, 20, 26), np.uint8)
+    predictor = Predictor(model, device="cpu", uncertainty="none")
+    out = propagate(predictor, frames, "t", 1, masks, stop_below=0.0)
+    assert sorted(out.reached) == [0, 2] and out.masks.shape == (3, 20, 26)
