@@ -120,6 +120,9 @@ class ClickTool(QObject):
             border_color="white",
         )
         layer.metadata["propl_clicks"] = True
+        # a review layer: removed when another scan is shown (its clicks belong to this one),
+        # never hidden with the other images
+        layer.metadata["propl_review"] = "clicks"
         layer.mouse_drag_callbacks.append(self._on_press)
         layer.bind_key("Control-z", lambda _layer: self.undo(), overwrite=True)
         self.layer = layer
@@ -200,6 +203,8 @@ class ClickTool(QObject):
             return
         for layer in self.viewer.layers:
             role = layer.metadata.get("propl_review")
+            if role in ("uncertainty", "low") and layer.data.shape != labels.data.shape:
+                continue  # still the previous scan's (its update comes a turn later)
             if role == "uncertainty":
                 layer.data[frame] = uncertainty.astype(layer.data.dtype)
                 layer.refresh()
@@ -217,6 +222,7 @@ class ClickTool(QObject):
                 colours.append(POSITIVE if c.positive else NEGATIVE)
         self.layer.data = np.array(points, float).reshape(-1, 3)
         if colours:
+            self.layer.refresh()  # slice the new points first: colours are drawn from the view
             self.layer.face_color = colours
 
     def undo(self) -> None:

@@ -67,7 +67,7 @@ def open_review(make_napari_viewer, qtbot, path: Path, sid: str):
     review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review (ProPL)")[1]
     review.open_project(path)
     review.task_combo.setCurrentText(TASK)
-    qtbot.waitUntil(lambda: review.queue_list.count() == 1, timeout=30_000)
+    qtbot.waitUntil(lambda: review.queue_list.count() >= 1, timeout=30_000)
     review.load(sid)
     qtbot.waitUntil(lambda: review.scan_id == sid, timeout=30_000)
     return viewer, review
@@ -129,4 +129,33 @@ def test_a_real_head_refines_in_a_worker(make_napari_viewer, qtbot, project_path
     review.clicks.wait()
     qtbot.waitUntil(lambda: len(review.clicks.layer.data if review.clicks.layer else []) <= 1)
     assert review.labels_layer.data.shape == SHAPE
+    viewer.close()
+
+
+def test_clicks_on_a_second_scan_of_another_size(
+    make_napari_viewer, qtbot, project_path, monkeypatch
+):
+    """The second scan's uncertainty layers arrive a turn later, and the first scan's clicks
+    must go: clicking at once neither fails nor shows the old clicks."""
+    monkeypatch.setattr(interaction, "Refiner", DiskRefiner)
+    path, first = project_path
+    with Project.open(path) as p:
+        second = p.add_scan(np.full((1, 30, 70), 90, np.uint8), "still")
+        p.save_prediction(second, TASK, np.zeros((1, 30, 70)), np.zeros((1, 30, 70)), [0.2], "v0")
+    viewer, review = open_review(make_napari_viewer, qtbot, path, first)
+    errors: list[str] = []
+    review.clicks.failed.connect(errors.append)
+    review.buttons["click"].click()
+    for _ in range(2):
+        review.clicks.submit(0, y=20, x=20)
+    review.clicks.wait()
+    qtbot.waitUntil(lambda: review.labels_layer.data[0][20, 20] == 1, timeout=10_000)
+    review.load(second)
+    qtbot.waitUntil(lambda: review.scan_id == second, timeout=30_000)
+    review.buttons["click"].click()
+    review.clicks.submit(0, y=15, x=60)
+    review.clicks.wait()
+    qtbot.waitUntil(lambda: review.labels_layer.data[0][15, 60] == 1, timeout=10_000)
+    layer = next(lyr for lyr in viewer.layers if lyr.metadata.get("propl_clicks"))
+    assert len(layer.data) == 1 and not errors
     viewer.close()
