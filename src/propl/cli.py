@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         "docs",
         nargs="*",
         type=Path,
-        default=[Path("README.md")],
+        default=[Path("README.md"), Path("docs/user-guide.md"), Path("docs/benchmarks.md")],
         help="markdown files with <!-- BEGIN name --> ... <!-- END name --> blocks",
     )
     _add_results(br, "the results files")
