@@ -36,6 +36,7 @@ class ClickTool(QObject):
     """The click tool and Propagate of one Review widget."""
 
     refined = Signal(object)  # (scan id, Refined), from the click thread
+    undone = Signal(object)  # (scan id, frame, mask before the click or None)
     failed = Signal(str)
 
     def __init__(self, review: ReviewWidget) -> None:
@@ -50,6 +51,7 @@ class ClickTool(QObject):
         self._stop = threading.Event()
         self.propagating = False
         self.refined.connect(self._apply)
+        self.undone.connect(self._apply_undo)
         self.failed.connect(show_error)
 
     # -- state of the open scan ----------------------------------------------------------
@@ -225,13 +227,23 @@ class ClickTool(QObject):
             self.layer.refresh()  # slice the new points first: colours are drawn from the view
             self.layer.face_color = colours
 
-    def undo(self) -> None:
-        """Take back the last click on the frame on screen."""
+    def undo(self) -> Any:
+        """Take back the last click on the frame on screen (in the click thread, after the
+        clicks in flight; the GUI never waits for them). Returns the future."""
         if self._interaction is None or self.review.labels_layer is None:
+            return None
+        frame, interaction = int(self.viewer.dims.current_step[0]), self._interaction
+        scan_id = self.review.scan_id
+
+        def work() -> None:
+            self.undone.emit((scan_id, frame, interaction.undo(frame)))
+
+        return self._clicker.submit(work)
+
+    def _apply_undo(self, item: tuple[str, int, np.ndarray | None]) -> None:
+        scan_id, frame, before = item
+        if scan_id != self.review.scan_id or self.review.labels_layer is None:
             return
-        frame = int(self.viewer.dims.current_step[0])
-        self._clicker.submit(lambda: None).result()  # the clicks in flight land first
-        before = self._interaction.undo(frame)
         if before is None:
             show_info("no click to take back on this frame")
             return

@@ -90,6 +90,8 @@ def test_click_box_undo_and_provenance(make_napari_viewer, qtbot, project_path, 
     qtbot.waitUntil(lambda: labels.data[2][10, 10] == 0, timeout=10_000)
     viewer.dims.set_current_step(0, 2)
     review.clicks.undo()  # Ctrl+Z on the clicks layer: the last click only
+    review.clicks.wait()
+    qtbot.waitUntil(lambda: labels.data[2][10, 10] == 1, timeout=10_000)
     assert labels.data[2][10, 10] == 1 and labels.data[2][30, 36] == 1
     assert len(review.clicks.layer.data) == 1
     review.save_draft()
