@@ -4,7 +4,8 @@ Nothing here ever unpickles: a ``.pt``/``.pth``/``.pkl``/``.ckpt`` file, or any 
 look like a pickle or a torch zip archive, is refused with a clear error. A config whose values
 are of the wrong type or out of bounds (:class:`~propl.models.ProPLConfig` checks them) and
 weights holding NaN or infinity are refused too; :func:`verify_checkpoint` also runs one small
-prediction, before a model becomes a project's current one.
+prediction (and one click refinement, for a model with the head), before a model becomes a
+project's current one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from .errors import CheckpointError
 from .files import atomic_write_bytes
 from .models import ProPLNet, build_model
+from .models.refine import RefineHead, click_maps
 
 SCHEMA_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -259,17 +261,45 @@ def smoke_frame(size: int) -> torch.Tensor:
 
 
 def _smoke_outputs(model: ProPLNet, folder: Path) -> dict[str, torch.Tensor]:
-    """Both decoders' logits for :func:`smoke_frame` and the model's first task (CPU, eval).
+    """Both decoders' logits for :func:`smoke_frame` and the model's first task (CPU, eval),
+    and the click refinement head's (``"refine"``) when the model has one.
 
     Raises:
-        CheckpointError: the forward pass fails; the message names ``folder``.
+        CheckpointError: the forward pass or the head fails; the message names ``folder``.
     """
     frame = smoke_frame(model.config.input_size)
+    task = torch.zeros(1, dtype=torch.long)
     try:
         with torch.inference_mode():
-            return model(frame, torch.zeros(1, dtype=torch.long))
+            outputs = model(frame, task)
     except (RuntimeError, ValueError, IndexError) as exc:
         raise CheckpointError(f"{folder}: the model cannot predict ({_one_line(exc)})") from exc
+    head = model.refine
+    if head is not None:
+        try:
+            with torch.inference_mode():
+                outputs["refine"] = _smoke_refine(model, head, frame, task)
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise CheckpointError(
+                f"{folder}: its click refinement head cannot refine ({_one_line(exc)})"
+            ) from exc
+    return outputs
+
+
+def _smoke_refine(
+    model: ProPLNet, head: RefineHead, frame: torch.Tensor, task: torch.Tensor
+) -> torch.Tensor:
+    """The refinement head's ``(1, 1, S/2, S/2)`` logits for ``frame``: a square start mask,
+    one positive click at its centre and one negative click in a corner (as an annotator's
+    first clicks would be)."""
+    size = frame.shape[-1]
+    half = size // 2
+    mask = torch.zeros(1, 1, half, half)
+    mask[..., half // 4 : 3 * half // 4, half // 4 : 3 * half // 4] = 1.0
+    points = torch.tensor([[[half / 2, half / 2, 1.0], [half / 8, half / 8, -1.0]]])
+    radius = head.config.click_radius * half / size
+    embedding = head.embed(model.encode(frame), frame, model.prompt(task))
+    return head.decode(embedding, click_maps(mask, points, radius))
 
 
 def verify_checkpoint(path: str | Path) -> Checkpoint:
@@ -277,7 +307,9 @@ def verify_checkpoint(path: str | Path) -> Checkpoint:
 
     Besides everything :func:`load_checkpoint` checks, runs one forward pass (both decoders, no
     MC dropout) on one synthetic frame at the model's input size for its first task, and
-    checks that the logits are finite and of the frame's shape. Cheap: one frame on the CPU.
+    checks that the logits are finite and of the frame's shape; a model with the click
+    refinement head also refines that frame from a start mask and two clicks, and its logits
+    must be finite and of half the frame's size. Cheap: one frame on the CPU.
 
     Args:
         path: a checkpoint folder (or its ``model.safetensors`` / ``model.json``).
@@ -286,20 +318,23 @@ def verify_checkpoint(path: str | Path) -> Checkpoint:
         The loaded checkpoint (eval mode, CPU), for callers that need it anyway.
 
     Raises:
-        CheckpointError: the checkpoint cannot be loaded or its smoke prediction fails; the
-            message names the file or folder.
+        CheckpointError: the checkpoint cannot be loaded, or its smoke prediction (or its
+            refinement head's) fails; the message names the file or folder.
     """
     checkpoint = load_checkpoint(path)
     folder = Path(checkpoint.path or path).parent
     size = checkpoint.model.config.input_size
     for key, logits in _smoke_outputs(checkpoint.model, folder).items():
-        if tuple(logits.shape) != (1, 1, size, size):
+        side = size // 2 if key == "refine" else size
+        what = "the click refinement head's smoke refinement" if key == "refine" else key
+        if tuple(logits.shape) != (1, 1, side, side):
             raise CheckpointError(
-                f"{folder}: its smoke prediction ({key}) has shape {tuple(logits.shape)}, "
-                f"expected {(1, 1, size, size)}"
+                f"{folder}: its smoke prediction ({what}) has shape {tuple(logits.shape)}, "
+                f"expected {(1, 1, side, side)}"
             )
         if not torch.isfinite(logits).all():
             raise CheckpointError(
-                f"{folder}: its smoke prediction ({key}) holds NaN or infinity: the model is broken"
+                f"{folder}: its smoke prediction ({what}) holds NaN or infinity: the model is "
+                "broken"
             )
     return checkpoint

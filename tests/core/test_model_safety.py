@@ -137,6 +137,56 @@ def test_verify_checkpoint_refuses_a_model_that_predicts_nan(tmp_path):
     assert str(ck) in str(info.value)
 
 
+def overflowing_refine_head(model: torch.nn.Module) -> None:
+    """Finite refinement-head weights whose refinements are not: they overflow float32."""
+    model.add_refine()
+    for p in (*model.refine.fine2.parameters(), *model.refine.fine_out.parameters()):
+        p.fill_(1e30)  # fine2's output is then >= 1e30, and fine_out's 1e30 x that is infinite
+
+
+def test_verify_checkpoint_smoke_runs_the_click_refinement_head(tmp_path):
+    ok = save_tiny(tmp_path / "ok", lambda model: model.add_refine())
+    assert verify_checkpoint(ok).model.has_refine
+    ck = save_tiny(tmp_path / "bad-head", overflowing_refine_head)
+    assert load_checkpoint(ck).model.has_refine  # every tensor is finite, the decoders are fine
+    with pytest.raises(CheckpointError, match="click refinement head") as info:
+        verify_checkpoint(ck)
+    assert str(ck) in str(info.value) and "NaN or infinity" in str(info.value)
+
+
+def test_verify_checkpoint_refuses_a_refinement_head_that_fails(tmp_path, monkeypatch):
+    from propl.models.refine import RefineHead
+
+    def fail(self, embedding, maps):
+        raise RuntimeError("mat1 and mat2 shapes cannot be\nmultiplied")
+
+    ck = save_tiny(tmp_path / "ck", lambda model: model.add_refine())
+    monkeypatch.setattr(RefineHead, "decode", fail)
+    with pytest.raises(CheckpointError, match="refinement head cannot refine") as info:
+        verify_checkpoint(ck)
+    assert str(ck) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_nan_refinement_head_weights_are_refused(tmp_path):
+    def spoil(model: torch.nn.Module) -> None:
+        model.add_refine()
+        model.refine.mask_gain.fill_(float("nan"))
+
+    ck = save_tiny(tmp_path / "ck", spoil)
+    with pytest.raises(CheckpointError, match="refine.mask_gain") as info:
+        verify_checkpoint(ck)
+    assert str(ck) in str(info.value)
+
+
+def test_models_add_refuses_a_broken_refinement_head(good, project, tmp_path, capsys):
+    assert main(["models", "--project", str(project), "--add", str(good)]) == 0
+    bad = save_tiny(tmp_path / "bad-head", overflowing_refine_head)
+    assert main(["models", "--project", str(project), "--add", str(bad)]) != 0
+    err = capsys.readouterr().err
+    assert str(bad) in err and "click refinement head" in err, err
+    assert current_of(project) == ("v0001", ["v0001"])
+
+
 def test_models_add_refuses_a_model_that_predicts_nan(good, project, tmp_path, capsys):
     assert main(["models", "--project", str(project), "--add", str(good)]) == 0
     bad = save_tiny(tmp_path / "nan-out", negative_variance)
