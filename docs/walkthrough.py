@@ -95,8 +95,8 @@ def main() -> None:
         for dy in range(-12, 13, 4):
             labels.paint((frame, y + dy, x), 1)
         pump(0.2)
-    unc = next(lyr for lyr in viewer.layers if " uncertainty [" in lyr.name)
-    unc.visible = True
+    unc = next(lyr for lyr in viewer.layers if lyr.metadata.get("propl_review") == "uncertainty")
+    assert unc.visible  # the uncertainty glows around the mask from the start
     wait(lambda: "draft" in review.status_label.text())  # autosaved, not a label yet
     review.wait_saved()
     project = review.session.project

@@ -19,21 +19,38 @@ import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtCore import QTimer
 
+from propl.uncertainty import OUTLINE_THRESHOLD
+
 UNCERTAINTY_COLORMAP = "inferno"  # perceptually uniform, dark = certain
+# additive over the scan: certain pixels add nothing (black), unsure ones glow; the outline
+# level sits mid-scale (orange) and twice it saturates, so the band around a mask shows
+UNCERTAINTY_LIMITS = (0.0, 2 * OUTLINE_THRESHOLD)
 LOW_CONFIDENCE_COLOUR = "#ffff00"
+#: What each layer of a prediction is, first in its name (the layer list elides the middle
+#: of a long name, so the role and the task stay readable).
+ROLES = {"mask": "mask", "low": "uncertain outline", "uncertainty": "uncertainty"}
+SEP = " · "
 
 
 def mask_colormap(colour: str) -> DirectLabelColormap:
     return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: colour})
 
 
-def names(base: str, task: str) -> dict[str, str]:
-    """Layer names for one image and task (the widgets find their layers by name)."""
-    return {
-        "mask": f"{base} [{task}]",
-        "uncertainty": f"{base} uncertainty [{task}]",
-        "low": f"{base} low confidence [{task}]",
-    }
+def names(base: str, task: str | None = None) -> dict[str, str]:
+    """Layer names for one image (and task), role first: "mask · scan [task]". The Review
+    widget leaves the task out (it shows one task at a time, and says which)."""
+    suffix = f" [{task}]" if task else ""
+    return {role: f"{word}{SEP}{base}{suffix}" for role, word in ROLES.items()}
+
+
+ROLE_KEY = "propl_role"
+
+
+def role_of(layer: Any) -> str | None:
+    """What a layer made here shows ("mask", "low", "uncertainty"), from its metadata:
+    widgets tell layers apart by it, never by their names."""
+    role = layer.metadata.get(ROLE_KEY)
+    return str(role) if role is not None else None
 
 
 def low_confidence(uncertainty: np.ndarray, threshold: float) -> np.ndarray:
@@ -126,7 +143,7 @@ def _fits_frames(layer: Any, update: LayerUpdate) -> bool:
 
 def prediction_updates(
     base: str,
-    task: str,
+    task: str | None,
     colour: str,
     mask: np.ndarray,
     uncertainty: np.ndarray,
@@ -136,8 +153,10 @@ def prediction_updates(
     defer_secondary: bool = False,
 ) -> list[LayerUpdate]:
     """The pseudo-label, uncertainty and low-confidence outline layers of one prediction
-    (mask last, so it ends up on top and selected). ``defer_secondary``: the uncertainty and
-    outline layers, when they exist, get their data in a turn of their own (``run_staged``)."""
+    (mask last, so it ends up on top and selected; the uncertainty map glows under it).
+    ``task`` None: names without the task (the Review widget's). ``defer_secondary``: the
+    uncertainty and outline layers, when they exist, get their data in a turn of their own
+    (``run_staged``). Each layer's role is in its metadata (``role_of``)."""
     n = names(base, task)
     return [
         LayerUpdate(
@@ -146,11 +165,11 @@ def prediction_updates(
             uncertainty,
             dict(
                 colormap=UNCERTAINTY_COLORMAP,
-                contrast_limits=(0.0, 1.0),
-                opacity=0.5,
+                contrast_limits=UNCERTAINTY_LIMITS,
+                opacity=0.8,
                 blending="additive",
                 scale=scale,
-                visible=False,
+                metadata={ROLE_KEY: "uncertainty"},
             ),
             first,
             deferred=defer_secondary,
@@ -159,7 +178,12 @@ def prediction_updates(
             "labels",
             n["low"],
             low,
-            dict(scale=scale, opacity=0.9, colormap=mask_colormap(LOW_CONFIDENCE_COLOUR)),
+            dict(
+                scale=scale,
+                opacity=0.9,
+                colormap=mask_colormap(LOW_CONFIDENCE_COLOUR),
+                metadata={ROLE_KEY: "low"},
+            ),
             first,
             after={"contour": 2, "editable": False},
             deferred=defer_secondary,
@@ -168,7 +192,12 @@ def prediction_updates(
             "labels",
             n["mask"],
             mask,
-            dict(scale=scale, opacity=0.5, colormap=mask_colormap(colour)),
+            dict(
+                scale=scale,
+                opacity=0.5,
+                colormap=mask_colormap(colour),
+                metadata={ROLE_KEY: "mask"},
+            ),
             first,
         ),
     ]

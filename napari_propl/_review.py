@@ -108,6 +108,7 @@ class ReviewWidget(SessionMember, QWidget):
         )
         self.queue_list.itemActivated.connect(lambda item: self.load(item.data(Qt.UserRole)))
         self.progress_label = QLabel("")
+        self.legend = _legend()
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)  # a long status must not widen the dock
         self.reason_edit = QLineEdit()
@@ -161,6 +162,7 @@ class ReviewWidget(SessionMember, QWidget):
         layout.addWidget(self.unreviewed_only)
         layout.addWidget(self.queue_list, 1)
         layout.addWidget(self.progress_label)
+        layout.addWidget(self.legend)
         layout.addLayout(grid)
         layout.addWidget(self.reason_edit)
         layout.addWidget(self.status_label)
@@ -299,7 +301,7 @@ class ReviewWidget(SessionMember, QWidget):
             if isinstance(layer, Image)
             and not layer.metadata.get("propl_scan_id")
             and not layer.metadata.get("propl_review")
-            and " uncertainty [" not in layer.name
+            and _layers.role_of(layer) != "uncertainty"
         ]
         if not todo:
             show_info("every open image is already in the project")
@@ -665,6 +667,24 @@ class ReviewWidget(SessionMember, QWidget):
         self.refresh_queue()
 
 
+def _legend() -> QLabel:
+    """What the colours on the scan mean, in plain words (rich text, wraps)."""
+    outline = _layers.LOW_CONFIDENCE_COLOUR
+    label = QLabel(
+        "<b>filled colour</b>: the mask, paint to correct it · "
+        f"<b style='color:{outline}'>yellow outline</b>: the model is unsure inside it, "
+        "check there first · <b style='color:#f98e09'>glow</b> (purple → orange → yellow): "
+        "how unsure the model is, none where it is sure"
+    )
+    label.setWordWrap(True)
+    label.setToolTip(
+        "The glow is the uncertainty layer: how much repeated predictions of the model "
+        f"disagree. The outline surrounds the parts at or above {OUTLINE_THRESHOLD:g} (the "
+        "Segment widget's 'outline uncertainty ≥'). Hide a layer with its eye icon."
+    )
+    return label
+
+
 def _read_queue(
     core: AnnotationSession, project: Any, task: str, include_reviewed: bool, read: int
 ) -> dict[str, Any]:
@@ -685,16 +705,19 @@ def _read_for_review(core: AnnotationSession, scan_id: str, task: str) -> dict[s
     view = core.read_scan(scan_id, task)
     scan = view.scan
     scale = (1.0, *(scan.spacing_mm or (1.0, 1.0)))
-    name = f"review: {scan.name}"
     colour = task_colour(task, core.require_project().tasks)
     low = _layers.low_confidence(view.uncertainty, OUTLINE_THRESHOLD)
+    # role first, no task (the dock says which): "scan · X", "mask · X", …
     return {
         "view": view,
-        "names": _layers.names(name, task),
+        "names": _layers.names(scan.name),
         "image": _layers.LayerUpdate(
-            "image", name, view.image, dict(rgb=scan.is_color, scale=scale)
+            "image",
+            f"scan{_layers.SEP}{scan.name}",
+            view.image,
+            dict(rgb=scan.is_color, scale=scale),
         ),
         "updates": _layers.prediction_updates(
-            name, task, colour, view.mask, view.uncertainty, low, scale, defer_secondary=True
+            scan.name, None, colour, view.mask, view.uncertainty, low, scale, defer_secondary=True
         ),
     }

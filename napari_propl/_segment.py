@@ -164,8 +164,11 @@ class SegmentWidget(SessionMember, QWidget):
     def _refresh_images(self, *_: Any) -> None:
         current = self.image_combo.currentText()
         self.image_combo.clear()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
-        names = [n for n in names if " uncertainty [" not in n]
+        names = [
+            layer.name
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and _layers.role_of(layer) != "uncertainty"
+        ]
         self.image_combo.addItems(names)
         if current in names:
             self.image_combo.setCurrentText(current)

@@ -82,3 +82,30 @@ def test_each_layer_to_create_gets_a_turn_of_its_own() -> None:
         [],  # ``done`` runs after the last creation has been painted
     ]
     assert _layers.plan_turns(FakeViewer(), []) == ([[]], [])
+
+
+def test_names_lead_with_the_role_and_differ() -> None:
+    """The layer list cuts a long name in the middle: mask, outline and uncertainty of one
+    scan must still be told apart, so each name starts with what the layer shows."""
+    review = _layers.names("ddti_0012 thyroid", None)
+    assert review == {
+        "mask": "mask · ddti_0012 thyroid",
+        "low": "uncertain outline · ddti_0012 thyroid",
+        "uncertainty": "uncertainty · ddti_0012 thyroid",
+    }
+    segment = _layers.names("ddti_0012 thyroid", "thyroid_nodule")
+    assert segment["mask"] == "mask · ddti_0012 thyroid [thyroid_nodule]"
+    assert not set(review.values()) & set(segment.values())  # review never reuses Segment's
+
+
+def test_layers_carry_their_role_and_the_uncertainty_shows() -> None:
+    viewer = FakeViewer()
+    viewer.add_image = lambda data, **kw: Image(data, **kw)  # type: ignore[attr-defined]
+    viewer.add_labels = lambda data, **kw: Labels(data, **kw)  # type: ignore[attr-defined]
+    made = [u.apply(viewer) for u in updates()]
+    assert [_layers.role_of(layer) for layer in made] == ["uncertainty", "low", "mask"]
+    unc = made[0]
+    assert unc.visible and unc.blending == "additive"
+    # the outline level mid-scale: the band around a mask glows instead of staying black
+    assert unc.contrast_limits[0] < 0.15 < unc.contrast_limits[1] <= 0.5
+    assert _layers.role_of(Image(np.zeros((4, 4)))) is None

@@ -11,7 +11,7 @@ pytest.importorskip("napari")
 
 from pydicom.data import get_testdata_file  # noqa: E402
 
-from napari_propl._layers import low_confidence  # noqa: E402
+from napari_propl._layers import low_confidence, role_of  # noqa: E402
 from propl.checkpoint import save_checkpoint  # noqa: E402
 from propl.models import build_model  # noqa: E402
 from propl.store import Project  # noqa: E402
@@ -83,12 +83,17 @@ def test_segment_cine_shows_mask_uncertainty_and_outlines(make_napari_viewer, qt
     seg.image_combo.setCurrentText(layer.name)
     assert seg.run() is not None
     wait_idle(qtbot, seg)
-    mask = viewer.layers[f"{layer.name} [{TASK}]"]
-    unc = viewer.layers[f"{layer.name} uncertainty [{TASK}]"]
-    low = viewer.layers[f"{layer.name} low confidence [{TASK}]"]
+    # told apart by their roles: in their metadata, and first in their names
+    made = {role_of(lyr): lyr for lyr in viewer.layers if role_of(lyr)}
+    mask, unc, low = made["mask"], made["uncertainty"], made["low"]
+    assert mask.name == f"mask · {layer.name} [{TASK}]"
+    assert unc.name.startswith("uncertainty · ") and low.name.startswith("uncertain outline · ")
     assert mask.data.shape == unc.data.shape == low.data.shape == (30, 240, 320)
     assert set(np.unique(mask.data)) <= {0, 1} and 0 <= unc.data.min() <= unc.data.max() <= 1
     assert unc.colormap.name == "inferno" and low.contour > 0
+    assert unc.visible  # the map shows (glows around the mask) without a click
+    order = [viewer.layers.index(lyr) for lyr in (layer, unc, low, mask)]
+    assert order == sorted(order)  # image, uncertainty, outline, mask on top
     assert "confidence" in seg.result_label.text() and "cpu" in seg.device_label.text()
     # this frame only: the other frames keep their masks
     before = np.array(mask.data)
@@ -141,7 +146,16 @@ def test_review_loop_saves_and_reopens(make_napari_viewer, qtbot, model_dir, tmp
     labels = review.labels_layer
     # the next scan reuses the review layers, renamed (creating layers is what stalls napari)
     assert first_layers["mask"].name == labels.name != first_mask_name
-    assert labels.name.endswith(f"[{TASK}]")
+    scan_name = project.scan(second).name
+    assert labels.name == f"mask · {scan_name}"  # the role first: not cut off in the list
+    roles = {
+        lyr.metadata["propl_review"]: lyr.name
+        for lyr in viewer.layers
+        if lyr.metadata.get("propl_review")
+    }
+    assert roles["image"] == f"scan · {scan_name}"
+    assert roles["low"] == f"uncertain outline · {scan_name}"
+    assert roles["uncertainty"] == f"uncertainty · {scan_name}"
     shown = [lyr for lyr in viewer.layers if lyr.metadata.get("propl_review")]
     assert len(shown) == 4 and len({lyr.name for lyr in shown}) == 4
     second_image = next(lyr for lyr in shown if lyr.metadata["propl_review"] == "image")
@@ -314,7 +328,7 @@ def test_demo_viewer_opens_the_sample_and_segments_it(
     viewer = open_viewer(TASK, model=str(model_dir))
     seg = viewer.window.dock_widgets["Segment (ProPL) (napari-propl)"]
     wait_idle(qtbot, seg)
-    mask = viewer.layers[f"echo cine (pydicom) [{TASK}]"]
+    mask = viewer.layers[f"mask · echo cine (pydicom) [{TASK}]"]
     assert mask.data.shape == (30, 240, 320)
     assert "Review (ProPL) (napari-propl)" in viewer.window.dock_widgets
     assert "Retrain (ProPL) (napari-propl)" in viewer.window.dock_widgets
