@@ -52,6 +52,27 @@ if TYPE_CHECKING:
     import napari
 
 AUTOSAVE_MS = 800
+#: Keys of the review buttons, application-wide (the canvas may have the focus). None of them
+#: is one of napari's (viewer, layers, menus): its own keys are single letters, arrows,
+#: Ctrl+Up/Down and a few Ctrl/Alt letters; a text field keeps Ctrl+Left/Right for words.
+SHORTCUTS = {
+    "accept": "Ctrl+Return",
+    "next": "Ctrl+Right",
+    "previous": "Ctrl+Left",
+    "reject": "Ctrl+Shift+R",
+    "skip": "Ctrl+Shift+K",
+}
+TOOLTIPS = {
+    "previous": "the scan before this one in the queue",
+    "next": "the next scan in the queue (nothing is confirmed; your edits stay as a draft)",
+    "accept": "confirm the mask as a label (on a cine: this frame and the frames you "
+    "edited), then the next scan",
+    "save": "confirm the mask as a label (on a cine: this frame and the frames you edited), "
+    "and stay on this scan",
+    "accept_all": "confirm every frame of the cine as a label, then the next scan",
+    "reject": "the scan is unusable (say why below); it never trains a model",
+    "skip": "leave the scan for later (say why below)",
+}
 
 
 class ReviewWidget(SessionMember, QWidget):
@@ -116,7 +137,7 @@ class ReviewWidget(SessionMember, QWidget):
         buttons = {
             "previous": ("◀ Previous", lambda: self.step(-1)),
             "next": ("Next ▶", lambda: self.step(1)),
-            "accept": ("Accept (Ctrl+Enter)", self.accept),
+            "accept": ("Accept", self.accept),
             "save": ("Save correction", lambda: self.confirm(advance=False)),
             "accept_all": ("Accept all frames", lambda: self.confirm(advance=True, whole=True)),
             "reject": ("Reject", lambda: self.save("rejected", advance=True)),
@@ -141,9 +162,16 @@ class ReviewWidget(SessionMember, QWidget):
             "carry the frame on screen through the cine until the model is unsure; the "
             "frames reached are drafts until you confirm them"
         )
-        shortcut = QShortcut(QKeySequence("Ctrl+Return"), self)
-        shortcut.setContext(Qt.ApplicationShortcut)
-        shortcut.activated.connect(self.accept)
+        self.shortcuts = {}
+        for key, tip in TOOLTIPS.items():
+            keys = SHORTCUTS.get(key)
+            if keys is not None:
+                shortcut = QShortcut(QKeySequence(keys), self)
+                shortcut.setContext(Qt.ApplicationShortcut)
+                shortcut.activated.connect(self.buttons[key].click)
+                self.shortcuts[key] = shortcut
+                tip += f" ({shortcut_text(keys)})"
+            self.buttons[key].setToolTip(tip)
         self._autosave_timer = QTimer(self)
         self._autosave_timer.setSingleShot(True)
         self._autosave_timer.timeout.connect(self.save_draft)
@@ -721,3 +749,8 @@ def _read_for_review(core: AnnotationSession, scan_id: str, task: str) -> dict[s
             scan.name, None, colour, view.mask, view.uncertainty, low, scale, defer_secondary=True
         ),
     }
+
+
+def shortcut_text(keys: str) -> str:
+    """A key sequence as the platform writes it (Return as the keyboard says: Enter)."""
+    return QKeySequence(keys).toString(QKeySequence.NativeText).replace("Return", "Enter")

@@ -1,0 +1,61 @@
+"""The Review dock explains itself: keys for its buttons (none of napari's), a legend."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("napari")
+
+from qtpy.QtGui import QKeySequence  # noqa: E402
+
+from napari_propl._review import SHORTCUTS, shortcut_text  # noqa: E402
+
+PLUGIN = "napari-propl"
+
+
+def napari_keys(viewer) -> set[str]:
+    """Every key napari binds: the viewer's and layers' actions, and its menus'."""
+    from napari._app_model import get_app_model
+    from napari.utils.shortcuts import default_shortcuts
+
+    keys = {str(kb) for bindings in default_shortcuts.values() for kb in bindings}
+    keys |= {str(kb.keybinding) for kb in get_app_model().keybindings}
+    return {QKeySequence(k).toString() for k in keys}
+
+
+def test_review_keys_collide_with_none_of_napari_and_show_in_tooltips(make_napari_viewer):
+    viewer = make_napari_viewer()
+    review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review (ProPL)")[1]
+    ours = {QKeySequence(k).toString() for k in SHORTCUTS.values()}
+    assert len(ours) == len(SHORTCUTS) == 5
+    assert not ours & napari_keys(viewer)
+    for key, keys in SHORTCUTS.items():
+        assert review.shortcuts[key].key() == QKeySequence(keys)
+        assert shortcut_text(keys) in review.buttons[key].toolTip()
+    assert shortcut_text("Ctrl+Return").endswith("Enter")
+
+
+def test_review_keys_press_their_buttons(make_napari_viewer, monkeypatch):
+    viewer = make_napari_viewer()
+    review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review (ProPL)")[1]
+    calls: list[tuple] = []
+    monkeypatch.setattr(review, "step", lambda delta: calls.append(("step", delta)))
+    monkeypatch.setattr(review, "confirm", lambda advance: calls.append(("confirm", advance)))
+    monkeypatch.setattr(review, "save", lambda status, advance: calls.append((status, advance)))
+    for key in ("next", "previous", "accept", "reject", "skip"):
+        review.shortcuts[key].activated.emit()
+    assert calls == [
+        ("step", 1),
+        ("step", -1),
+        ("confirm", True),
+        ("rejected", True),
+        ("skipped", True),
+    ]
+
+
+def test_legend_says_what_the_colours_mean(make_napari_viewer):
+    viewer = make_napari_viewer()
+    review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review (ProPL)")[1]
+    text = review.legend.text()
+    assert "yellow outline" in text and "unsure" in text and "mask" in text
+    assert review.legend.wordWrap()  # never widens the dock
