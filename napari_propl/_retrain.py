@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -139,7 +140,12 @@ class RetrainWidget(SessionMember, QWidget):
         self._buffer = b""
         self._result: dict[str, Any] | None = None
         self._cancelled = False
+        self._closing = False  # napari is closing: the run is stopped, not failed
         self._since_training = 0
+        self.clock = RoundClock()
+        self._tick = QTimer(self)  # the elapsed time moves on between the run's events
+        self._tick.setInterval(1000)
+        self._tick.timeout.connect(self._show_time)
         self._repredict_worker: Any = None
         self._promoted: str | None = None  # the promoted version whose re-prediction runs
         self._repredict_note = ""  # what the status says before the re-prediction count
@@ -292,6 +298,9 @@ class RetrainWidget(SessionMember, QWidget):
         self.plot.reset(self.steps.value())
         self.progress.setRange(0, self.steps.value())
         self.progress.setValue(0)
+        self.clock = RoundClock(total=self.steps.value())
+        self._show_time()
+        self._tick.start()
         self.status_label.setText("preparing: reading the reviewed scans…")
         process = QProcess(self)
         process.readyReadStandardOutput.connect(self._read_output)
@@ -344,6 +353,8 @@ class RetrainWidget(SessionMember, QWidget):
             self.plot.update()
         elif kind == "step":
             self.progress.setValue(step)
+            self.clock.step(step)
+            self._show_time()
             if step % 2 == 0 or step == 1:
                 self.plot.add_loss(step, float(data["loss"]))
         elif kind == "eval":
@@ -352,7 +363,12 @@ class RetrainWidget(SessionMember, QWidget):
             self._result = data
         self.event_received.emit(event)
 
+    def _show_time(self) -> None:
+        self.progress.setFormat(self.clock.describe())
+
     def _on_finished(self, code: int, _status: Any = None) -> None:
+        self._tick.stop()
+        self.progress.setFormat(f"%p% · {_duration(self.clock.elapsed())}")
         process, self.process = self.process, None
         if process is not None:
             self._drain(process)
@@ -364,13 +380,16 @@ class RetrainWidget(SessionMember, QWidget):
         self.cancel_button.setEnabled(False)
         result = self._result
         if result is None:
-            if self._cancelled:
+            if self._closing:  # killed because napari closed: nothing to report as a failure
+                self.status_label.setText("cancelled: napari closed during retraining")
+            elif self._cancelled:
                 self.status_label.setText("cancelled: the current model is unchanged")
             else:
                 last = err.splitlines()[-1] if err else f"exit code {code}"
                 self.status_label.setText(f"retraining failed: {last}")
                 show_error(f"retraining failed: {last}")
-            self._settled("cancelled" if self._cancelled else "error", None)
+            stopped = self._cancelled or self._closing
+            self._settled("cancelled" if stopped else "error", None)
             return
         self._settle(result)
 
@@ -380,6 +399,10 @@ class RetrainWidget(SessionMember, QWidget):
         if round_.error:
             show_error(round_.error)
         text = round_.summary
+        self.status_label.setToolTip("")
+        if round_.outcome == "worse":  # the statistics' words, for the tooltip only
+            text = plain_verdict(result)
+            self.status_label.setToolTip(round_.summary)
         if round_.promoted:
             text += "; "
             self.repredict(text, new_tasks=round_.learnt)
@@ -469,6 +492,7 @@ class RetrainWidget(SessionMember, QWidget):
 
     def _on_repredict_progress(self, value: tuple[int, int]) -> None:
         done, total = value
+        self.progress.setFormat("re-predicting: %v of %m scans")
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
 
@@ -502,11 +526,78 @@ class RetrainWidget(SessionMember, QWidget):
 
     def _on_closed(self) -> None:
         self._collector.release()
+        self._tick.stop()
         if self.process is not None:
+            self._closing = True  # the run is stopped on purpose: no "failed" for it
             self.process.kill()
             self.process.waitForFinished(5000)
         if self._repredict_worker is not None:  # stops at its next scan
             self._repredict_worker.quit()
+
+
+class RoundClock:
+    """Elapsed time of a retraining round and an estimate of the time left, from the pace of
+    its steps so far (the preparation before the first step is not a step's pace)."""
+
+    def __init__(self, total: int = 1, now: Any = time.monotonic) -> None:
+        self.total, self._now = max(total, 1), now
+        self.started = now()
+        self._first: tuple[int, float] | None = None  # (step, time) of the first step seen
+        self._last: tuple[int, float] | None = None
+
+    def step(self, step: int) -> None:
+        mark = (step, self._now())
+        if self._first is None:
+            self._first = mark
+        self._last = mark
+
+    def elapsed(self) -> float:
+        return self._now() - self.started
+
+    def left(self) -> float | None:
+        """Seconds left at the steps' pace, counting down between steps (None until two
+        steps have been seen)."""
+        if self._first is None or self._last is None or self._last[0] <= self._first[0]:
+            return None
+        (s0, t0), (s1, t1) = self._first, self._last
+        return max((self.total - s1) * (t1 - t0) / (s1 - s0) - (self._now() - t1), 0.0)
+
+    def describe(self) -> str:
+        """The progress bar's text: step, elapsed, about how long is left."""
+        elapsed = _duration(self.elapsed())
+        if self._last is None:
+            return f"preparing · {elapsed}"
+        step = self._last[0]
+        if step >= self.total:
+            return f"judging the new version · {elapsed}"
+        left = self.left()
+        about = "" if left is None else f" · about {_duration(left)} left"
+        return f"step {step} of {self.total} · {elapsed}{about}"
+
+
+def _duration(seconds: float) -> str:
+    """``75`` → ``1 min 15 s``; under a minute in seconds, from an hour in h and min."""
+    s = max(int(round(seconds)), 0)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def plain_verdict(result: dict[str, Any]) -> str:
+    """A version not shown better, in words for the annotator (the statistics, a lower bound
+    of the gain at a confidence level, go to the tooltip)."""
+    name, score, base = result["version"], result.get("score"), result.get("baseline_score")
+    if score is None or base is None:
+        return f"{name} kept but not used: the current model stays"
+    text = (
+        f"{name} kept but not used: on the scans held back to judge it, it scores "
+        f"{score:.1f}, the current model ({result['baseline']}) {base:.1f}"
+    )
+    if score <= base:
+        return f"{text}: not better"
+    return f"{text}: too close to be sure it is better; review more scans, then retrain"
 
 
 def _kill_later(process: QProcess) -> None:
