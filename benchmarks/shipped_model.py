@@ -3,8 +3,9 @@
     python benchmarks/shipped_model.py --data DATA --candidate runs/shipped/packed [--install]
 
 Evaluates the candidate (fp16 checkpoint folder) and the model now in the package on every
-us-universal task's test split (stored resolution, PROPL.md protocol). With ``--install`` the
-candidate replaces the packaged model when it has the higher test mDice (or there is none).
+us-universal task's test split (stored resolution; protocol in docs/method.md). With
+``--install`` the candidate replaces the packaged model when it has the higher test mDice (or
+there is none).
 Writes ``benchmarks/results/shipped-model.json`` (``mdice``/``per_task`` keys like the SSL
 results) and ``shipped-model.md`` for the README, both describing the model that ships.
 """

@@ -3,7 +3,7 @@ head scans, a model that has never seen a fetal head, the real ``propl train`` s
 writes the README's new-task screenshots.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/new_task_walkthrough.py \\
-        --data /work/shared/datasets/us-universal --model runs/loto-fetal_head/best [--out DIR]
+        --data /path/to/us-universal --model runs/loto-fetal_head/best [--out DIR]
 
 Every us-universal task is in the shipped model, so the starting model is the leave-one-task-out
 model of ``benchmarks/new_task.py`` (the other four tasks, fetal_head never seen), added to the

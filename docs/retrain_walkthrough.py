@@ -2,7 +2,7 @@
 the real ``propl train`` subprocess; writes the README's Retrain screenshots.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/retrain_walkthrough.py \\
-        --data /work/shared/datasets/us-universal [--out DIR] [--steps 150]
+        --data /path/to/us-universal [--out DIR] [--steps 150]
 
 1. Plugins > ProPL > Review, Segment and Retrain (ProPL); a new project (in --out, never in
    the repository); the first 24 thyroid_nodule train scans of the data folder imported as

@@ -1,4 +1,4 @@
-"""Score a model on a benchmark folder split, per the protocol in PROPL.md.
+"""Score a model on a benchmark folder split (protocol: docs/method.md, "Evaluation").
 
 Masks are compared at the stored image resolution (predictions are resized back), Dice = 1 when
 both masks are empty, HD95 skipped when either is empty; the score is the mean over tasks.

@@ -1,4 +1,6 @@
-"""Segmentation, calibration and uncertainty metrics on NumPy arrays (protocol in PROPL.md).
+"""Segmentation, calibration and uncertainty metrics on NumPy arrays.
+
+The evaluation protocol they serve is in docs/method.md ("Evaluation").
 
 Masks are binary arrays of any shape (anything non-zero is foreground). Conventions:
 

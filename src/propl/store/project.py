@@ -1,6 +1,6 @@
 """The project store: scans, predictions, reviewed masks and their provenance in one zarr v3 folder.
 
-Layout (see docs/architecture in the repository)::
+Layout (see docs/architecture.md in the repository)::
 
     project.zarr/
       zarr.json                          attrs: schema, created, app version, tasks
