@@ -585,6 +585,9 @@ class ReviewWidget(SessionMember, QWidget):
                 worst, conf = view.worst_frame
                 self.viewer.dims.set_current_step(0, worst)
                 text += f"; least confident frame {worst} ({conf:.2f})"
+            elif self.viewer.dims.current_step[0] >= len(view.image):
+                # a still after a cine: the slider (kept by hidden layers) would show nothing
+                self.viewer.dims.set_current_step(0, 0)
             self.status_label.setText(text)
             for i in range(self.queue_list.count()):
                 if self.queue_list.item(i).data(Qt.UserRole) == self.scan_id:
@@ -743,7 +746,8 @@ def _read_for_review(core: AnnotationSession, scan_id: str, task: str) -> dict[s
             "image",
             f"scan{_layers.SEP}{scan.name}",
             view.image,
-            dict(rgb=scan.is_color, scale=scale),
+            # marked already when made: the Segment widget does not take it for an opened file
+            dict(rgb=scan.is_color, scale=scale, metadata={"propl_review": "image"}),
         ),
         "updates": _layers.prediction_updates(
             scan.name, None, colour, view.mask, view.uncertainty, low, scale, defer_secondary=True

@@ -66,6 +66,7 @@ class SegmentWidget(SessionMember, QWidget):
         self.setObjectName("QtProplSegmentWidget")
         self._worker: Any = None
         self._displaying = False
+        self._scope_for: str | None = None  # the image the scope was last chosen for
 
         self.image_combo = QComboBox()
         self.model_edit = QLineEdit(default_model_path())
@@ -110,6 +111,7 @@ class SegmentWidget(SessionMember, QWidget):
         layout.addWidget(self.result_label)
         layout.addStretch(1)
 
+        self.image_combo.currentTextChanged.connect(self._default_scope)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.model_edit.editingFinished.connect(self._refresh_tasks)
@@ -158,11 +160,25 @@ class SegmentWidget(SessionMember, QWidget):
             self._refresh_tasks()
 
     def _on_inserted(self, event: Any) -> None:
-        event.value.events.name.connect(self._refresh_images)  # the Review widget renames
+        layer = event.value
+        layer.events.name.connect(self._refresh_images)  # the Review widget renames
         self._refresh_images()
+        if _is_opened_image(layer):  # a file or sample just opened: it is what to segment
+            self.image_combo.setCurrentText(layer.name)
+
+    def _default_scope(self, name: str) -> None:
+        """A cine is segmented whole, a still is one frame: chosen when another image is
+        chosen (not when the list is only refilled), and never over the project scope."""
+        if name == self._scope_for or name not in self.viewer.layers:
+            return
+        self._scope_for = name
+        if self.scope_combo.currentText() != SCOPES[2]:
+            many = _n_frames(self.viewer.layers[name]) > 1
+            self.scope_combo.setCurrentText(SCOPES[1] if many else SCOPES[0])
 
     def _refresh_images(self, *_: Any) -> None:
         current = self.image_combo.currentText()
+        self.image_combo.blockSignals(True)  # refilled, not chosen: the scope stays
         self.image_combo.clear()
         names = [
             layer.name
@@ -172,6 +188,8 @@ class SegmentWidget(SessionMember, QWidget):
         self.image_combo.addItems(names)
         if current in names:
             self.image_combo.setCurrentText(current)
+        self.image_combo.blockSignals(False)
+        self._default_scope(self.image_combo.currentText())
 
     def _refresh_tasks(self) -> None:
         """Tasks come from the model's config (read without loading the weights)."""
@@ -213,9 +231,8 @@ class SegmentWidget(SessionMember, QWidget):
                 return None
             layer = self.viewer.layers[name]
             frames = np.asarray(layer.data)
-            if not layer.rgb and frames.ndim == 2:
-                frames = frames[None]
-            if layer.rgb and frames.ndim == 3:
+            still = frames.ndim == (3 if layer.rgb else 2)
+            if still:
                 frames = frames[None]
             first = int(self.viewer.dims.current_step[0]) if scope == SCOPES[0] else 0
             first = min(first, len(frames) - 1)
@@ -229,6 +246,7 @@ class SegmentWidget(SessionMember, QWidget):
                 scale=(1.0, *tuple(layer.scale[-2:])),
                 threshold=self.threshold.value(),
                 scan_id=layer.metadata.get("propl_scan_id"),
+                still=still,
                 # one frame into layers that already hold the whole scan: update in place
                 in_place=count < len(frames) and self._has_layers(name, task, frames.shape[:3]),
             )
@@ -315,8 +333,11 @@ class SegmentWidget(SessionMember, QWidget):
             first = None
         elif whole:
             first = None
+        scale = job.scale
+        if job.still:  # layers as flat as the image: shown whatever frame the slider is at
+            mask, unc, low, scale = mask[0], unc[0], low[0], scale[1:]
         updates = _layers.prediction_updates(
-            job.base, job.task, task_colour(job.task), mask, unc, low, job.scale, first
+            job.base, job.task, task_colour(job.task), mask, unc, low, scale, first
         )
         return {
             "task": job.task,
@@ -382,6 +403,21 @@ class _FramesJob:
     threshold: float
     scan_id: str | None
     in_place: bool
+    still: bool = False  # a 2-D image: its layers are 2-D too
+
+
+def _n_frames(layer: Any) -> int:
+    """Frames of an image layer: (H, W) and (H, W, 3) are one, else the first axis."""
+    ndim = np.ndim(layer.data) - (1 if layer.rgb else 0)
+    return int(np.shape(layer.data)[0]) if ndim >= 3 else 1
+
+
+def _is_opened_image(layer: Any) -> bool:
+    """An image the user opened (not one of the layers this plugin makes)."""
+    meta = layer.metadata
+    return (
+        isinstance(layer, Image) and "propl_review" not in meta and _layers.role_of(layer) is None
+    )
 
 
 def _padded(chunk: np.ndarray, first: int, n_frames: int) -> np.ndarray:

@@ -59,3 +59,35 @@ def test_legend_says_what_the_colours_mean(make_napari_viewer):
     text = review.legend.text()
     assert "yellow outline" in text and "unsure" in text and "mask" in text
     assert review.legend.wordWrap()  # never widens the dock
+
+
+def test_a_still_after_a_cine_is_shown_at_frame_zero(make_napari_viewer, qtbot, tmp_path):
+    """The frame slider stays where a cine left it while an opened cine (hidden) keeps the
+    range: a still shown for review then had nothing on screen."""
+    import numpy as np
+
+    from propl.store import Project
+
+    with Project.create(tmp_path / "p.zarr") as p:
+        ids = []
+        for name, shape, conf in (("cine", (6, 20, 24), 0.5), ("still", (1, 20, 24), 0.6)):
+            sid = p.add_scan(np.full(shape, 60, np.uint8), name)
+            mask = np.zeros(shape, np.uint8)
+            mask[:, 5:15, 5:15] = 1
+            p.save_prediction(
+                sid, "left_heart", mask, np.zeros(shape), np.full(shape[0], conf), "v1"
+            )
+            ids.append(sid)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((30, 20, 24), np.uint8), name="opened cine")
+    review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review (ProPL)")[1]
+    review.open_project(tmp_path / "p.zarr")
+    review.task_combo.setCurrentText("left_heart")
+    qtbot.waitUntil(lambda: review.queue_list.count() == 2, timeout=30_000)
+    review.load(ids[0])
+    qtbot.waitUntil(lambda: review.scan_id == ids[0], timeout=30_000)
+    viewer.dims.set_current_step(0, 14)
+    review.load(ids[1])
+    qtbot.waitUntil(lambda: review.scan_id == ids[1], timeout=30_000)
+    assert viewer.dims.current_step[0] == 0
+    assert np.asarray(review.labels_layer._slice.image.raw).any()  # the mask is on screen

@@ -431,3 +431,32 @@ def test_closing_the_window_lets_a_read_in_flight_finish_first(
     viewer.close()
     assert events[-2:] == ["read", "closed"]
     assert session.project is None
+
+
+def test_segment_follows_the_opened_image_and_its_frames(make_napari_viewer, qtbot, model_dir):
+    """A newly opened image is the one to segment; a cine whole, a still as it is (a still
+    after a cine shows its mask whatever frame the slider is at)."""
+    viewer = make_napari_viewer()
+    seg = dock(viewer, "Segment (ProPL)")
+    cine = open_cine(viewer)
+    assert seg.image_combo.currentText() == cine.name
+    assert seg.scope_combo.currentText() == "all frames"
+    seg.scope_combo.setCurrentText("this frame")  # the user's choice
+    viewer.add_labels(np.zeros((30, 240, 320), np.uint8), name="notes")  # not an image
+    assert seg.scope_combo.currentText() == "this frame"
+    still = viewer.add_image(np.random.default_rng(0).integers(0, 255, (64, 80), np.uint8))
+    assert seg.image_combo.currentText() == still.name
+    assert seg.scope_combo.currentText() == "this frame"
+    viewer.dims.set_current_step(0, 14)
+    seg.model_edit.setText(str(model_dir))
+    seg._refresh_tasks()
+    seg.task_combo.setCurrentText(TASK)
+    seg.run()
+    wait_idle(qtbot, seg)
+    mask = viewer.layers[f"mask · {still.name} [{TASK}]"]
+    assert mask.data.shape == (64, 80)  # flat like the image: drawn at every frame
+    assert viewer.dims.current_step[0] == 14
+    assert seg.image_combo.currentText() == still.name  # its own layers are not "opened"
+    seg.scope_combo.setCurrentText("all scans in the project")
+    viewer.add_image(np.zeros((5, 64, 80), np.uint8), name="another cine")
+    assert seg.scope_combo.currentText() == "all scans in the project"  # kept
