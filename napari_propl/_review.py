@@ -46,6 +46,7 @@ from propl.uncertainty import OUTLINE_THRESHOLD
 
 from . import _layers
 from ._clicks import ClickTool
+from ._measurements import MeasurementLabel
 from ._session import Session, SessionMember
 
 if TYPE_CHECKING:
@@ -129,6 +130,8 @@ class ReviewWidget(SessionMember, QWidget):
         )
         self.queue_list.itemActivated.connect(lambda item: self.load(item.data(Qt.UserRole)))
         self.progress_label = QLabel("")
+        self.measurements = MeasurementLabel()
+        self.viewer.dims.events.current_step.connect(self.measurements.schedule)
         self.legend = _legend()
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)  # a long status must not widen the dock
@@ -190,6 +193,7 @@ class ReviewWidget(SessionMember, QWidget):
         layout.addWidget(self.unreviewed_only)
         layout.addWidget(self.queue_list, 1)
         layout.addWidget(self.progress_label)
+        layout.addWidget(self.measurements)
         layout.addWidget(self.legend)
         layout.addLayout(grid)
         layout.addWidget(self.reason_edit)
@@ -239,6 +243,7 @@ class ReviewWidget(SessionMember, QWidget):
     def _on_project_changed(self) -> None:
         project = self.session.project
         self.labels_layer = None  # the core shows no scan of a new project
+        self.measurements.clear_source()
         self.task_combo.blockSignals(True)
         self.task_combo.clear()
         if project is not None:
@@ -572,6 +577,7 @@ class ReviewWidget(SessionMember, QWidget):
                 self.viewer.reset_view(layers=[shown[wanted["image"]]])
                 self._shown_shape = scan.shape
             self.core.show(view)  # the time spent on it counts from here
+            self.measurements.follow(self.viewer, mask_layer, scan.spacing_mm, view.task)
             self.clicks.scan_changed()
             self.buttons["click"].setChecked(False)
             text = f"{scan.name}: {view.status}"
@@ -604,6 +610,7 @@ class ReviewWidget(SessionMember, QWidget):
     def _on_mask_changed(self, _event: Any = None) -> None:
         if self.scan_id is not None:  # not while the layers are being refilled
             self._autosave_timer.start(AUTOSAVE_MS)
+            self.measurements.schedule()
 
     def _changed_mask(self) -> np.ndarray | None:
         """A copy of the mask layer's data when it differs from what the store holds."""

@@ -90,4 +90,50 @@ def test_a_still_after_a_cine_is_shown_at_frame_zero(make_napari_viewer, qtbot, 
     review.load(ids[1])
     qtbot.waitUntil(lambda: review.scan_id == ids[1], timeout=30_000)
     assert viewer.dims.current_step[0] == 0
-    assert np.asarray(review.labels_layer._slice.image.raw).any()  # the mask is on screen
+    assert review.measurements.text().startswith("area ")  # a still: no frame number
+
+
+def test_measurement_text_names_the_units_and_the_head_circumference():
+    import numpy as np
+
+    from napari_propl._measurements import measurement_text
+    from propl.measure import measure_mask
+
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:30, 10:50] = 1
+    m = measure_mask(mask, (0.5, 0.5))
+    text = measurement_text(mask, (0.5, 0.5), "fetal_head")
+    assert text.startswith(f"area {m['area']:.1f} mm² · axes {m['major_axis']:.1f} × ")
+    assert f"head circumference {m['circumference']:.1f} mm" in text
+    px = measurement_text(mask, None, "thyroid_nodule")
+    assert "800 pixels" in px and "ellipse circumference" in px and "no pixel spacing" in px
+    assert measurement_text(np.zeros((4, 4), np.uint8), None, "x") == "no mask on this frame"
+
+
+def test_review_dock_measures_the_frame_on_screen(make_napari_viewer, qtbot, tmp_path):
+    import numpy as np
+
+    from propl.store import Project
+
+    shape = (3, 40, 60)
+    with Project.create(tmp_path / "p.zarr") as p:
+        sid = p.add_scan(np.full(shape, 60, np.uint8), "head", spacing_mm=(0.2, 0.2))
+        mask = np.zeros(shape, np.uint8)
+        mask[:, 10:30, 10:50] = 1
+        mask[2] = 0
+        p.save_prediction(sid, "fetal_head", mask, np.zeros(shape), np.full(3, 0.7), "v1")
+    viewer = make_napari_viewer()
+    review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review (ProPL)")[1]
+    review.open_project(tmp_path / "p.zarr")
+    review.task_combo.setCurrentText("fetal_head")
+    qtbot.waitUntil(lambda: review.queue_list.count() == 1, timeout=30_000)
+    review.load(sid)
+    qtbot.waitUntil(lambda: review.scan_id == sid, timeout=30_000)
+    viewer.dims.set_current_step(0, 0)
+    text = lambda: review.measurements.text()  # noqa: E731
+    qtbot.waitUntil(lambda: text().startswith("frame 0: area 32.0 mm²"), timeout=5_000)
+    assert "head circumference" in text()
+    viewer.dims.set_current_step(0, 2)
+    qtbot.waitUntil(lambda: text() == "frame 2: no mask on this frame", timeout=5_000)
+    review.labels_layer.paint((2, 20, 20), 1)  # a brush dab: measured when it pauses
+    qtbot.waitUntil(lambda: text().startswith("frame 2: area "), timeout=5_000)
