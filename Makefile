@@ -14,12 +14,16 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.propl-installed
 
-# Without an NVIDIA GPU, pin the CPU torch build: a bare `torch>=2.2` pulls the 3 GB CUDA build.
+# Without an NVIDIA GPU, take torch's CPU build: a bare `torch>=2.2` pulls the 3 GB CUDA build.
+# PyTorch's CPU index serves it as `2.x.y+cpu`, which pip prefers to PyPI's `2.x.y`.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
 ifeq ($(HAS_GPU),yes)
 PIP_CONSTRAINTS :=
+TORCH_INDEX :=
 else
 PIP_CONSTRAINTS := -c constraints-cpu.txt
+TORCH_INDEX := --extra-index-url $(TORCH_CPU_INDEX)
 endif
 
 .PHONY: env test test-slow lint demo clean distclean
@@ -32,7 +36,7 @@ $(PY):
 # Re-installs only when the dependencies change; torch goes first so the rest never
 # re-resolves it.
 $(STAMP): pyproject.toml constraints-cpu.txt | $(PY)
-	$(PY) -m pip install $(PIP_CONSTRAINTS) torch
+	$(PY) -m pip install $(PIP_CONSTRAINTS) $(TORCH_INDEX) torch
 	$(PY) -m pip install $(PIP_CONSTRAINTS) -e ".[dev]"
 	touch $@
 

@@ -84,16 +84,16 @@ def run_demo(
     from .tasks import task_colour
 
     out = Path(out)
+    stem = f"echo_{task}"
+    paths = [out / f"{stem}_{kind}" for kind in ("mask.tif", "uncertainty.tif", "overlay.png")]
+    for p in paths:  # before any work; only these three files are ever replaced
+        if p.exists() and not overwrite:
+            raise FileExistsError(f"{p} exists (pass --overwrite to replace it)")
     model_path = resolve_model(model)
     predictor = Predictor.from_checkpoint(model_path, device=device)
     predictor.model.task_index(task)  # unknown task: a clear error before any work
     frames, source = sample_cine()
     pred = predictor.predict(frames, task)
-    stem = f"echo_{task}"
-    paths = [out / f"{stem}_{kind}" for kind in ("mask.tif", "uncertainty.tif", "overlay.png")]
-    for p in paths:
-        if p.exists() and not overwrite:
-            raise FileExistsError(f"{p} exists (pass --overwrite to replace it)")
     out.mkdir(parents=True, exist_ok=True)
     worst = int(np.argmin(pred.confidence))
     hex_colour = task_colour(task)
