@@ -410,6 +410,15 @@ def build_parser() -> argparse.ArgumentParser:
         "wrong first)",
     )
     s.add_argument(
+        "--correct",
+        nargs="+",
+        choices=["truth", "clicks"],
+        default=["truth"],
+        help="how picked scans are corrected: truth (the ground truth replaces the prediction; "
+        "default) and/or clicks (simulated clicks on the refinement head fix the pseudo-label "
+        "until IoU 0.90 or 20 clicks, and that mask trains the next round)",
+    )
+    s.add_argument(
         "--seed", type=int, default=0, help="seed of the scans drawn and of training (0)"
     )
     s.add_argument("--test-scans", type=int, default=0, help="first N test scans scored; 0: all")
@@ -423,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--like",
         type=Path,
         help="checkpoint whose architecture (not weights) the fresh network copies "
-        "(default: the shipped model's)",
+        "(default: the shipped model's); with --correct clicks also its refinement head",
     )
     s.add_argument("--workdir", type=Path, help="keep the simulated projects here")
     s.add_argument(

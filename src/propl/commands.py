@@ -521,6 +521,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         start=args.start,
         pool=args.pool,
         strategies=tuple(args.strategies),
+        correct=tuple(args.correct),
         seed=args.seed,
         test_scans=args.test_scans,
         first_steps=args.first_steps,

@@ -13,7 +13,10 @@
                       be wrong (the largest ``Prediction.expected_error`` of any frame)
         "correct" them: the ground-truth mask replaces the prediction and is confirmed, by the
                       plugin's rule (:class:`~propl.annotation.AnnotationSession`; edited
-                      pixels counted)
+                      pixels counted); or, with ``--correct clicks``, simulated clicks on the
+                      current version's refinement head fix the pseudo-label until IoU 0.90
+                      with the ground truth or 20 clicks, and THAT mask is confirmed
+                      (:mod:`propl.click_annotator`; clicks counted)
         retrain from the current version (the project retraining path: held-back scans,
         ProPL semi-supervised with the rest of the pool unlabelled)
         score the new version on the task's test split: Dice and the AUROC of pixel
@@ -21,7 +24,11 @@
 
 Every new version is followed, whatever the promotion gate said (its verdict is recorded), so
 the two curves show what each strategy's picks teach. Results: ``{"task", "rounds",
-"per_round", "strategies": {name: [test Dice after round 0..R]}, "pixel_auroc", ...}``.
+"per_round", "strategies": {name: [test Dice after round 0..R]}, "pixel_auroc", ...}``; a run
+corrected with clicks is named ``STRATEGY+clicks`` and has ``"clicks": {name: [per round]}``.
+The start scans are corrected with the ground truth in every mode (before round 0 no model
+knows the task). Project retraining does not train the refinement head: the fresh network gets
+the ``--like`` model's head, trained on that model's encoder (``"refine_head"`` says so).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from .annotation import AnnotationSession, predict_scan
+from .click_annotator import click_summary, click_table, confirm_with_clicks, refine_head_source
 from .data.benchmark import BenchmarkFolder, FirstScans
 from .data.readers import read_mask
 from .evaluate import evaluate_folder
@@ -48,6 +56,8 @@ from .tasks import load_tasks_json
 #: The strategies run by default; :data:`CHOICES` also has "error" (most expected error first).
 STRATEGIES = ("uncertainty", "random")
 CHOICES = ("uncertainty", "random", "error")
+#: How picked scans are corrected: the ground truth (default), or clicks to IoU 0.90.
+CORRECTIONS = ("truth", "clicks")
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,10 @@ class SimulationConfig:
         steps: training steps of every later round (incremental, from the last version).
         device: ``auto``, ``cpu``, ``cuda`` ...
         like: checkpoint whose architecture the fresh round-0 network copies (not its
-            weights); default: the shipped model's.
+            weights, but its click refinement head's when ``clicks`` corrects); default: the
+            shipped model's.
+        correct: how picked scans are corrected, each mode run for every strategy from the
+            same round 0: ``truth`` (the ground truth) and/or ``clicks`` (simulated clicks).
     """
 
     task: str
@@ -82,6 +95,7 @@ class SimulationConfig:
     steps: int = 150
     device: str = "auto"
     like: str | None = None
+    correct: tuple[str, ...] = ("truth",)
     retrain: dict[str, Any] = field(default_factory=dict)
     """Other :class:`~propl.train.project.RetrainConfig` fields (e.g. ``{"lr": 1e-3}``)."""
 
@@ -89,6 +103,9 @@ class SimulationConfig:
         unknown = [s for s in self.strategies if s not in CHOICES]
         if unknown:
             raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(CHOICES)}")
+        modes = [c for c in self.correct if c not in CORRECTIONS]
+        if modes or not self.correct:
+            raise ValueError(f"--correct {modes}: choose from {', '.join(CORRECTIONS)}")
         if self.rounds < 1 or self.per_round < 1 or self.start < 2:
             raise ValueError("need rounds >= 1, per_round >= 1 and start >= 2")
         if self.pool < self.start + self.rounds * self.per_round:
@@ -108,6 +125,8 @@ class SimulationConfig:
         )
         if self.strategies != STRATEGIES:
             line += " --strategies " + " ".join(self.strategies)
+        if self.correct != ("truth",):
+            line += " --correct " + " ".join(self.correct)
         if self.like:
             line += f" --like {shlex.quote(self.like)}"
         if "lr" in self.retrain:
@@ -122,16 +141,20 @@ class SimulationConfig:
 Progress = Callable[[str], None]
 
 
-def _fresh_model(path: Path, task: str, like: Path, seed: int) -> Path:
+def _fresh_model(path: Path, task: str, like: Path, seed: int, head: bool = False) -> Path:
     """A network shaped like the shipped one that has never seen a label: ImageNet encoder,
-    new decoders (initialised from ``seed``) and prompt tokens for ``task`` only."""
+    new decoders (initialised from ``seed``) and prompt tokens for ``task`` only; ``head``:
+    with ``like``'s click refinement head (project retraining never trains one)."""
     from .checkpoint import load_checkpoint, save_checkpoint
     from .models import ProPLConfig, ProPLNet
     from .train.recipe import seeded
 
-    config = load_checkpoint(like).model.config.to_dict() | {"tasks": [task], "pretrained": True}
+    source = load_checkpoint(like).model
+    config = source.config.to_dict() | {"tasks": [task], "pretrained": True}
     with seeded(seed):
         model = ProPLNet(ProPLConfig(**config))
+    if head and model.refine is not None and source.refine is not None:
+        model.refine.load_state_dict(source.refine.state_dict())
     save_checkpoint(model, path, {"simulation": "round 0 start"})
     return path
 
@@ -188,8 +211,10 @@ def _correct(
     strategy: str,
     masks: dict[str, Path],
     rng: np.random.Generator,
+    mode: str = "truth",
 ) -> dict[str, Any]:
-    """Predict the unreviewed pool with the current version, pick K, save ground truth."""
+    """Predict the unreviewed pool with the current version, pick K, confirm the ground truth
+    (``mode`` ``truth``) or what simulated clicks made of the pseudo-label (``clicks``)."""
     task = config.task
     with Project.open(project) as p:
         session = AnnotationSession(p, task, author=f"simulate:{strategy}")
@@ -205,17 +230,21 @@ def _correct(
             picked = sorted(unreviewed, key=lambda s: -errors[s])[: config.per_round]
         else:
             picked = [str(s) for s in rng.choice(unreviewed, config.per_round, replace=False)]
-        edited = 0
+        edited, corrections = 0, []
         for scan_id in picked:
             truth = _truth(masks[scan_id])
+            if mode == "clicks":
+                corrections.append(confirm_with_clicks(session, predictor, scan_id, truth))
+                truth = corrections[-1].mask  # the label now stored
+            else:
+                _confirm(session, scan_id, truth)
             edited += int(((predictions[scan_id] > 0) != (truth > 0)).sum())
-            _confirm(session, scan_id, truth)
         confidence = [p.prediction_confidence(s, task) for s in picked]
     return {
         "picked": picked,
         "edited_pixels": edited,
         "picked_confidence": float(np.mean([c for c in confidence if c is not None])),
-    }
+    } | ({"clicks": click_summary(corrections)} if mode == "clicks" else {})
 
 
 def _truth(mask_path: Path) -> np.ndarray:
@@ -270,28 +299,37 @@ def simulate(
     base = work / "round0.zarr"
     shutil.rmtree(base, ignore_errors=True)
     progress(f"importing {config.pool} {config.task} train scans")
+    like = resolve_model(config.like)
+    head = refine_head_source(like) if "clicks" in config.correct else None  # fail early
     masks, start = build_pool(base, folder, config)
-    init = _fresh_model(work / "fresh", config.task, resolve_model(config.like), config.seed)
+    init = _fresh_model(work / "fresh", config.task, like, config.seed, head is not None)
     progress(f"round 0: training new decoders on {len(start)} corrected scans")
     # new decoders: nothing to keep, so no anchor toward their random start
     first = _retrain(base, config, config.first_steps, init, anchor=0.0)
     round0 = _score(base, folder, config)
     progress(f"round 0: test Dice {round0['dice']:.2f}")
     runs: dict[str, list[dict[str, Any]]] = {}
-    for strategy in config.strategies:
-        project = work / f"{strategy}.zarr"
+    for mode, strategy in ((m, s) for m in config.correct for s in config.strategies):
+        name = strategy if mode == "truth" else f"{strategy}+{mode}"
+        project = work / f"{name}.zarr"
         shutil.rmtree(project, ignore_errors=True)
         shutil.copytree(base, project)
         rng = np.random.default_rng(config.seed)
         rows = [{"round": 0, "retrain": first, **round0, "edited_pixels": 0, "picked": start}]
         for r in range(1, config.rounds + 1):
-            picked = _correct(project, config, strategy, masks, rng)
+            picked = _correct(project, config, strategy, masks, rng, mode)
             version = _retrain(project, config, config.steps, None)
             scores = _score(project, folder, config)
             rows.append({"round": r, **picked, "retrain": version, **scores})
-            progress(f"{strategy} round {r}: test Dice {scores['dice']:.2f}")
-        runs[strategy] = rows
-    return results(config, runs, time.perf_counter() - t0)
+            clicks = (
+                f", {picked['clicks']['mean']:.1f} clicks per scan" if "clicks" in picked else ""
+            )
+            progress(f"{name} round {r}: test Dice {scores['dice']:.2f}{clicks}")
+        runs[name] = rows
+    doc = results(config, runs, time.perf_counter() - t0)
+    if head is not None:
+        doc["refine_head"] = head
+    return doc
 
 
 def results(
@@ -300,7 +338,8 @@ def results(
     """The results document (the keys the issue fixes, then the details)."""
     curves = {s: [row["dice"] for row in rows] for s, rows in runs.items()}
     gains = {s: c[-1] - c[0] for s, c in curves.items()}
-    final = runs.get("uncertainty") or next(iter(runs.values()))
+    u, r = _ratio_pair(curves)
+    final = runs.get(u) or next(iter(runs.values()))
     doc: dict[str, Any] = {
         "task": config.task,
         "rounds": config.rounds,
@@ -308,11 +347,7 @@ def results(
         "strategies": curves,
         "pixel_auroc": final[-1]["pixel_auroc"],
         "gain": gains,
-        "gain_ratio": (
-            gains["uncertainty"] / gains["random"]
-            if {"uncertainty", "random"} <= gains.keys() and gains["random"] > 0
-            else None
-        ),
+        "gain_ratio": (gains[u] / gains[r] if {u, r} <= gains.keys() and gains[r] > 0 else None),
         "targets": {"gain_ratio": 1.5, "pixel_auroc": 0.90},
         "edited_pixels": {s: [row["edited_pixels"] for row in rows] for s, rows in runs.items()},
         "pixel_auroc_per_round": {
@@ -323,7 +358,20 @@ def results(
         "seconds": round(seconds, 1),
         "per_round_details": runs,
     }
-    return doc
+    clicks = {  # per round; None for round 0 (its start scans take the ground truth)
+        s: [row.get("clicks") for row in rows]
+        for s, rows in runs.items()
+        if any("clicks" in row for row in rows)
+    }
+    return doc | ({"clicks": clicks} if clicks else {})
+
+
+def _ratio_pair(runs: Collection[str]) -> tuple[str, str]:
+    """The runs the gain ratio compares: uncertainty and random corrected with the ground
+    truth, else (``--correct clicks`` alone) with clicks."""
+    if "uncertainty" not in runs and "uncertainty+clicks" in runs:
+        return "uncertainty+clicks", "random+clicks"
+    return "uncertainty", "random"
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -345,21 +393,21 @@ def table(doc: dict[str, Any]) -> str:
             + " | ".join(f"{d:.2f}" for d in curve)
             + f" | {doc['gain'][s]:+.2f} | {edited:,} |"
         )
-    ratio = doc["gain_ratio"]
+    ratio, pair = doc["gain_ratio"], _ratio_pair(doc["strategies"])
     if ratio is not None:
         ratio_text = f"**{ratio:.2f}**"
-    elif {"uncertainty", "random"} <= doc["strategies"].keys():
+    elif set(pair) <= doc["strategies"].keys():
         ratio_text = "n/a (random gained nothing)"
     else:
         ratio_text = "n/a (needs both strategies)"
     lines += [
         "",
-        f"Gain ratio (uncertainty / random) after {doc['rounds']} rounds: {ratio_text}"
+        f"Gain ratio ({pair[0]} / {pair[1]}) after {doc['rounds']} rounds: {ratio_text}"
         + f" (target >= {doc['targets']['gain_ratio']}); pixel uncertainty AUROC for errors "
         f"(final uncertainty-picked model): **{doc['pixel_auroc']:.3f}** "
         f"(target >= {doc['targets']['pixel_auroc']}).",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + click_table(doc)) + "\n"
 
 
 def svg(doc: dict[str, Any], width: int = 560, height: int = 320) -> str:
@@ -402,10 +450,11 @@ def svg(doc: dict[str, Any], width: int = 560, height: int = 320) -> str:
         "round</text>"
     )
     for i, (s, curve) in enumerate(curves.items()):
-        colour = colours.get(s, "#333")
+        colour = colours.get(s.split("+")[0], "#333")
+        dash = ' stroke-dasharray="6 3"' if "+" in s else ""  # corrected with clicks
         points = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(r, v) for r, v in enumerate(curve)))
         parts.append(
-            f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>'
+            f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>'
         )
         for r, v in enumerate(curve):
             x, y = xy(r, v)
@@ -430,6 +479,7 @@ def write(doc: dict[str, Any], out: str | Path) -> list[Path]:
 
 
 __all__ = [
+    "CORRECTIONS",
     "STRATEGIES",
     "SimulationConfig",
     "build_pool",
