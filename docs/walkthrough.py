@@ -6,9 +6,9 @@ shipped model; writes the user-guide screenshots and checks what the store and e
 1. File > Open Sample > both echo cines (the 120-frame one needs the `samples` extra).
 2. Plugins > Segment (ProPL) and Review (ProPL); New project; "Add open images".
 3. Segment, scope "all scans in the project" (shipped model, left heart).
-4. Review: the queue (least confident first); Next; Ctrl+Enter accepts; paint corrections on a
-   few frames of the next scan (autosaved as a draft), Ctrl+Z takes the last dab back (the
-   store follows), then Save correction labels them.
+4. Review: the queue (least confident first); Ctrl+Right (Next); Ctrl+Enter accepts; paint
+   corrections on a few frames of the next scan (autosaved as a draft), Ctrl+Z takes the last
+   dab back (the store follows), then Save correction labels them.
 5. Close napari. A new viewer: open the project, find the reviews, export.
 """
 
@@ -70,16 +70,24 @@ def main() -> None:
     seg.run_button.click()
     wait(seg.run_button.isEnabled)
     print(seg.result_label.text(), "|", seg.device_label.text())
-    # 4. review: the least confident scan first
-    review.buttons["next"].click()
-    wait(lambda: review.scan_id is not None)
-    first = review.scan_id
-    shot(viewer, "1-review-first")
+    # 4. review: the least confident scan first, opened with Next's key from the canvas
     window = viewer.window._qt_window
     window.activateWindow()
     window.raise_()
     pump(0.3)
     canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key_Right, Qt.ControlModifier)  # Next
+    try:
+        wait(lambda: review.scan_id is not None, timeout=30)
+        print("Ctrl+Right opened the first scan")
+    except TimeoutError:
+        print("Ctrl+Right did nothing: clicking Next")
+        review.buttons["next"].click()
+        wait(lambda: review.scan_id is not None)
+    first = review.scan_id
+    print("measurements:", review.measurements.text())
+    shot(viewer, "1-review-first")
     canvas.setFocus()
     QTest.keyClick(canvas, Qt.Key_Return, Qt.ControlModifier)  # accept
     print("Ctrl+Enter sent; focus:", type(napari.qt.get_qapp().focusWidget()).__name__)

@@ -23,8 +23,9 @@ from propl.uncertainty import OUTLINE_THRESHOLD
 
 UNCERTAINTY_COLORMAP = "inferno"  # perceptually uniform, dark = certain
 # additive over the scan: certain pixels add nothing (black), unsure ones glow; the outline
-# level sits mid-scale (orange) and twice it saturates, so the band around a mask shows
-UNCERTAINTY_LIMITS = (0.0, 2 * OUTLINE_THRESHOLD)
+# level shows purple and four times it saturates, so the band around a mask shows without
+# a doubtful scan turning into one bright blob
+UNCERTAINTY_LIMITS = (0.0, 4 * OUTLINE_THRESHOLD)
 LOW_CONFIDENCE_COLOUR = "#ffff00"
 #: What each layer of a prediction is, first in its name (the layer list elides the middle
 #: of a long name, so the role and the task stay readable).
@@ -166,7 +167,7 @@ def prediction_updates(
             dict(
                 colormap=UNCERTAINTY_COLORMAP,
                 contrast_limits=UNCERTAINTY_LIMITS,
-                opacity=0.8,
+                opacity=0.6,
                 blending="additive",
                 scale=scale,
                 metadata={ROLE_KEY: "uncertainty"},

@@ -14,6 +14,10 @@ from propl.measure import measure_mask
 
 #: What the fitted ellipse's circumference is called for a task (sonographers' words).
 CIRCUMFERENCE_NAMES = {"fetal_head": "head circumference"}
+TOOLTIP = (
+    "the largest region of the mask on the frame on screen: its area, and the ellipse with "
+    "the same spread: its axes and circumference (as in the exported CSV)"
+)
 UPDATE_MS = 120  # a brush stroke or the frame slider: measured once they pause
 
 
@@ -24,8 +28,9 @@ def measurement_text(mask2d: np.ndarray, spacing_mm: tuple[float, float] | None,
     if m["major_axis"] is None:
         return "no mask on this frame"
     unit = m["unit"]
-    area = f"{m['area']:,.1f} mm²" if unit == "mm" else f"{m['area']:,.0f} pixels"
-    circumference = CIRCUMFERENCE_NAMES.get(task, "ellipse circumference")
+    digits = 1 if unit == "mm" and m["area"] < 100 else 0
+    area = f"{m['area']:,.{digits}f} {'mm²' if unit == 'mm' else 'pixels'}"
+    circumference = CIRCUMFERENCE_NAMES.get(task, "circumference")
     text = (
         f"area {area} · axes {m['major_axis']:.1f} × {m['minor_axis']:.1f} {unit} · "
         f"{circumference} {m['circumference']:.1f} {unit}"
@@ -41,10 +46,7 @@ class MeasurementLabel(QLabel):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("", parent)
         self.setWordWrap(True)
-        self.setToolTip(
-            "the largest region of the mask on this frame: its area, and the ellipse with the "
-            "same spread: its axes and circumference (as in the exported CSV)"
-        )
+        self.setToolTip(TOOLTIP)
         self._source: tuple[Any, Any, tuple[float, float] | None, str] | None = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -76,5 +78,6 @@ class MeasurementLabel(QLabel):
         data = labels.data
         frame = min(int(viewer.dims.current_step[0]), len(data) - 1) if data.ndim == 3 else None
         mask = data[frame] if frame is not None else data
-        where = f"frame {frame}: " if frame is not None and len(data) > 1 else ""
-        self.setText(where + measurement_text(np.asarray(mask), spacing, task))
+        self.setText(measurement_text(np.asarray(mask), spacing, task))
+        if frame is not None and len(data) > 1:  # the slider says which: no room spent here
+            self.setToolTip(f"frame {frame}: {TOOLTIP}")

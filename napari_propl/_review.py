@@ -115,7 +115,7 @@ class ReviewWidget(SessionMember, QWidget):
         self.new_task_button = QPushButton("New task…")
         self.new_task_button.setToolTip("add a task (name, organ, target, colour) to the project")
         self.new_task_button.clicked.connect(self._new_task_dialog)
-        self.keep_phi = QCheckBox("keep patient data (DICOM headers, file paths)")
+        self.keep_phi = QCheckBox("keep patient data")
         self.keep_phi.setToolTip(
             "Off (default): imported DICOM headers are de-identified (no names, IDs, dates) "
             "and the files' paths are not stored"
@@ -129,6 +129,8 @@ class ReviewWidget(SessionMember, QWidget):
             "(1 = sure; the mean over a cine's frames)"
         )
         self.queue_list.itemActivated.connect(lambda item: self.load(item.data(Qt.UserRole)))
+        # the list gives way first when the dock is short (three rows), not the buttons
+        self.queue_list.setMinimumHeight(3 * self.queue_list.fontMetrics().height() + 8)
         self.progress_label = QLabel("")
         self.measurements = MeasurementLabel()
         self.viewer.dims.events.current_step.connect(self.measurements.schedule)
@@ -180,19 +182,22 @@ class ReviewWidget(SessionMember, QWidget):
         self._autosave_timer.timeout.connect(self.save_draft)
 
         row1, row2 = QHBoxLayout(), QHBoxLayout()
-        for b in (new, open_):
+        for b in (new, open_, imp):
             row1.addWidget(b)
-        for b in (imp, add):
-            row2.addWidget(b)
+        row2.addWidget(add)
+        row2.addWidget(self.keep_phi)
         layout = QVBoxLayout(self)
-        task_row = QHBoxLayout()
+        # compact: each row earns its height (the dock shares a 1000 px screen)
+        task_row, progress_row = QHBoxLayout(), QHBoxLayout()
+        task_row.addWidget(QLabel("task"))
         task_row.addWidget(self.task_combo, 1)
         task_row.addWidget(self.new_task_button)
-        for w in (self.project_label, row1, row2, self.keep_phi, QLabel("task"), task_row):
+        progress_row.addWidget(self.progress_label, 1)
+        progress_row.addWidget(self.unreviewed_only)
+        for w in (self.project_label, row1, row2, task_row):
             layout.addLayout(w) if isinstance(w, QHBoxLayout) else layout.addWidget(w)
-        layout.addWidget(self.unreviewed_only)
         layout.addWidget(self.queue_list, 1)
-        layout.addWidget(self.progress_label)
+        layout.addLayout(progress_row)
         layout.addWidget(self.measurements)
         layout.addWidget(self.legend)
         layout.addLayout(grid)
@@ -709,15 +714,15 @@ def _legend() -> QLabel:
     """What the colours on the scan mean, in plain words (rich text, wraps)."""
     outline = _layers.LOW_CONFIDENCE_COLOUR
     label = QLabel(
-        "<b>filled colour</b>: the mask, paint to correct it · "
-        f"<b style='color:{outline}'>yellow outline</b>: the model is unsure inside it, "
-        "check there first · <b style='color:#f98e09'>glow</b> (purple → orange → yellow): "
-        "how unsure the model is, none where it is sure"
+        f"<b style='color:{outline}'>yellow outline</b>: unsure, check first · "
+        "<b style='color:#f98e09'>glow</b>: less sure"
     )
     label.setWordWrap(True)
     label.setToolTip(
-        "The glow is the uncertainty layer: how much repeated predictions of the model "
-        f"disagree. The outline surrounds the parts at or above {OUTLINE_THRESHOLD:g} (the "
+        "Filled colour: the mask (paint on it to correct it). Yellow outline: the parts the "
+        "model is unsure of; check them first. Glow (the uncertainty layer, purple → orange "
+        "→ yellow): how much repeated predictions of the model disagree; none where it is "
+        f"sure. The outline surrounds the parts at or above {OUTLINE_THRESHOLD:g} (the "
         "Segment widget's 'outline uncertainty ≥'). Hide a layer with its eye icon."
     )
     return label

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -110,6 +111,8 @@ class SegmentWidget(SessionMember, QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.result_label)
         layout.addStretch(1)
+        # no taller than its form: a dock stacked with it (Review) gets the screen's height
+        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Maximum)
 
         self.image_combo.currentTextChanged.connect(self._default_scope)
         self.run_button.clicked.connect(self.run)
