@@ -81,6 +81,7 @@ class ReviewWidget(SessionMember, QWidget):
 
     saved = Signal(object, bool)  # (Review, advance), emitted from the save thread
     save_failed = Signal(str)
+    _keep_task = ""  # while a project is being created: the task it starts at
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -240,10 +241,15 @@ class ReviewWidget(SessionMember, QWidget):
             self.open_project(path)
 
     def open_project(self, path: str | Path, create: bool = False) -> None:
+        # a new project starts at the task already chosen (e.g. the one the Segment widget
+        # found the opened scan looks like), an existing one at its first task
+        self._keep_task = self.session.task if create else ""
         try:
             self.session.open_project(path, create=create)
         except (ValueError, RuntimeError, OSError) as exc:  # StoreError, StoreLockedError
             show_error(str(exc))
+        finally:
+            self._keep_task = ""
 
     def _on_project_changed(self) -> None:
         project = self.session.project
@@ -254,6 +260,8 @@ class ReviewWidget(SessionMember, QWidget):
         if project is not None:
             self.project_label.setText(f"project: {project.root}")
             self.task_combo.addItems([t.id for t in project.tasks])
+            if self.task_combo.findText(self._keep_task) >= 0:
+                self.task_combo.setCurrentText(self._keep_task)
         else:
             self.project_label.setText("no project open")
         self.task_combo.blockSignals(False)

@@ -17,6 +17,7 @@ import numpy as np
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -32,7 +33,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from propl.task_fit import fit_warning
+from propl.task_fit import (
+    RANK_FRAMES,
+    TaskMatch,
+    best_task,
+    describe_ranking,
+    fit_warning,
+    rank_tasks_of_scan,
+    task_fit_path,
+)
 from propl.tasks import task_colour
 from propl.uncertainty import OUTLINE_THRESHOLD
 
@@ -68,6 +77,10 @@ class SegmentWidget(SessionMember, QWidget):
         self._worker: Any = None
         self._displaying = False
         self._scope_for: str | None = None  # the image the scope was last chosen for
+        self._picked: dict[str, str] = {}  # image → the task the user chose for it
+        self._ranked: dict[tuple[str, str], list[TaskMatch]] = {}  # (image, model) → ranking
+        self._suggesting = 0  # a suggestion's number: a later choice drops an earlier one
+        self._setting_task = False  # the task combo is being set here, not by the user
 
         self.image_combo = QComboBox()
         self.model_edit = QLineEdit(default_model_path())
@@ -78,6 +91,12 @@ class SegmentWidget(SessionMember, QWidget):
         model_row.addWidget(self.model_edit)
         model_row.addWidget(browse)
         self.task_combo = QComboBox()
+        self.task_hint = QLabel("")  # which task the image looks like (task fit)
+        self.task_hint.setWordWrap(True)
+        self.task_hint.setToolTip(
+            "from how much the scan's features look like each task's training scans "
+            "(task fit); choose another task and it is kept for this image"
+        )
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cuda", "cpu"])
         self.device_label = QLabel("device: (not loaded)")
@@ -98,6 +117,7 @@ class SegmentWidget(SessionMember, QWidget):
         form.addRow("image", self.image_combo)
         form.addRow("model", model_row)
         form.addRow("task prompt", self.task_combo)
+        form.addRow("", self.task_hint)
         form.addRow("device", self.device_combo)
         form.addRow("", self.device_label)
         form.addRow("scope", self.scope_combo)
@@ -114,7 +134,8 @@ class SegmentWidget(SessionMember, QWidget):
         # no taller than its form: a dock stacked with it (Review) gets the screen's height
         self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Maximum)
 
-        self.image_combo.currentTextChanged.connect(self._default_scope)
+        self.image_combo.currentTextChanged.connect(self._on_image_chosen)
+        self.task_combo.currentTextChanged.connect(self._on_task_chosen)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.model_edit.editingFinished.connect(self._refresh_tasks)
@@ -136,8 +157,9 @@ class SegmentWidget(SessionMember, QWidget):
     def _follow_task(self, task: str) -> None:
         """Prompt with the task being reviewed, when the model knows it (a new task is
         listed once a version that learnt it is current)."""
-        if task and self.task_combo.findText(task) >= 0:
-            self.task_combo.setCurrentText(task)
+        if task and self.task_combo.findText(task) >= 0 and task != self.task_combo.currentText():
+            self._suggesting += 1  # the annotator's task wins over a suggestion in flight
+            self._set_task(task)
 
     def _follow_project_model(self) -> None:
         """Segment with the project's current model version, once it has one; back to the
@@ -169,15 +191,92 @@ class SegmentWidget(SessionMember, QWidget):
         if _is_opened_image(layer):  # a file or sample just opened: it is what to segment
             self.image_combo.setCurrentText(layer.name)
 
-    def _default_scope(self, name: str) -> None:
-        """A cine is segmented whole, a still is one frame: chosen when another image is
-        chosen (not when the list is only refilled), and never over the project scope."""
+    def _on_image_chosen(self, name: str) -> None:
+        """Defaults for another image (not when the list is only refilled): a cine is
+        segmented whole, a still is one frame (never over the project scope); the task
+        prompt is the one the image looks most like, unless the user chose one for it."""
         if name == self._scope_for or name not in self.viewer.layers:
             return
         self._scope_for = name
         if self.scope_combo.currentText() != SCOPES[2]:
             many = _n_frames(self.viewer.layers[name]) > 1
             self.scope_combo.setCurrentText(SCOPES[1] if many else SCOPES[0])
+        self._suggesting += 1
+        self.task_hint.setText("")
+        if name in self._picked:
+            self._set_task(self._picked[name])
+        else:  # once napari has docked the widget (the session is its window's)
+            QTimer.singleShot(0, lambda n=self._suggesting: self._suggest_task_later(name, n))
+
+    def _set_task(self, task: str) -> None:
+        """Set the prompt without taking it for the user's choice."""
+        if self.task_combo.findText(task) < 0:
+            return
+        self._setting_task = True
+        try:
+            self.task_combo.setCurrentText(task)
+        finally:
+            self._setting_task = False
+
+    def _on_task_chosen(self, task: str) -> None:
+        """The user chose a task: kept for this image, never replaced by a suggestion."""
+        image = self.image_combo.currentText()
+        if self._setting_task or not task or not image:
+            return
+        self._picked[image] = task
+        self._suggesting += 1
+        self.task_hint.setText("")
+
+    def _suggest_task_later(self, name: str, number: int) -> None:
+        try:
+            self._suggest_task(name, number)
+        except RuntimeError:  # the dock was closed before the event loop came round
+            pass
+
+    def _suggest_task(self, name: str, number: int) -> None:
+        """Rank the tasks for the image in a worker (the model may have to load first)."""
+        model = self.model_edit.text().strip()
+        if number != self._suggesting or name not in self.viewer.layers:
+            return
+        if (name, model) in self._ranked:
+            self._apply_suggestion(number, name, model, self._ranked[name, model])
+            return
+        if not model or not task_fit_path(model).is_file():  # no statistics: no suggestion
+            return
+        layer = self.viewer.layers[name]
+        pick = np.unique(np.linspace(0, _n_frames(layer) - 1, RANK_FRAMES).round().astype(int))
+        data = np.asarray(layer.data)  # a few frames copied here: the worker reads no layer
+        frames = data[pick] if _is_stack(layer) else data[None]
+        tasks = [self.task_combo.itemText(i) for i in range(self.task_combo.count())]
+        session, device = self.session, self.device_combo.currentText()
+        worker = create_worker(
+            lambda: rank_tasks_of_scan(session.predictor(model, device), frames, tasks),
+            _ignore_errors=True,  # no suggestion is no harm: Segment reports a bad model
+        )
+        worker.returned.connect(lambda r: self._apply_suggestion(number, name, model, r))
+        worker.start()
+
+    def _apply_suggestion(
+        self, number: int, name: str, model: str, ranking: list[TaskMatch]
+    ) -> None:
+        try:
+            self._show_suggestion(number, name, model, ranking)
+        except RuntimeError:  # the dock was closed while the worker ran
+            pass
+
+    def _show_suggestion(
+        self, number: int, name: str, model: str, ranking: list[TaskMatch]
+    ) -> None:
+        self._ranked[name, model] = ranking
+        still_current = self.image_combo.currentText() == name and name not in self._picked
+        if number != self._suggesting or not still_current or self.model_edit.text() != model:
+            return  # another image, model or choice since
+        best = best_task(ranking)
+        if best is not None and self.task_combo.findText(best.task) >= 0:
+            self._set_task(best.task)
+            if self._session is not None and self._session.project is None:
+                self._session.set_task(best.task)  # a project created next starts with it
+        self.task_hint.setText(describe_ranking(ranking))
 
     def _refresh_images(self, *_: Any) -> None:
         current = self.image_combo.currentText()
@@ -192,7 +291,7 @@ class SegmentWidget(SessionMember, QWidget):
         if current in names:
             self.image_combo.setCurrentText(current)
         self.image_combo.blockSignals(False)
-        self._default_scope(self.image_combo.currentText())
+        self._on_image_chosen(self.image_combo.currentText())
 
     def _refresh_tasks(self) -> None:
         """Tasks come from the model's config (read without loading the weights)."""
@@ -204,10 +303,14 @@ class SegmentWidget(SessionMember, QWidget):
             tasks = read_tasks(self.model_edit.text())
         except ValueError:
             tasks = [t.id for t in DEFAULT_TASKS]
-        self.task_combo.clear()
-        self.task_combo.addItems(tasks)
-        if current in tasks:
-            self.task_combo.setCurrentText(current)
+        self._setting_task = True  # refilled, not chosen
+        try:
+            self.task_combo.clear()
+            self.task_combo.addItems(tasks)
+            if current in tasks:
+                self.task_combo.setCurrentText(current)
+        finally:
+            self._setting_task = False
         if self._session is not None:
             self._follow_task(self._session.task)
 
@@ -411,8 +514,12 @@ class _FramesJob:
 
 def _n_frames(layer: Any) -> int:
     """Frames of an image layer: (H, W) and (H, W, 3) are one, else the first axis."""
-    ndim = np.ndim(layer.data) - (1 if layer.rgb else 0)
-    return int(np.shape(layer.data)[0]) if ndim >= 3 else 1
+    return int(np.shape(layer.data)[0]) if _is_stack(layer) else 1
+
+
+def _is_stack(layer: Any) -> bool:
+    """Whether an image layer holds frames on its first axis (one-frame stacks included)."""
+    return int(np.ndim(layer.data)) - (1 if layer.rgb else 0) >= 3
 
 
 def _is_opened_image(layer: Any) -> bool:

@@ -19,12 +19,17 @@ from propl.task_fit import (
     FLAG_BELOW,
     MIN_FRAMES,
     TaskFit,
+    TaskMatch,
+    best_task,
     combine,
+    describe_ranking,
     encode_pooled,
     fit_features,
     fit_task,
     fit_warning,
     load_task_fit,
+    rank_tasks,
+    rank_tasks_of_scan,
     refit_checkpoint,
 )
 
@@ -115,6 +120,34 @@ def test_warning_words_and_combination():
     np.testing.assert_allclose(combine(conf, np.array([0.5, FLAG_BELOW / 4])), [0.9, 0.2])
 
 
+def test_tasks_are_ranked_by_fit_then_by_distance(rng):
+    fit = fit_features({"a": gaussian(rng, 200), "b": gaussian(rng, 200, shift=3)})
+    fit.tasks["c"] = fit_task(gaussian(rng, 200, shift=0.2))  # near "a": frames fit both fully
+    like_b = gaussian(rng, 4, shift=3)
+    ranking = rank_tasks(fit, like_b)
+    assert [m.task for m in ranking][0] == "b" and ranking[0].fit > 0.5
+    assert ranking[-1].fit < 0.05
+    assert [m.task for m in rank_tasks(fit, like_b, tasks=["a", "unknown"])] == ["a"]
+    like_a = gaussian(rng, 4)
+    ranking = rank_tasks(fit, like_a)
+    assert {m.task for m in ranking[:2]} == {"a", "c"} and ranking[2].task == "b"
+    if ranking[0].fit == ranking[1].fit:  # both fit fully: the nearer (relative) first
+        assert ranking[0].distance <= ranking[1].distance
+
+
+def test_a_scan_that_fits_no_task_suggests_none():
+    fits = [TaskMatch("ovarian_tumor", 0.06, 1.3), TaskMatch("fetal_head", 0.004, 1.4)]
+    assert best_task(fits) is None
+    assert describe_ranking(fits) == (
+        "looks like none of the tasks' training scans (nearest ovarian_tumor, fit 0.06): "
+        "choose the task"
+    )
+    fits[0] = TaskMatch("left_heart", FLAG_BELOW, 1.1)
+    assert best_task(fits) == fits[0]
+    assert describe_ranking(fits) == "task: left_heart (looks most like it)"
+    assert best_task([]) is None and describe_ranking([]) == ""
+
+
 def scans(n: int, seed: int) -> np.ndarray:
     """Dim speckle frames (the 'task'), 64², uint8."""
     return (np.random.default_rng(seed).random((n, 64, 64)) * 80).astype(np.uint8)
@@ -159,6 +192,17 @@ def test_predictor_flags_a_scan_unlike_the_tasks(fitted):
     assert fit_warning("a", pred.task_fit[:3]) is None
     other = predictor.predict(frames, "b")  # no statistics for "b": no fit, confidence as is
     assert other.task_fit is None and other.agreement is None
+
+
+def test_a_scan_ranks_the_task_it_looks_like_first(fitted, checkpoint):
+    predictor = Predictor.from_checkpoint(fitted, device="cpu")
+    cine = scans(9, 3)
+    [match] = rank_tasks_of_scan(predictor, cine)  # statistics for "a" only
+    assert match.task == "a" and best_task([match]) == match
+    assert best_task(rank_tasks_of_scan(predictor, stripes())) is None  # nothing like it
+    colour = np.repeat(cine[:2, ..., None], 3, axis=-1)  # (F, H, W, 3) as napari holds it
+    assert rank_tasks_of_scan(predictor, colour)[0].task == "a"
+    assert rank_tasks_of_scan(Predictor.from_checkpoint(checkpoint, device="cpu"), cine) == []
 
 
 def test_old_checkpoint_without_statistics_still_predicts(checkpoint):
