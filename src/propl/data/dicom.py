@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..region import Region
 from .readers import ReaderError, warn_file
 
 JPEG_HINT = "pip install pylibjpeg pylibjpeg-libjpeg (and pylibjpeg-openjpeg for JPEG 2000)"
@@ -133,6 +134,12 @@ PHI_KEYWORDS: frozenset[str] = frozenset(
         "InstanceCreationDate",
         "InstanceCreationTime",
     }
+)
+_REGION_KEYS = (
+    "RegionLocationMinX0",
+    "RegionLocationMinY0",
+    "RegionLocationMaxX1",
+    "RegionLocationMaxY1",
 )
 PHI_VRS: frozenset[str] = frozenset({"PN", "DA", "DT", "TM"})
 # The basic profile replaces instance UIDs; we keep these four because DICOM-SEG export must
@@ -258,11 +265,13 @@ def scan_meta_fields(ds: Any, *, keep_phi: bool = False) -> dict[str, Any]:
         keep_phi: as :func:`dicom_header`.
 
     Returns:
-        ``spacing_mm``, ``frame_time_ms``, ``modality``, ``photometric``, ``extra`` and
-        ``header`` (:func:`dicom_header`) as keyword arguments.
+        ``spacing_mm``, ``frame_time_ms``, ``modality``, ``photometric``, ``extra``,
+        ``header`` (:func:`dicom_header`) and ``region`` (:func:`ultrasound_region`) as
+        keyword arguments.
     """
     return {
         "spacing_mm": _spacing_mm(ds),
+        "region": ultrasound_region(ds),
         "frame_time_ms": _frame_time_ms(ds),
         "modality": str(ds.get("Modality", "")) or None,
         "photometric": str(ds.get("PhotometricInterpretation", "")) or None,
@@ -306,6 +315,53 @@ def _region_spacing(ds: Any) -> tuple[float, float] | None:
     if dx is None or dy is None:
         return None
     return (abs(float(dy)) * 10.0, abs(float(dx)) * 10.0)
+
+
+def ultrasound_region(ds: Any) -> Region | None:
+    """The imaging region: the largest 2-D tissue region of SequenceOfUltrasoundRegions.
+
+    A region counts when its RegionSpatialFormat is 1 (2-D) and its RegionDataType tissue
+    (1), colour flow (2) or unset; spectral Doppler, M-mode, waveforms and graphics do not.
+    DICOM's Max X1/Y1 are the last column/row (inclusive); one past the frame's edge, as
+    some scanners write, is clipped. A region outside the frame or empty is ignored with a
+    :class:`~propl.data.readers.ReaderWarning` naming the file.
+
+    Returns:
+        A ``"dicom"`` region, or None (no regions, none of tissue, or the whole frame).
+    """
+    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    found: list[Region] = []
+    for i, item in enumerate(ds.get("SequenceOfUltrasoundRegions") or []):
+        try:
+            if not _is_tissue(item) or any(item.get(k) is None for k in _REGION_KEYS):
+                continue  # a calibration without a location says nothing of where
+            box = [int(item.get(k)) for k in _REGION_KEYS]
+        except Exception as exc:  # a malformed value
+            _ignored(ds, f"ultrasound region {i + 1} has no usable location ({exc}): ignored")
+            continue
+        x0, y0, x1, y1 = box[0], box[1], min(box[2] + 1, cols), min(box[3] + 1, rows)
+        if not (0 <= x0 < x1 and 0 <= y0 < y1) or box[2] > cols or box[3] > rows:
+            _ignored(
+                ds,
+                f"ultrasound region {i + 1} (x {box[0]}..{box[2]}, y {box[1]}..{box[3]}) is "
+                f"empty or outside the {cols}x{rows} frame: ignored",
+            )
+            continue
+        found.append(Region(y0, x0, y1, x1, "dicom"))
+    if not found:
+        return None
+    best = max(found, key=lambda r: r.shape[0] * r.shape[1])
+    return None if best.covers((rows, cols)) else best
+
+
+def _is_tissue(item: Any) -> bool:
+    """A 2-D region of tissue or colour flow (an unset data type counts)."""
+    spatial, kind = item.get("RegionSpatialFormat"), item.get("RegionDataType")
+    if spatial is not None and int(spatial) != 1:
+        return False
+    if spatial is None and kind is None:
+        return False
+    return kind is None or int(kind) in (0, 1, 2)
 
 
 def _pixel_spacing(ds: Any) -> tuple[float, float] | None:

@@ -21,11 +21,14 @@ import os
 import warnings
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..region import Region
 
 _SUFFIX_FORMAT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp"}
 _SUFFIX_FORMAT |= {".tif": "tiff", ".tiff": "tiff", ".dcm": "dicom", ".dicom": "dicom"}
@@ -199,6 +202,9 @@ class ScanMeta:
             (see :func:`propl.data.dicom.dicom_header`).
         burned_in_annotation: DICOM BurnedInAnnotation is "YES": the pixels may show the
             patient's name or other identifying text (read with a :class:`ReaderWarning`).
+        region: the imaging region of the frames (:class:`propl.region.Region`), from the
+            DICOM ultrasound regions or detected (:func:`propl.region.detect_region`); None:
+            the whole frame.
     """
 
     path: str
@@ -212,6 +218,7 @@ class ScanMeta:
     extra: dict[str, Any] = field(default_factory=dict)
     header: dict[str, Any] = field(default_factory=dict)
     burned_in_annotation: bool = False
+    region: Region | None = None
 
 
 def _sniff(head: bytes) -> str | None:
@@ -504,6 +511,7 @@ def read_scan(
     max_pages: int | None = None,
     max_pixels: int | None = None,
     keep_phi: bool = False,
+    detect_region: bool = True,
 ) -> tuple[np.ndarray, ScanMeta]:
     """Read a scan file into frames and metadata.
 
@@ -516,7 +524,9 @@ def read_scan(
     (uint16); floats are min-max scaled to uint16. Video (PyAV): every frame as RGB.
     A spacing or frame time that is not a positive finite number is left out (None) with a
     :class:`ReaderWarning` naming the file; a DICOM with burned-in annotation reads with a
-    :class:`ReaderWarning` and ``meta.burned_in_annotation`` set.
+    :class:`ReaderWarning` and ``meta.burned_in_annotation`` set. ``meta.region`` is the
+    imaging region: the DICOM's largest 2-D tissue ultrasound region, else (any format) the
+    box :func:`propl.region.detect_region` finds, else None (the whole frame).
 
     Args:
         path: the file.
@@ -529,6 +539,8 @@ def read_scan(
             ``$PROPL_MAX_TIFF_PAGES``, else :data:`MAX_TIFF_PAGES`.
         max_pixels: also refuse scans with more pixels ``F * H * W``; None: no such limit.
         keep_phi: DICOM: keep patient, staff and institution identity in ``meta.header``.
+        detect_region: look for the imaging region in the pixels when the header gives
+            none; False: such a scan's region is the whole frame (None).
 
     Returns:
         ``frames`` ``(F, H, W)`` uint8/uint16 or ``(F, H, W, 3)`` uint8 RGB (``F >= 1``),
@@ -561,6 +573,10 @@ def read_scan(
         raise ReaderError(path, f"corrupt or unsupported {what} ({reason})") from exc
     if frames.size == 0:
         raise ReaderError(path, "the image has no pixels")
+    if meta.region is None and detect_region:
+        from ..region import detect_region as detect
+
+        meta = replace(meta, region=detect(frames))
     return frames, meta
 
 
@@ -629,6 +645,7 @@ def read_folder(
     max_pages: int | None = None,
     max_pixels: int | None = None,
     keep_phi: bool = False,
+    detect_region: bool = True,
 ) -> Iterator[ScanResult]:
     """Read every scan file of a folder (:func:`iter_scan_files`), one at a time.
 
@@ -641,6 +658,7 @@ def read_folder(
         max_pages: as :func:`read_scan`, per file.
         max_pixels: as :func:`read_scan`, per file.
         keep_phi: as :func:`read_scan`.
+        detect_region: as :func:`read_scan`.
 
     Returns:
         An iterator of ``(path, frames, meta)`` for each file read, or ``(path, error)`` for
@@ -656,7 +674,7 @@ def read_folder(
             folder, f"no scan files in the folder (supported: {', '.join(SUPPORTED_SUFFIXES)})"
         )
     options = {"max_bytes": max_bytes, "max_pages": max_pages, "max_pixels": max_pixels}
-    return _read_each(paths, options | {"keep_phi": keep_phi})
+    return _read_each(paths, options | {"keep_phi": keep_phi, "detect_region": detect_region})
 
 
 def _read_each(paths: list[Path], options: dict[str, Any]) -> Iterator[ScanResult]:
@@ -707,7 +725,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     Raises:
         ReaderError: as :func:`read_scan`, and for masks with more than one frame.
     """
-    frames, meta = read_scan(path)
+    frames, meta = read_scan(path, detect_region=False)
     if meta.n_frames != 1:
         raise ReaderError(path, f"a mask must have one frame, this file has {meta.n_frames}")
     mask = frames[0] != 0
