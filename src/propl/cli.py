@@ -148,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--steps",
         type=int,
-        help="optimiser steps (default 2000; 150 with --project; --init with a task it does "
-        "not know: the new-task recipe's, see propl.train.recipe.RECIPES)",
+        help="optimiser steps (default 2000; 150 with --project; a task the starting model "
+        "does not know (--init, or a project's new task): the new-task recipe's, see "
+        "propl.train.recipe.RECIPES)",
     )
     t.add_argument("--size", type=int, default=224, help="input side (multiple of 32)")
     t.add_argument("--batch-size", type=int, default=8, help="labelled (and unlabelled) per step")

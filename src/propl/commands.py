@@ -83,7 +83,13 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
     from .inference import resolve_model
     from .train.distributed import main_first
     from .train.methods import method_options
-    from .train.recipe import choose_recipe, init_model, prepare_data, recipe_settings
+    from .train.recipe import (
+        choose_recipe,
+        init_model,
+        prepare_data,
+        recipe_settings,
+        unknown_tasks,
+    )
     from .train.trainer import TrainConfig, Trainer, can_cache_features
 
     folder = BenchmarkFolder(args.data)
@@ -95,6 +101,8 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
     if ranks.main and recipe.name != "default":
         print(f"propl train: recipe {recipe.name!r} ({recipe.why})", file=sys.stderr)
     model = init_model(tasks, args.arch, init, seed=args.seed, **fresh)
+    new_tasks = unknown_tasks(init, tasks) if recipe.own_decoders else ()
+    model.give_own_decoders(new_tasks)
     size = int(model.config.input_size)
     with main_first(ranks):  # rank 0 fills the cache, the others then read it
         data = prepare_data(
@@ -136,6 +144,7 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
         device=args.device,
         feature_views=args.feature_views,
         freeze_norm_stats=init is not None,  # incremental: keep the checkpoint's statistics
+        new_tasks=new_tasks,
         options=options,
         **settings,
     )
@@ -180,9 +189,9 @@ def _retrain_project(args: argparse.Namespace) -> int:
         raise ValueError("--method full is for --data; a project trains on its reviews")
     defaults = RetrainConfig()
     config = RetrainConfig(
-        steps=args.steps or defaults.steps,
+        steps=args.steps,
         batch_size=args.batch_size,
-        lr=args.lr or defaults.lr,
+        lr=args.lr,
         freeze_encoder=defaults.freeze_encoder
         if args.freeze_encoder is None
         else args.freeze_encoder,
@@ -209,7 +218,7 @@ def _retrain_project(args: argparse.Namespace) -> int:
     bar = (
         None
         if args.json
-        else tqdm(total=config.steps, desc="retrain", unit="step", file=sys.stderr)
+        else tqdm(total=config.steps, desc="retrain", unit="step", file=sys.stderr)  # see prepare
     )
     result = None
     damaged: list[str] = []
@@ -219,6 +228,8 @@ def _retrain_project(args: argparse.Namespace) -> int:
                 print(event.to_json(), flush=True)
             elif event.kind == "prepare":
                 d = event.data
+                if bar is not None:
+                    bar.total = event.total  # the steps chosen for what it learns
                 tqdm.write(
                     f"from {d['parent']}: {d['labelled']} reviewed scans to learn from, "
                     f"{d['held_back']} held back, {d['unlabelled_frames']} unlabelled frames "

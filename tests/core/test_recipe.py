@@ -70,3 +70,26 @@ def test_train_init_unknown_task_uses_new_task_recipe(
     assert "recipe" not in capsys.readouterr().err
     config, default = _trained_config(tmp_path / "known"), RECIPES["default"]
     assert not config["freeze_encoder"] and config["anchor"] == default.anchor
+
+
+def test_a_new_task_is_learnt_on_its_own_decoders_and_the_known_task_stays_exact(
+    tmp_path: Path, checkpoint: Path
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    folder = write_benchmark_folder(tmp_path / "syn", n_train=8, n_test=2)
+    args = ["train", "--data", str(folder), "--labelled", "3", "--init", str(checkpoint)]
+    args += ["--tasks", NEW, "--steps", "3", "--batch-size", "2", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "new")]) == 0
+    doc = json.loads((tmp_path / "new" / "last" / "model.json").read_text())
+    assert doc["config"]["own_decoders"] == [NEW]
+    before = load_file(checkpoint / "model.safetensors")
+    after = load_file(tmp_path / "new" / "last" / "model.safetensors")
+    own = [k for k in after if k.startswith("task_decoders.0.")]
+    assert own and len(own) == len([k for k in before if k.startswith("decoder1.")]) * 2
+    for key, value in before.items():  # everything the known task uses, to the bit
+        kept = after[key][: value.shape[0]] if key == "prompts" else after[key]
+        assert torch.equal(kept.to(value.dtype), value), key
+    start = before["decoder2.head.weight"].to(after["task_decoders.0.second.head.weight"].dtype)
+    assert not torch.equal(after["task_decoders.0.second.head.weight"], start)  # it learnt

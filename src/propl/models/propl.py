@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import reprlib
@@ -22,6 +23,18 @@ from .encoder import (
     load_lite0_imagenet,
 )
 from .refine import RefineConfig, RefineHead
+
+
+class DecoderPair(nn.Module):
+    """A task's own decoder 1 and decoder 2 (see :meth:`ProPLNet.give_own_decoders`)."""
+
+    first: PromptedDecoder
+    second: PromptedDecoder
+
+    def __init__(self, first: PromptedDecoder, second: PromptedDecoder) -> None:
+        super().__init__()
+        self.first, self.second = first, second
+
 
 INT_BOUNDS: dict[str, tuple[int, int]] = {
     "input_size": (32, 4096),
@@ -113,6 +126,17 @@ def _widths(value: object, heads: int) -> tuple[int, int, int, int]:
     return c32, c16, c8, c4
 
 
+def _own_decoders(value: object, tasks: tuple[str, ...]) -> tuple[str, ...]:
+    """Validated ``own_decoders``: distinct task ids, each one of ``tasks``."""
+    own = _sequence("own_decoders", value)
+    unknown = [t for t in own if t not in tasks]
+    if unknown:
+        raise ValueError(f"'own_decoders' names tasks the model does not have: {_shown(unknown)}")
+    if len(set(own)) != len(own):
+        raise ValueError(f"'own_decoders' has duplicate task ids: {_shown(own)}")
+    return tuple(own)
+
+
 @dataclass(frozen=True)
 class ProPLConfig:
     """Everything needed to rebuild a ProPL network (saved next to its weights).
@@ -129,6 +153,9 @@ class ProPLConfig:
         pretrained: load ImageNet encoder weights when the model is built fresh.
         refine: the click refinement head's config (:class:`~propl.models.refine.RefineConfig`,
             or its JSON object); None: the model has no head (checkpoints before it).
+        own_decoders: tasks with a pair of decoders of their own instead of the shared pair
+            (tasks learnt after the model was trained: see :meth:`ProPLNet.give_own_decoders`).
+            Learning such a task leaves every other task's output bit-identical.
     """
 
     tasks: tuple[str, ...]
@@ -141,6 +168,7 @@ class ProPLConfig:
     alpha_init: float = 1.7
     pretrained: bool = True
     refine: RefineConfig | None = None
+    own_decoders: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Validate every field (type and bounds) and normalise it.
@@ -162,6 +190,7 @@ class ProPLConfig:
             raise TypeError(f"'pretrained' must be true or false, got {_shown(self.pretrained)}")
         if self.refine is not None:
             values["refine"] = RefineConfig.from_value(self.refine)
+        values["own_decoders"] = _own_decoders(self.own_decoders, values["tasks"])
         for key, value in values.items():
             object.__setattr__(self, key, value)
 
@@ -170,6 +199,10 @@ class ProPLConfig:
         d["tasks"], d["channels"] = list(self.tasks), list(self.channels)
         if self.refine is None:
             del d["refine"]  # a model without the head keeps the config it always had
+        if self.own_decoders:
+            d["own_decoders"] = list(self.own_decoders)
+        else:
+            del d["own_decoders"]  # nor does a model without task decoders get a new key
         return d
 
 
@@ -206,6 +239,11 @@ class ProPLNet(nn.Module):
         )
         self.decoder1 = PromptedDecoder(dropout=config.dropout, **kw)
         self.decoder2 = PromptedDecoder(dropout=0.0, **kw)
+        # decoder pairs of the tasks in config.own_decoders, in that order
+        self.task_decoders = nn.ModuleList(
+            DecoderPair(PromptedDecoder(dropout=config.dropout, **kw), PromptedDecoder(**kw))
+            for _ in config.own_decoders
+        )
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         self.register_buffer("pixel_mean", mean, persistent=False)
@@ -230,6 +268,42 @@ class ProPLNet(nn.Module):
         self.refine.to(self.prompts.device)
         self.config = ProPLConfig(**(asdict(self.config) | {"refine": config}))
         return self
+
+    def give_own_decoders(self, tasks: tuple[str, ...]) -> ProPLNet:
+        """Give each of ``tasks`` a pair of decoders of its own, copied from the shared pair.
+
+        Training such a task then moves only its own decoders and prompt tokens (see
+        :meth:`own_parameters`): every other task keeps exactly the output it had, however far
+        the new task's decoders move, so a hard new structure can be learnt without any
+        forgetting. Costs two decoders' weights per task. Tasks that have a pair already are
+        left as they are.
+        """
+        fresh = tuple(t for t in tasks if t not in self.config.own_decoders)
+        for task in fresh:
+            self.task_index(task)  # the task must have a prompt first (add_tasks)
+            self.task_decoders.append(
+                DecoderPair(copy.deepcopy(self.decoder1), copy.deepcopy(self.decoder2))
+            )
+        if fresh:
+            own = self.config.own_decoders + fresh
+            self.config = ProPLConfig(**(asdict(self.config) | {"own_decoders": own}))
+        return self
+
+    def own_parameters(self, tasks: tuple[str, ...]) -> list[tuple[str, nn.Parameter]]:
+        """Named parameters of the own decoder pairs of ``tasks`` (those that have one)."""
+        out = []
+        for k, task in enumerate(self.config.own_decoders):
+            if task in tasks:
+                pairs = self.task_decoders[k].named_parameters(prefix=f"task_decoders.{k}")
+                out += list(pairs)
+        return out
+
+    def _decoder(self, task_index: int, decoder: int) -> PromptedDecoder:
+        task = self.config.tasks[task_index]
+        if task in self.config.own_decoders:
+            pair: DecoderPair = self.task_decoders[self.config.own_decoders.index(task)]  # type: ignore[assignment]
+            return pair.first if decoder == 1 else pair.second
+        return self.decoder1 if decoder == 1 else self.decoder2
 
     def task_index(self, task: str) -> int:
         try:
@@ -270,11 +344,40 @@ class ProPLNet(nn.Module):
         mc: bool = False,
         size: tuple[int, int] | None = None,
     ) -> Tensor:
-        """Logits ``(B, 1, H, W)`` of decoder 1 or 2, upsampled to ``size`` (default: input)."""
-        net = self.decoder1 if decoder == 1 else self.decoder2
-        logits = net(features, self.prompt(task_ids), mc=mc)
+        """Logits ``(B, 1, H, W)`` of decoder 1 or 2, upsampled to ``size`` (default: input).
+
+        Each scan goes through its task's decoder: the shared one, or the task's own
+        (``config.own_decoders``). The deepest feature may hold T samples of each scan
+        (batch T·B, ``task_ids`` repeated T times, as :meth:`mc_decoder1` passes them).
+        """
         size = size or (features[0].shape[-2] * 4, features[0].shape[-1] * 4)
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        groups = self._decoder_groups(task_ids, decoder)
+        if len(groups) == 1:
+            net = next(iter(groups))
+            logits = net(features, self.prompt(task_ids), mc=mc)
+            return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        b, n = features[0].shape[0], task_ids.shape[0]
+        out: Tensor | None = None
+        for net, rows in groups.items():
+            # rows of the batch of n (T repeats of the b scans); their scans' rows of the b
+            scans = rows[rows < b]
+            sub = [f[scans] for f in features[:-1]] + [features[-1][rows]]
+            logits = net(sub, self.prompt(task_ids[rows]), mc=mc)
+            if out is None:
+                out = logits.new_empty((n, *logits.shape[1:]))
+            out[rows] = logits
+        assert out is not None
+        return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+
+    def _decoder_groups(self, task_ids: Tensor, decoder: int) -> dict[nn.Module, Tensor]:
+        """The decoder each row of ``task_ids`` goes through → those rows (ascending)."""
+        if not self.config.own_decoders:
+            return {self.decoder1 if decoder == 1 else self.decoder2: task_ids}
+        nets = [self._decoder(int(t), decoder) for t in task_ids.tolist()]
+        groups: dict[nn.Module, list[int]] = {}
+        for row, net in enumerate(nets):
+            groups.setdefault(net, []).append(row)
+        return {net: torch.tensor(rows, device=task_ids.device) for net, rows in groups.items()}
 
     def forward(self, x: Tensor, task_ids: Tensor) -> dict[str, Tensor]:
         """Both decoders' logits, ``{"d1": (B, 1, H, W), "d2": (B, 1, H, W)}``."""

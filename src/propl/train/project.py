@@ -40,11 +40,17 @@ from ..store import LABELLED, Project, StoreError
 from ..store import versions as ver
 from ..task_fit import refit_checkpoint
 from .methods import MethodOptions
-from .recipe import init_model
+from .recipe import RECIPES, init_model, unknown_tasks
 from .trainer import TrainConfig, Trainer, TrainEvent, can_cache_features
 
 MIN_LABELLED = 2
 """Reviewed (scan, task) pairs needed to retrain: at least one to learn from, one to judge."""
+
+
+RETRAIN_STEPS = 150
+"""Optimiser steps of a project retrain that learns no new task."""
+RETRAIN_LR = 5e-4
+"""Learning rate of a project retrain (fine-tuning a trained model)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,10 @@ class RetrainConfig:
     """How a project retrains. The defaults fit a 2-core CPU in a few minutes (see docs).
 
     Attributes:
-        steps: optimiser steps.
+        steps: optimiser steps; None: :data:`RETRAIN_STEPS`, or the new-task recipe's when a
+            task is new to the parent model (its own decoders start far from what it needs).
+        lr: learning rate; None: :data:`RETRAIN_LR` (a new task's own decoders: the new-task
+            recipe's).
         frames_per_scan: frames sampled (evenly) from each cine; stills give one.
         hold_back: part of the reviewed pairs held back to judge the new version (at least one).
         freeze_encoder: train decoders and prompt tokens only (faster; the encoder's ImageNet
@@ -75,9 +84,9 @@ class RetrainConfig:
             a few reviewed scans of one task must not re-normalise the features of every task.
     """
 
-    steps: int = 150
+    steps: int | None = None
     batch_size: int = 8
-    lr: float = 5e-4
+    lr: float | None = None
     freeze_encoder: bool = True
     cache_features: bool = True
     feature_views: int = TrainConfig.feature_views
@@ -322,6 +331,15 @@ def retrain(
         parent_name, parent_path = parent_of(project, init)
         baseline_name, baseline_path = parent_of(project, None)
         model = init_model(tasks, init=parent_path)
+        # a task the parent has never seen is learnt on decoders of its own (the new-task
+        # recipe of propl train): the tasks it knows keep their outputs
+        new_tasks = unknown_tasks(parent_path, tasks)
+        model.give_own_decoders(new_tasks)
+        # a new task's decoders start far from what it needs: the new-task recipe's steps and lr
+        new_task = RECIPES["new-task"]
+        steps = config.steps or (new_task.steps if new_tasks else RETRAIN_STEPS)
+        lr = config.lr or RETRAIN_LR
+        new_task_lr = config.lr or new_task.lr
         size = int(model.config.input_size)
         data = collect(project, tasks, model.config.tasks, size, config)
         root = project.root
@@ -331,7 +349,7 @@ def retrain(
     yield TrainEvent(
         "prepare",
         0,
-        config.steps,
+        steps,
         {
             "parent": parent_name,
             "baseline": baseline_name,
@@ -346,10 +364,12 @@ def retrain(
     )
     trainer_config = TrainConfig(
         method=method,
-        steps=config.steps,
+        steps=steps,
+        new_task_lr=new_task_lr if new_tasks else None,
+        new_tasks=new_tasks,
         batch_size=config.batch_size,
         unlabelled_batch_size=config.batch_size,
-        lr=config.lr,
+        lr=lr,
         freeze_encoder=config.freeze_encoder,
         cache_features=config.freeze_encoder
         and config.cache_features
@@ -378,7 +398,7 @@ def retrain(
     baseline = model if same else init_model(tasks, init=baseline_path)
     base = judge(baseline, data.held_back_frames, config.device, set(read_tasks(baseline_path)))
     del baseline
-    yield TrainEvent("baseline", 0, config.steps, {"name": baseline_name, **_without_scans(base)})
+    yield TrainEvent("baseline", 0, steps, {"name": baseline_name, **_without_scans(base)})
     record: dict[str, Any] = {
         "parent": parent_name,
         "parent_path": str(parent_path),
@@ -386,7 +406,8 @@ def retrain(
         "tasks": list(tasks),
         "model_tasks": list(data.tasks),
         "trained_on": [list(p) for p in data.trained_on],
-        "settings": config.to_dict() | {"method": method},
+        "settings": config.to_dict()
+        | {"method": method, "steps": steps, "new_tasks": list(new_tasks)},
         "started": time.time(),
     }
     held: dict[str, Any] = {
@@ -413,7 +434,7 @@ def retrain(
         record |= {"outcome": "failed", "message": f"training diverged: {exc}"}
         record["held_back"] = held | {"score": None}
         name = ver.add_version(root, staged, record)
-        yield TrainEvent("version", trainer.step, config.steps, _summary(name, record))
+        yield TrainEvent("version", trainer.step, steps, _summary(name, record))
         return
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
@@ -432,7 +453,7 @@ def retrain(
         record |= {"outcome": "failed", "message": f"the stored weights are unusable: {exc}"}
         record["held_back"] = held | {"score": None}
         name = ver.add_version(root, staged, record)
-        yield TrainEvent("version", trainer.step, config.steps, _summary(name, record))
+        yield TrainEvent("version", trainer.step, steps, _summary(name, record))
         return
     # the new encoder's features of this run's frames: the trained tasks' task-fit statistics
     refit_checkpoint(
@@ -463,7 +484,7 @@ def retrain(
         "finished": time.time(),
     }
     name = ver.add_version(root, staged, record)
-    yield TrainEvent("version", trainer.step, config.steps, _summary(name, record))
+    yield TrainEvent("version", trainer.step, steps, _summary(name, record))
 
 
 def judge(
