@@ -16,6 +16,7 @@ from .device import place_model, select_device
 from .errors import CheckpointError
 from .models import ProPLNet
 from .models.fuse import fuse_batchnorm
+from .region import Region, crop_window, paste
 from .task_fit import TaskFit, load_task_fit, pool_features
 from .uncertainty import (
     confidence_score,
@@ -63,7 +64,8 @@ class Prediction:
             overlap the mask is expected to score (:func:`~propl.uncertainty.confidence_score`).
         expected_error: ``(F,)`` float32, the fraction of the frame's pixels the mask is
             expected to get wrong (:func:`~propl.uncertainty.expected_error_fraction`); 0
-            without uncertainty.
+            without uncertainty. With a region, its pixels' expected errors over the whole
+            frame's pixels (none are expected outside it).
         task_fit: ``(F,)`` float32 in [0, 1], how much each frame looks like the task's
             training scans (:mod:`propl.task_fit`); None when the model has no statistics for
             the task (old checkpoints). :func:`~propl.task_fit.fit_warning` words it.
@@ -149,9 +151,26 @@ class Predictor:
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.model.config.tasks)
 
-    def predict(self, frames: np.ndarray, task: str, threshold: float = 0.5) -> Prediction:
-        """Segment every frame of one scan (see :class:`Prediction`)."""
-        parts = list(self.iter_predict(frames, task, threshold))
+    def predict(
+        self, frames: np.ndarray, task: str, threshold: float = 0.5, region: Region | None = None
+    ) -> Prediction:
+        """Segment every frame of one scan (see :class:`Prediction`).
+
+        Args:
+            frames: ``(H, W)``, ``(F, H, W)`` or ``(F, H, W, 3)``, any dtype
+                (:func:`frames_to_float`).
+            task: one of :attr:`tasks`.
+            threshold: probability above which a pixel is foreground.
+            region: the imaging region (``meta.region`` of :func:`~propl.data.read_scan`,
+                ``Scan.region`` of a project): the network sees only this crop of each frame,
+                its confidence and task fit are the crop's, and the mask, probability and
+                uncertainty are zero outside it. None: the whole frame.
+
+        Raises:
+            KeyError: an unknown task.
+            ValueError: frames not shaped as above, or a region that does not fit them.
+        """
+        parts = list(self.iter_predict(frames, task, threshold, region))
 
         def cat(name: str) -> np.ndarray:
             return np.concatenate([getattr(p, name) for p in parts])
@@ -167,14 +186,17 @@ class Predictor:
         )
 
     def iter_predict(
-        self, frames: np.ndarray, task: str, threshold: float = 0.5
+        self, frames: np.ndarray, task: str, threshold: float = 0.5, region: Region | None = None
     ) -> Iterator[Prediction]:
         """Like :meth:`predict`, one batch at a time (for progress bars and cancel)."""
         task_id = self.model.task_index(task)
-        x_all = frames_to_float(frames)
+        x_all = frames_to_float(frames)  # scaled over whole frames, as without a region
+        shape = (x_all.shape[1], x_all.shape[2])
+        window = crop_window(region, shape)
+        crop = x_all if window is None else x_all[(slice(None), *window.slices)]
         for start in range(0, len(x_all), self.batch_size):
-            chunk = torch.from_numpy(x_all[start : start + self.batch_size])
-            yield self._predict_batch(chunk, task_id, threshold)
+            chunk = torch.from_numpy(np.ascontiguousarray(crop[start : start + self.batch_size]))
+            yield _pasted(self._predict_batch(chunk, task_id, threshold), window, shape)
 
     @torch.inference_mode()
     def _predict_batch(self, x: Tensor, task_id: int, threshold: float) -> Prediction:
@@ -244,3 +266,19 @@ class Predictor:
             return p2, uncertainty_map(p2, None, p1), p1
         mean, var = mc_statistics(model.mc_decoder1(features, t, self.mc_samples, size=size))
         return p2, mc_uncertainty(var), mean
+
+
+def _pasted(pred: Prediction, region: Region | None, shape: tuple[int, int]) -> Prediction:
+    """A prediction of a region's crop as one of the whole frame (zeros outside)."""
+    if region is None:
+        return pred
+    inside = region.shape[0] * region.shape[1] / (shape[0] * shape[1])
+    return Prediction(
+        mask=paste(pred.mask, region, shape),
+        probability=paste(pred.probability, region, shape),
+        uncertainty=paste(pred.uncertainty, region, shape),
+        confidence=pred.confidence,
+        expected_error=(pred.expected_error * inside).astype(np.float32),
+        task_fit=pred.task_fit,
+        agreement=pred.agreement,
+    )

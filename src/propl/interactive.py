@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from .errors import CheckpointError
 from .inference import Predictor, frames_to_float
 from .models.refine import click_maps
+from .region import Region, crop_window, paste
 
 MAX_CLICKS = 20
 """The field's cap on clicks per sample: one that never gets there counts 20."""
@@ -61,13 +62,22 @@ class Refiner:
         frame: one frame ``(H, W)`` or ``(H, W, 3)``, any dtype (:func:`frames_to_float`).
         task: the task prompt to use, or None for a structure the model does not know (the
             head then relies on the clicks and the mask alone).
+        region: the imaging region, as for :meth:`Predictor.predict`: the frame is encoded
+            and refined on this crop, clicks and boxes are shifted into it, and the refined
+            mask is zero outside it. None: the whole frame.
 
     Raises:
         RefineUnavailableError: the model has no refinement head.
         KeyError: ``task`` is not one of the model's tasks.
     """
 
-    def __init__(self, predictor: Predictor, frame: np.ndarray, task: str | None = None) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        frame: np.ndarray,
+        task: str | None = None,
+        region: Region | None = None,
+    ) -> None:
         model = predictor.model
         head = getattr(model, "refine", None)
         if head is None:
@@ -80,6 +90,10 @@ class Refiner:
         if x.shape[0] != 1:
             raise ValueError(f"expected one frame (H, W), got {x.shape[0]} frames")
         self.shape: tuple[int, int] = (int(x.shape[1]), int(x.shape[2]))
+        self.region = crop_window(region, self.shape)
+        if self.region is not None:  # scaled over the whole frame first, as the Predictor does
+            x = np.ascontiguousarray(x[(slice(None), *self.region.slices)])
+        self._crop = (int(x.shape[1]), int(x.shape[2]))
         task_id = model.task_index(task) if task is not None else 0
         with torch.inference_mode():
             features, t = predictor.encode(torch.from_numpy(x), task_id)
@@ -115,14 +129,28 @@ class Refiner:
         Returns:
             ``(mask, probability)``: ``(H, W)`` uint8 in {0, 1} and float32 in [0, 1].
         """
+        if mask is not None and tuple(mask.shape) != self.shape:
+            raise ValueError(f"mask must be {self.shape}, got {tuple(mask.shape)}")
+        oy, ox = (self.region.y0, self.region.x0) if self.region is not None else (0, 0)
+        if mask is not None and self.region is not None:
+            mask = np.asarray(mask)[self.region.slices]
+        clicks = [Click(c.y - oy, c.x - ox, c.positive) for c in clicks]
+        if box is not None:
+            box = (box[0] - oy, box[1] - ox, box[2] - oy, box[3] - ox)
+        prob = self._refine_crop(mask, clicks, box)
+        prob_np = paste(prob[None], self.region, self.shape)[0]
+        return (prob_np > threshold).astype(np.uint8), prob_np
+
+    def _refine_crop(
+        self, mask: np.ndarray | None, clicks: Sequence[Click], box: Box | None
+    ) -> np.ndarray:
+        """``(h, w)`` float32 probability on the crop, clicks and box in its coordinates."""
         device = self.predictor.device
-        h, w = self.shape
+        h, w = self._crop
         hh, hw = self._half
         if mask is None:
             m = torch.zeros(1, 1, hh, hw, device=device)
         else:
-            if tuple(mask.shape) != self.shape:
-                raise ValueError(f"mask must be {self.shape}, got {tuple(mask.shape)}")
             m = torch.from_numpy((np.asarray(mask) > 0).astype(np.float32))[None, None]
             m = F.interpolate(m.to(device), size=(hh, hw), mode="area")
         sy, sx = hh / h, hw / w
@@ -139,8 +167,7 @@ class Refiner:
         radius = head.config.click_radius * hh / self.predictor.input_size
         logits = head.decode(self._embedding, click_maps(m, points, radius, boxes))
         prob = torch.sigmoid(F.interpolate(logits, size=(h, w), mode="bilinear"))[0, 0]
-        prob_np = prob.float().cpu().numpy()
-        return (prob_np > threshold).astype(np.uint8), prob_np
+        return prob.float().cpu().numpy()
 
 
 def largest_region(errors: np.ndarray) -> tuple[np.ndarray, int]:

@@ -22,6 +22,7 @@ import torch
 
 from .inference import Predictor
 from .interactive import Refiner
+from .region import Region
 from .uncertainty import confidence_score
 
 DIRECTIONS = ("forward", "backward", "both")
@@ -70,6 +71,7 @@ def propagate(
     stop_below: float = DEFAULT_STOP_BELOW,
     should_stop: Callable[[], bool] = lambda: False,
     progress: Callable[[int, int], None] | None = None,
+    region: Region | None = None,
 ) -> Propagation:
     """Propagate ``masks[start]`` through ``frames``.
 
@@ -83,6 +85,8 @@ def propagate(
         stop_below: stop at the first frame whose confidence is below this.
         should_stop: polled before each frame (a Cancel button); what was reached is kept.
         progress: called with (frames done, frames at most) after each frame.
+        region: the imaging region: each frame is refined on this crop, as predictions are
+            (:class:`~propl.interactive.Refiner`). None: the whole frame.
 
     Raises:
         RefineUnavailableError: the model has no refinement head (clicks and propagation
@@ -107,7 +111,7 @@ def propagate(
         for f in frames_in_order:
             if should_stop():
                 return out
-            mask, prob = Refiner(predictor, frames[f], task).refine(previous, [])
+            mask, prob = Refiner(predictor, frames[f], task, region=region).refine(previous, [])
             conf = _frame_confidence(prob)
             if progress is not None:
                 progress(len(out.reached) + 1, todo)

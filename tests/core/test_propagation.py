@@ -22,7 +22,7 @@ class ShiftingRefiner:
     UNSURE: set[int] = set()
     calls: list[int] = []
 
-    def __init__(self, predictor, frame, task) -> None:
+    def __init__(self, predictor, frame, task, region=None) -> None:
         self.index = int(frame[0, 0])  # the test writes each frame's index in its corner
 
     def refine(self, mask, clicks):
