@@ -87,7 +87,7 @@ def confirm_with_clicks(
     """Open ``scan_id`` (its pseudo-label), fix it with clicks and confirm every frame; the
     clicks and the IoUs they reached go into the review's provenance."""
     view = session.open_scan(scan_id)
-    interaction = ScanInteraction(predictor, view.image, view.task)
+    interaction = ScanInteraction(predictor, view.image, view.task, view.scan.region)
     result = click_to_truth(interaction, view.mask, truth)
     provenance = interaction.provenance() | {
         "simulated": {"target_iou": CLICK_TARGET, "iou": [list(i) for i in result.ious]}

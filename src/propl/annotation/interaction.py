@@ -21,6 +21,7 @@ import numpy as np
 from ..inference import Predictor
 from ..interactive import Box, Click, Refiner
 from ..propagation import DEFAULT_STOP_BELOW, Propagation, propagate
+from ..region import Region
 
 
 @dataclass
@@ -52,10 +53,18 @@ class ScanInteraction:
             raises :class:`~propl.interactive.RefineUnavailableError`).
         frames: the scan's frames ``(F, H, W)`` or ``(F, H, W, 3)``.
         task: the task prompt (None for a structure the model does not know).
+        region: the scan's imaging region (``Scan.region``): clicks and propagation work on
+            the crop its prediction was made on. None: the whole frame.
     """
 
-    def __init__(self, predictor: Predictor, frames: np.ndarray, task: str | None) -> None:
-        self.predictor, self.frames, self.task = predictor, frames, task
+    def __init__(
+        self,
+        predictor: Predictor,
+        frames: np.ndarray,
+        task: str | None,
+        region: Region | None = None,
+    ) -> None:
+        self.predictor, self.frames, self.task, self.region = predictor, frames, task, region
         self._frames: dict[int, _FrameState] = {}
         self._lock = threading.RLock()
         self._counts = {"clicks": 0, "boxes": 0, "undone": 0, "propagated_frames": 0}
@@ -63,7 +72,7 @@ class ScanInteraction:
     def _state(self, frame: int) -> _FrameState:
         with self._lock:
             if frame not in self._frames:
-                refiner = Refiner(self.predictor, self.frames[frame], self.task)
+                refiner = Refiner(self.predictor, self.frames[frame], self.task, self.region)
                 self._frames[frame] = _FrameState(refiner)
             return self._frames[frame]
 
@@ -131,6 +140,7 @@ class ScanInteraction:
             stop_below=stop_below,
             should_stop=should_stop,
             progress=progress,
+            region=self.region,
         )
         with self._lock:
             self._counts["propagated_frames"] += len(result.reached)

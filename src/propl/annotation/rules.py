@@ -32,9 +32,10 @@ def next_after_save(ids: Sequence[str], current: str | None) -> str | None:
 
 
 def predict_scan(project: Project, predictor: Predictor, scan_id: str, task: str) -> Prediction:
-    """Segment a stored scan and store its prediction (replacing the previous one), tagged
-    with the predictor's model version."""
-    pred = predictor.predict(project.image(scan_id), task)
+    """Segment a stored scan's imaging region and store its prediction (replacing the
+    previous one), tagged with the predictor's model version."""
+    region = project.scan(scan_id).region
+    pred = predictor.predict(project.image(scan_id), task, region=region)
     project.save_prediction(
         scan_id,
         task,

@@ -4,7 +4,7 @@ Layout (see docs/architecture.md in the repository)::
 
     project.zarr/
       zarr.json                          attrs: schema, created, app version, tasks
-      scans/<scan_id>/                   attrs: name, sha256, spacing, header, checksums, ...
+      scans/<scan_id>/                   attrs: name, sha256, spacing, region, header, ...
         image                            (F, H, W) or (F, H, W, 3), one chunk per frame
         pred/<task>/rNNNNNN/             mask uint8, uncertainty float16; attrs: model version,
                                          per-frame confidence, checksums
@@ -42,6 +42,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from .. import __version__
+from ..region import Region
 from ..tasks import DEFAULT_TASKS, Task
 from . import revisions as rev
 from . import versions as ver
@@ -244,6 +245,7 @@ class Project:
                 header=d.get("header"),
                 imported=float(d.get("imported", 0.0)),
                 burned_in_annotation=bool(d.get("burned_in_annotation", False)),
+                region=Region.from_json(d.get("region")),
             )
 
     def image(self, scan_id: str, frames: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
@@ -280,12 +282,14 @@ class Project:
         modality: str | None = None,
         header: dict[str, Any] | None = None,
         burned_in_annotation: bool = False,
+        region: Region | None = None,
     ) -> str:
         """Import frames; returns the scan id. Importing the same content again returns the
         existing id (the hash of the source file, or of the pixels, identifies a scan).
 
         Args:
             frames: ``(H, W)``, ``(F, H, W)`` or ``(F, H, W, 3)`` uint8/uint16 as acquired.
+            region: the imaging region (:mod:`propl.region`); None: the whole frame.
         """
         self._writable()
         frames = np.asarray(frames)
@@ -294,6 +298,8 @@ class Project:
         is_color = frames.ndim == 4 and frames.shape[-1] == 3
         if not (frames.ndim == 3 or is_color) or 0 in frames.shape:
             raise StoreError(f"cannot import {name!r}: frames of shape {frames.shape}")
+        if region is not None and not region.fits(frames.shape[1:3]):
+            raise StoreError(f"cannot import {name!r}: {region} lies outside its frames")
         sha = sha256 or content_sha256(frames)
         with self._mutex:
             scan_id = sha[:16]  # the id is the content hash: the same scan maps to one folder
@@ -310,6 +316,7 @@ class Project:
                 "is_color": is_color,
                 "header": header or {},
                 "burned_in_annotation": burned_in_annotation,
+                "region": region.to_json() if region is not None else None,
                 "imported": time.time(),
             }
             staged = rev.stage_group(self.root, {"image": frames}, attrs)
@@ -348,6 +355,7 @@ class Project:
             modality=meta.modality,
             header=meta.header,
             burned_in_annotation=bool(getattr(meta, "burned_in_annotation", False)),
+            region=meta.region,
         )
 
     # -- predictions -----------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..region import Region
 from .review_state import labelled_frames
 
 
@@ -27,6 +28,9 @@ class Scan:
     imported: float = 0.0
     burned_in_annotation: bool = False
     """The source says its pixels carry burned-in text (which may identify the patient)."""
+    region: Region | None = None
+    """The imaging region the network segments (:mod:`propl.region`); None: the whole frame
+    (also every scan of a project from before regions were stored)."""
 
     @property
     def n_frames(self) -> int:
