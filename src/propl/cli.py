@@ -303,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K/N",
         help="predict only the K-th of N interleaved parts of FILES (K = 1..N)",
     )
+    p.add_argument(
+        "--whole-frame",
+        action="store_true",
+        help="segment the whole frame; by default only the imaging region is (a DICOM's "
+        "ultrasound region, else the box around the image found in the pixels), and masks "
+        "are empty outside it",
+    )
     _add_common_model(p)
 
     x = sub.add_parser(

@@ -410,12 +410,13 @@ def run_predict(args: argparse.Namespace) -> int:
     desc = "predict" if parts == 1 else f"predict {part + 1}/{parts}"
     for path in tqdm(files, desc=desc, unit="file", file=sys.stderr, disable=part > 0):
         try:
-            frames, _ = read_scan(path)
+            frames, meta = read_scan(path, detect_region=not args.whole_frame)
         except ReaderError as exc:
             tqdm.write(f"propl predict: skipped: {exc}", file=sys.stderr)  # own line, not the bar's
             failures.append(exc)
             continue
-        pred = predictor.predict(frames, args.task)
+        region = None if args.whole_frame else meta.region
+        pred = predictor.predict(frames, args.task, region=region)
         written = write_prediction(pred, Path(args.out), Path(path).stem, args.format)
         conf = ", ".join(f"{c:.3f}" for c in pred.confidence[:5])
         print(
