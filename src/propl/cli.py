@@ -303,12 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K/N",
         help="predict only the K-th of N interleaved parts of FILES (K = 1..N)",
     )
-    p.add_argument(
+    region = p.add_mutually_exclusive_group()
+    region.add_argument(
         "--whole-frame",
         action="store_true",
-        help="segment the whole frame; by default only the imaging region is (a DICOM's "
-        "ultrasound region, else the box around the image found in the pixels), and masks "
-        "are empty outside it",
+        help="segment the whole frame; by default a DICOM with an ultrasound region is "
+        "segmented only inside it (masks empty outside)",
+    )
+    region.add_argument(
+        "--detect-region",
+        action="store_true",
+        help="files without an ultrasound region (PNG, video, ...): segment only the box "
+        "around the image found in the pixels (leaves out text panels and black borders)",
     )
     _add_common_model(p)
 

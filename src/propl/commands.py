@@ -410,7 +410,7 @@ def run_predict(args: argparse.Namespace) -> int:
     desc = "predict" if parts == 1 else f"predict {part + 1}/{parts}"
     for path in tqdm(files, desc=desc, unit="file", file=sys.stderr, disable=part > 0):
         try:
-            frames, meta = read_scan(path, detect_region=not args.whole_frame)
+            frames, meta = read_scan(path, detect_region=args.detect_region)
         except ReaderError as exc:
             tqdm.write(f"propl predict: skipped: {exc}", file=sys.stderr)  # own line, not the bar's
             failures.append(exc)

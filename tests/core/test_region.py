@@ -118,7 +118,7 @@ def test_dicom_region_is_the_largest_2d_tissue_region(tmp_path, rng) -> None:
 def test_a_dicom_region_outside_the_frame_is_ignored_with_a_warning(tmp_path, rng, bad) -> None:
     path = write_dicom(tmp_path / "odd.dcm", screen(rng), [us_region(*bad)])
     with pytest.warns(ReaderWarning, match=r"odd\.dcm.*ultrasound region 1"):
-        _, meta = read_scan(path)
+        _, meta = read_scan(path, detect_region=True)
     assert meta.region is None or meta.region.source == "detected"  # the pixels decide
     with pytest.warns(ReaderWarning):
         _, meta = read_scan(path, detect_region=False)
@@ -193,13 +193,13 @@ def test_detected_region_leaves_out_a_burned_in_text_strip(rng) -> None:
     assert region.y1 >= TISSUE.y1 and region.x1 >= TISSUE.x1
 
 
-def test_read_scan_detects_the_region_of_a_png_unless_told_not_to(tmp_path, rng) -> None:
+def test_read_scan_detects_the_region_of_a_png_when_asked(tmp_path, rng) -> None:
     from PIL import Image
 
     Image.fromarray(screen(rng)).save(tmp_path / "scan.png")
-    _, meta = read_scan(tmp_path / "scan.png")
+    _, meta = read_scan(tmp_path / "scan.png", detect_region=True)
     assert meta.region is not None and meta.region.source == "detected"
-    _, meta = read_scan(tmp_path / "scan.png", detect_region=False)
+    _, meta = read_scan(tmp_path / "scan.png")
     assert meta.region is None
 
 
