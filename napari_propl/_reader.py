@@ -92,6 +92,24 @@ def read_paths(paths: list[str]) -> LayerData:
     return out
 
 
+PLUGIN = "napari-propl"
+PREFERRED_FOR = ("*.dcm", "*.dicom")
+"""Patterns napari's builtins claim too but misread (no JPEG-compressed DICOM, no pixel
+spacing): without a preference napari asks which reader to use on every open."""
+
+
+def prefer_for_dicom() -> list[str]:
+    """Make this plugin napari's reader for DICOM where the user has set no preference
+    (Preferences > Plugins > File extension readers changes it); returns the patterns set."""
+    from napari.settings import get_settings
+
+    plugins = get_settings().plugins
+    new = {p: PLUGIN for p in PREFERRED_FOR if p not in plugins.extension2reader}
+    if new:
+        plugins.extension2reader = {**plugins.extension2reader, **new}
+    return list(new)
+
+
 def get_reader(path: str | list[str]) -> Callable[[Any], LayerData] | None:
     """Claim folders and files with a supported suffix (content is checked when reading)."""
     paths = [path] if isinstance(path, str) else list(path)

@@ -46,6 +46,9 @@ class Session(QObject):
         if parent is not None:
             parent.installEventFilter(self)
         self.core = AnnotationSession()
+        from ._reader import prefer_for_dicom
+
+        prefer_for_dicom()  # the plugin is in use: DICOM opens with it, without asking
         hooks: list[tuple[Any, Any]] = [
             (self.core.project_changed, self.project_changed.emit),
             (self.core.model_changed, self.model_changed.emit),
