@@ -465,10 +465,7 @@ def describe_ranking(ranking: Sequence[TaskMatch], below: float = FLAG_BELOW) ->
     if best is not None:
         return f"task: {best.task} (looks most like it)"
     near = ranking[0]
-    return (
-        f"looks like none of the tasks' training scans (nearest {near.task}, fit "
-        f"{near.fit:.2f}): choose the task"
-    )
+    return f"like no task's training scans (nearest {near.task}, fit {near.fit:.2f})"
 
 
 def rank_tasks_of_scan(
