@@ -40,7 +40,7 @@ from qtpy.QtWidgets import (
 from propl.store.review_state import CONFIRMED
 
 from ._gc import CollectorHold
-from ._session import Session, SessionMember
+from ._session import Session, SessionMember, tab_with
 
 if TYPE_CHECKING:
     import napari
@@ -217,8 +217,16 @@ class RetrainWidget(SessionMember, QWidget):
         self.shipped_button.clicked.connect(lambda: self.use_version(None))
         self.add_button.clicked.connect(self._choose_model)
         self.join_session_when_docked()
+        QTimer.singleShot(0, self._tab_with_review)
 
     # -- session ---------------------------------------------------------------------------
+
+    def _tab_with_review(self) -> None:
+        """Docked as a tab of the Review dock: stacked under it, the window outgrows 1000 px."""
+        try:
+            tab_with(self, "QtProplReviewWidget")
+        except RuntimeError:  # closed before the event loop came round
+            pass
 
     def _connect_session(self, session: Session) -> None:
         session.project_changed.connect(self.refresh)

@@ -47,7 +47,7 @@ from propl.uncertainty import OUTLINE_THRESHOLD
 from . import _layers
 from ._clicks import ClickTool
 from ._measurements import MeasurementLabel
-from ._session import Session, SessionMember
+from ._session import Session, SessionMember, tab_with
 
 if TYPE_CHECKING:
     import napari
@@ -204,6 +204,7 @@ class ReviewWidget(SessionMember, QWidget):
         layout.addLayout(grid)
         layout.addWidget(self.reason_edit)
         layout.addWidget(self.status_label)
+        QTimer.singleShot(0, self._tab_with_retrain)
 
     @property
     def core(self) -> AnnotationSession:
@@ -221,6 +222,13 @@ class ReviewWidget(SessionMember, QWidget):
         """The task the shown scan was loaded for (its saves go to this task)."""
         current = self.core.current
         return current.task if current is not None else None
+
+    def _tab_with_retrain(self) -> None:
+        """Opened after Retrain: a tab beside it (stacked, the window outgrows 1000 px)."""
+        try:
+            tab_with(self, "QtProplRetrainWidget")
+        except RuntimeError:  # closed before the event loop came round
+            pass
 
     def _connect_session(self, session: Session) -> None:
         session.project_changed.connect(self._on_project_changed)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QEvent, QObject, QThreadPool, QTimer, Signal
-from qtpy.QtWidgets import QWidget
+from qtpy.QtWidgets import QDockWidget, QMainWindow, QWidget
 
 from propl.annotation import AnnotationSession
 
@@ -157,3 +157,21 @@ class SessionMember:
             _ = self.session
         except RuntimeError:  # closed before the event loop came round
             pass
+
+
+def tab_with(widget: QWidget, other_name: str) -> None:
+    """Show ``widget``'s dock as a tab of the dock holding the widget named ``other_name`` in
+    the same window (the three ProPL docks stacked are taller than a 1000 px screen)."""
+    window = widget.window()
+    other = window.findChild(QWidget, other_name)
+    mine, theirs = _dock_of(widget), _dock_of(other) if other is not None else None
+    if isinstance(window, QMainWindow) and mine and theirs and mine is not theirs:
+        window.tabifyDockWidget(theirs, mine)
+        mine.raise_()  # the dock just opened is the one shown
+
+
+def _dock_of(widget: QWidget) -> QDockWidget | None:
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parentWidget()
+    return parent
