@@ -34,10 +34,11 @@ def _add_propl_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--view",
-        default="weak",
         choices=["weak", "strong"],
-        help="ProPL: decoder 2 learns the pseudo-labels on the weak view (paper) or on a "
-        "photometric + CutMix view",
+        help="ProPL: decoder 2 learns the pseudo-labels on the weak view (the paper's) or on a "
+        "photometric + CutMix view (default: strong; weak in the new-task recipe, which trains "
+        "on cached features, and in propl benchmark ssl's paper setting; see "
+        "propl.train.methods.LOOP_OPTIONS)",
     )
     p.add_argument(
         "--teacher",
@@ -49,9 +50,9 @@ def _add_propl_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--unsup-weight",
         type=float,
-        default=6.0,
         metavar="LAMBDA",
-        help="ProPL: weight of decoder 2's loss on pseudo-labels (the paper's lambda, 6)",
+        help="ProPL: weight of decoder 2's loss on pseudo-labels (default 1 with the strong "
+        "view; the paper's lambda, 6, with the weak view)",
     )
 
 

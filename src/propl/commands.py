@@ -134,7 +134,7 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
         eval_every=args.eval_every,
     )
     settings = recipe_settings(recipe, **given)
-    options = method_options(args)
+    options = method_options(args, recipe.options)
     settings["cache_features"] &= settings["freeze_encoder"] and can_cache_features(method, options)
     config = TrainConfig(
         method=method,
@@ -207,7 +207,7 @@ def _retrain_project(args: argparse.Namespace) -> int:
         device=args.device,
         eval_every=args.eval_every or defaults.eval_every,
         tasks=tuple(args.tasks) if args.tasks else None,
-        options=method_options(args),
+        options=method_options(args, RetrainConfig().options),
     )
     # Take the writer lock first (unless the caller holds it and promotes): a second writer
     # is refused before any training time is spent.
@@ -517,10 +517,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     import tempfile
 
     from .simulate import SimulationConfig, simulate, table, write
-    from .train.methods import method_options, option_flags
+    from .train.methods import LOOP_OPTIONS, method_options, option_flags
     from .train.project import RetrainConfig
 
-    options = method_options(args)
+    options = method_options(args, LOOP_OPTIONS)
     retrain: dict[str, Any] = {"options": options} | ({"lr": args.lr} if args.lr else {})
     if args.no_feature_cache:
         retrain["cache_features"] = False
@@ -551,7 +551,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    doc["command"] = config.command(option_flags(options))
+    doc["command"] = config.command(option_flags(options, LOOP_OPTIONS))
     for path in write(doc, out):
         print(f"wrote {path}", file=sys.stderr)
     print(table(doc))

@@ -54,24 +54,38 @@ class MethodOptions:
     fp_dropout: float = 0.5  # UniMatch feature perturbation
 
 
-def method_options(args: Any) -> MethodOptions:
+LOOP_OPTIONS = MethodOptions(view="strong", unsup_weight=1.0)
+"""ProPL's options where the user gives none: ``propl train --data`` from ImageNet, project
+retraining and ``propl simulate``. The strong view at λ = 1 was ahead of the paper's weak view
+at λ = 6 in every seed: +2.0 (quick) and +2.5 (long) mDice at 1/16 labels, +1.3 and +1.8 over
+supervised training (``benchmarks/results/ssl-*.md``), and +1.5 test Dice after three rounds of
+the annotation loop (``benchmarks/results/unsup-weight-thyroid_nodule.md``). The new-task recipe
+keeps the weak view: it trains on cached features (:data:`propl.train.recipe.RECIPES`)."""
+
+
+def method_options(args: Any, defaults: MethodOptions | None = None) -> MethodOptions:
     """The ProPL options of parsed command-line arguments (``--pseudo-label``, ``--view``,
-    ``--teacher``, ``--unsup-weight``)."""
+    ``--teacher``, ``--unsup-weight``); ``--view`` and ``--unsup-weight`` not given (None) come
+    from ``defaults`` (default: the paper's, :class:`MethodOptions`)."""
+    defaults = defaults or MethodOptions()
+    view = getattr(args, "view", None)
+    weight = getattr(args, "unsup_weight", None)
     return MethodOptions(
         pseudo_label=args.pseudo_label,
-        view=args.view,
+        view=defaults.view if view is None else view,
         teacher=args.teacher,
-        unsup_weight=args.unsup_weight,
+        unsup_weight=defaults.unsup_weight if weight is None else weight,
     )
 
 
-def option_flags(opts: MethodOptions) -> list[str]:
-    """The command-line flags that give ``opts`` (only the options that differ from the
-    defaults), the inverse of :func:`method_options`."""
+def option_flags(opts: MethodOptions, defaults: MethodOptions | None = None) -> list[str]:
+    """The command-line flags that give ``opts`` (only the options that differ from
+    ``defaults``, the command's; default: the paper's), the inverse of :func:`method_options`."""
+    defaults = defaults or MethodOptions()
     flags = []
     for name in ("pseudo_label", "view", "teacher", "unsup_weight"):
         value = getattr(opts, name)
-        if value != getattr(MethodOptions, name):
+        if value != getattr(defaults, name):
             text = f"{value:g}" if isinstance(value, float) else str(value)
             flags += ["--" + name.replace("_", "-"), text]
     return flags

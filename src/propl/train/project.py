@@ -39,7 +39,7 @@ from ..promotion import promote_if_better
 from ..store import LABELLED, Project, StoreError
 from ..store import versions as ver
 from ..task_fit import refit_checkpoint
-from .methods import MethodOptions
+from .methods import LOOP_OPTIONS, MethodOptions
 from .recipe import RECIPES, init_model, unknown_tasks
 from .trainer import TrainConfig, Trainer, TrainEvent, can_cache_features
 
@@ -82,6 +82,9 @@ class RetrainConfig:
             other tasks lost 0.6 Dice points on average instead of 4.9 without it.
         freeze_norm_stats: keep the parent's BatchNorm running statistics (the decoders'):
             a few reviewed scans of one task must not re-normalise the features of every task.
+        options: ProPL's options: :data:`~propl.train.methods.LOOP_OPTIONS` (the strong view,
+            λ = 1; it trains without the feature cache); a run that learns a new task takes
+            the new-task recipe's (the weak view, on cached features) unless they were changed.
     """
 
     steps: int | None = None
@@ -102,7 +105,7 @@ class RetrainConfig:
     anchor: float = 1.0
     freeze_norm_stats: bool = True
     tasks: tuple[str, ...] | None = None
-    options: MethodOptions = field(default_factory=MethodOptions)
+    options: MethodOptions = LOOP_OPTIONS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -340,6 +343,10 @@ def retrain(
         steps = config.steps or (new_task.steps if new_tasks else RETRAIN_STEPS)
         lr = config.lr or RETRAIN_LR
         new_task_lr = config.lr or new_task.lr
+        # ... and its options (the weak view, which trains on cached features), unless changed
+        options = (
+            new_task.options if new_tasks and config.options == LOOP_OPTIONS else config.options
+        )
         size = int(model.config.input_size)
         data = collect(project, tasks, model.config.tasks, size, config)
         root = project.root
@@ -373,7 +380,7 @@ def retrain(
         freeze_encoder=config.freeze_encoder,
         cache_features=config.freeze_encoder
         and config.cache_features
-        and can_cache_features(method, config.options),
+        and can_cache_features(method, options),
         feature_views=config.feature_views,
         seed=config.seed,
         device=config.device,
@@ -381,7 +388,7 @@ def retrain(
         warmup=0.0,  # fine-tuning a trained model: no warm-up
         anchor=config.anchor,
         freeze_norm_stats=config.freeze_norm_stats,
-        options=config.options,
+        options=options,
     )
     trainer = Trainer(
         model,
@@ -406,8 +413,10 @@ def retrain(
         "tasks": list(tasks),
         "model_tasks": list(data.tasks),
         "trained_on": [list(p) for p in data.trained_on],
-        "settings": config.to_dict()
-        | {"method": method, "steps": steps, "new_tasks": list(new_tasks)},
+        "settings": config.to_dict() | {"method": method},
+        # what the run used where the settings leave it open (None) or a new task changes it
+        "resolved": {"steps": steps, "lr": lr, "new_tasks": list(new_tasks)}
+        | {"options": asdict(options)},
         "started": time.time(),
     }
     held: dict[str, Any] = {

@@ -21,6 +21,7 @@ from ..data.benchmark import (
     split_labelled,
 )
 from ..models import ProPLNet, build_model
+from .methods import LOOP_OPTIONS, MethodOptions
 
 
 @dataclass
@@ -123,6 +124,7 @@ class Recipe:
         cache_features: with a frozen encoder, encode each scan once per weak view.
         anchor: L2-SP strength toward the starting model.
         eval_every: validation interval in steps.
+        options: ProPL's options where the user gives none (``--view``, ``--unsup-weight``).
         own_decoders: tasks the starting model does not know get decoders of their own
             (:meth:`~propl.models.propl.ProPLNet.give_own_decoders`), so learning them leaves
             the known tasks exactly as they were.
@@ -136,7 +138,9 @@ class Recipe:
     cache_features: bool
     anchor: float
     eval_every: int
+    options: MethodOptions = LOOP_OPTIONS
     own_decoders: bool = False
+    view_photometric: float = 0.0
 
 
 RECIPES: dict[str, Recipe] = {
@@ -164,6 +168,7 @@ RECIPES: dict[str, Recipe] = {
         cache_features=True,
         anchor=1.0,
         eval_every=100,
+        options=MethodOptions(),  # the weak view: the only one that trains on cached features
         own_decoders=True,
     ),
 }
@@ -195,7 +200,9 @@ def recipe_settings(recipe: Recipe, **given: Any) -> dict[str, Any]:
     Raises:
         KeyError: a name that is no recipe setting.
     """
-    settings = {k: v for k, v in vars(recipe).items() if k not in ("name", "why", "own_decoders")}
+    settings = {
+        k: v for k, v in vars(recipe).items() if k not in ("name", "why", "own_decoders", "options")
+    }
     for key, value in given.items():
         if key not in settings:
             raise KeyError(f"{key!r} is no recipe setting; choose from {', '.join(settings)}")

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import save_checkpoint
-from ..data.augment import affine_theta, warp
+from ..data.augment import affine_theta, photometric, warp
 from ..device import place_model
 from ..files import atomic_write_bytes
 from ..metrics import dice
@@ -57,6 +57,9 @@ class TrainConfig:
     # one of them, its mask warped alike (real views of the image: warping the cached
     # features instead was far worse, benchmarks/results/unsup-weight-thyroid_nodule.md)
     feature_views: int = 4
+    # cached views after the first also get the strong view's colour changes (brightness,
+    # contrast, gamma, blur, speckle noise) at this strength; 0: geometric views only
+    view_photometric: float = 0.0
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
@@ -249,6 +252,8 @@ class Trainer:
                 x = to_tensor(data.images[start : start + 32], self.device)  # read once
                 for v in range(views):
                     x_v = warp(x, theta[v, start : start + 32].to(self.device)) if v else x
+                    if v and self.config.view_photometric > 0:
+                        x_v = photometric(x_v, gen, self.config.view_photometric)
                     feats = self.model.encode(x_v)
                     if not store:
                         store = [
