@@ -72,7 +72,9 @@ class ClickTool(QObject):
             raise RuntimeError("no scan is shown for review")
         if self._interaction is None or self._scan != current.scan_id:
             predictor = self.review.core.predictor()
-            self._interaction = ScanInteraction(predictor, current.image, current.task)
+            # the same imaging region as the scan's prediction: clicks refine what it segmented
+            region = getattr(current.scan, "region", None)
+            self._interaction = ScanInteraction(predictor, current.image, current.task, region)
             self._scan, self._latest = current.scan_id, {}
         return self._interaction
 

@@ -32,6 +32,8 @@ def layer_data(frames: Any, meta: Any, name: str) -> tuple[Any, dict[str, Any], 
             "propl_source": meta.path,
             "propl_spacing_mm": meta.spacing_mm,
             "propl_burned_in_annotation": bool(getattr(meta, "burned_in_annotation", False)),
+            # the imaging region (a DICOM's ultrasound region): Segment runs the model on it
+            "propl_region": getattr(meta, "region", None),
         },
     }
     return frames, kwargs, "image"

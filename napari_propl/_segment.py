@@ -353,6 +353,7 @@ class SegmentWidget(SessionMember, QWidget):
                 threshold=self.threshold.value(),
                 scan_id=layer.metadata.get("propl_scan_id"),
                 still=still,
+                region=layer.metadata.get("propl_region"),
                 # one frame into layers that already hold the whole scan: update in place
                 in_place=count < len(frames) and self._has_layers(name, task, frames.shape[:3]),
             )
@@ -416,7 +417,8 @@ class SegmentWidget(SessionMember, QWidget):
         fits: list[np.ndarray] = []  # task fit per chunk (none when the model has no statistics)
         done = 0
         yield (0, job.count)
-        for part in predictor.iter_predict(job.frames[job.first : job.first + job.count], job.task):
+        chosen = job.frames[job.first : job.first + job.count]
+        for part in predictor.iter_predict(chosen, job.task, region=job.region):
             n = len(part.mask)
             mask[done : done + n] = part.mask
             unc[done : done + n] = part.uncertainty
@@ -510,6 +512,7 @@ class _FramesJob:
     scan_id: str | None
     in_place: bool
     still: bool = False  # a 2-D image: its layers are 2-D too
+    region: Any = None  # the imaging region (propl.region.Region) the reader found, or None
 
 
 def _n_frames(layer: Any) -> int:

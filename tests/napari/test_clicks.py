@@ -28,7 +28,7 @@ class DiskRefiner:
     """Stand-in for the refinement head: a disk of radius 4 around each click, added or
     removed; a frame index in the image's corner lets propagation tell frames apart."""
 
-    def __init__(self, predictor, frame, task) -> None:
+    def __init__(self, predictor, frame, task, region=None) -> None:
         self.shape = frame.shape[:2]
 
     def refine(self, mask, clicks, box=None):

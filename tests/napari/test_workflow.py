@@ -460,3 +460,35 @@ def test_segment_follows_the_opened_image_and_its_frames(make_napari_viewer, qtb
     seg.scope_combo.setCurrentText("all scans in the project")
     viewer.add_image(np.zeros((5, 64, 80), np.uint8), name="another cine")
     assert seg.scope_combo.currentText() == "all scans in the project"  # kept
+
+
+def test_segment_runs_on_the_imaging_region_the_reader_found(
+    make_napari_viewer, qtbot, model_dir, tmp_path
+) -> None:
+    """A DICOM with an ultrasound region: the reader puts the region in the layer's metadata
+    and Segment's masks and uncertainty stay empty outside it (no outline on the header)."""
+    from napari_propl._reader import layer_data
+    from propl.data.readers import ScanMeta
+    from propl.region import Region
+
+    frames = np.random.default_rng(0).integers(0, 255, (2, 96, 128), dtype=np.uint8)
+    region = Region(y0=20, y1=80, x0=30, x1=110)
+    meta = ScanMeta(path="x.dcm", format="dicom", n_frames=2, is_color=False, region=region)
+    data, kwargs, _ = layer_data(frames, meta, "scan")
+    assert kwargs["metadata"]["propl_region"] == region
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, **kwargs)
+    seg = dock(viewer, "Segment (ProPL)")
+    seg.model_edit.setText(str(model_dir))
+    seg._refresh_tasks()
+    seg.task_combo.setCurrentText(TASK)
+    seg.scope_combo.setCurrentText("all frames")
+    seg.image_combo.setCurrentText(layer.name)
+    assert seg.run() is not None
+    wait_idle(qtbot, seg)
+    made = {role_of(lyr): lyr for lyr in viewer.layers if role_of(lyr)}
+    outside = np.ones((96, 128), bool)
+    outside[region.slices] = False
+    for role in ("mask", "uncertainty", "low"):
+        assert not np.asarray(made[role].data)[:, outside].any(), role
+    assert np.asarray(made["uncertainty"].data)[:, ~outside].any()  # it did segment inside
