@@ -290,3 +290,21 @@ def rev_mask(path: Path, scan_id: str, revision: str) -> np.ndarray:
 
     group = zarr.open_group(path / "scans" / scan_id / "labels" / TASK / revision, mode="r")
     return np.asarray(group["mask"][:])
+
+
+def test_set_spacing_replaces_the_scans_spacing_and_keeps_its_pixels(tmp_path: Path) -> None:
+    path = tmp_path / "p.zarr"
+    with Project.create(path) as p:
+        scan_id = p.add_scan(frames(0), "png")
+        assert p.scan(scan_id).spacing_mm is None
+        p.set_spacing(scan_id, (0.25, 0.25))
+        for bad in ((0.0, 0.1), (float("nan"), 0.1), (0.1,), (-1.0, 0.1)):
+            with pytest.raises(StoreError, match="spacing_mm"):
+                p.set_spacing(scan_id, bad)  # type: ignore[arg-type]
+        with pytest.raises(StoreError, match="no scan"):
+            p.set_spacing("nope", (0.1, 0.1))
+    with Project.open(path, read_only=True) as q:
+        assert q.scan(scan_id).spacing_mm == (0.25, 0.25)
+        np.testing.assert_array_equal(q.image(scan_id), frames(0))  # checksums still hold
+        with pytest.raises(StoreError):
+            q.set_spacing(scan_id, (0.1, 0.1))

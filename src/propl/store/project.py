@@ -358,6 +358,22 @@ class Project:
             region=meta.region,
         )
 
+    def set_spacing(self, scan_id: str, spacing_mm: tuple[float, float]) -> None:
+        """Set a scan's pixel spacing, ``(row, col)`` mm per pixel (e.g. calibrated on a known
+        distance), replacing any it had; measurements and exports use it from now on.
+
+        Raises:
+            StoreError: no such scan, or not two positive finite numbers.
+        """
+        self._writable()
+        values = tuple(float(s) for s in spacing_mm)
+        if len(values) != 2 or not all(np.isfinite(s) and s > 0 for s in values):
+            raise StoreError(f"spacing_mm must be two positive (row, col) values: {spacing_mm}")
+        self.scan(scan_id)  # names a missing scan
+        with self._mutex:  # one atomic replace of the scan's zarr.json
+            group = zarr.open_group(self._store, path=f"scans/{scan_id}", mode="r+")
+            group.attrs.update({"spacing_mm": list(values)})
+
     # -- predictions -----------------------------------------------------------------------
 
     def save_prediction(
