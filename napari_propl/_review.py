@@ -45,6 +45,7 @@ from propl.tasks import task_colour
 from propl.uncertainty import OUTLINE_THRESHOLD
 
 from . import _layers
+from ._calibration import CalibrationTool
 from ._clicks import ClickTool
 from ._measurements import MeasurementLabel
 from ._session import Session, SessionMember, tab_with
@@ -96,6 +97,7 @@ class ReviewWidget(SessionMember, QWidget):
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="propl-save")
         self.saved.connect(self._on_saved)
         self.clicks = ClickTool(self)
+        self.calibration = CalibrationTool(self)
         self.save_failed.connect(show_error)
         self._build()
 
@@ -135,6 +137,13 @@ class ReviewWidget(SessionMember, QWidget):
         self.progress_label = QLabel("")
         self.measurements = MeasurementLabel()
         self.viewer.dims.events.current_step.connect(self.measurements.schedule)
+        self.calibrate_button = QPushButton("Calibrate…")
+        self.calibrate_button.setToolTip(
+            "give the scan a pixel spacing (for measurements in mm): draw a line along a "
+            "distance you know, then type its length; on the scan under review, else the "
+            "selected image"
+        )
+        self.calibrate_button.clicked.connect(self.calibration.start)
         self.legend = _legend()
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)  # a long status must not widen the dock
@@ -199,7 +208,10 @@ class ReviewWidget(SessionMember, QWidget):
             layout.addLayout(w) if isinstance(w, QHBoxLayout) else layout.addWidget(w)
         layout.addWidget(self.queue_list, 1)
         layout.addLayout(progress_row)
-        layout.addWidget(self.measurements)
+        measure_row = QHBoxLayout()
+        measure_row.addWidget(self.measurements, 1)
+        measure_row.addWidget(self.calibrate_button, 0, Qt.AlignTop)
+        layout.addLayout(measure_row)
         layout.addWidget(self.legend)
         layout.addLayout(grid)
         layout.addWidget(self.reason_edit)
@@ -600,6 +612,7 @@ class ReviewWidget(SessionMember, QWidget):
             self.core.show(view)  # the time spent on it counts from here
             self.measurements.follow(self.viewer, mask_layer, scan.spacing_mm, view.task)
             self.clicks.scan_changed()
+            self.calibration.stop()
             self.buttons["click"].setChecked(False)
             text = f"{scan.name}: {view.status}"
             if scan.burned_in_annotation:
@@ -621,6 +634,14 @@ class ReviewWidget(SessionMember, QWidget):
                     self.queue_list.setCurrentRow(i)
 
         _layers.run_staged(self.viewer, [read["image"], *read["updates"]], done)
+
+    def spacing_changed(self, spacing: tuple[float, float]) -> None:
+        """The scan under review was calibrated: its layers' scale and measurements follow."""
+        for layer in self.viewer.layers:
+            if "propl_review" in layer.metadata:
+                layer.scale = (*tuple(layer.scale)[:-2], *spacing)
+        if self.labels_layer is not None and self.scan_task:
+            self.measurements.follow(self.viewer, self.labels_layer, spacing, self.scan_task)
 
     def _on_closing(self) -> None:
         """napari is closing: save a pending edit and wait until every save is stored."""
