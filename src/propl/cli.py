@@ -90,9 +90,10 @@ def _add_feature_cache(parser: argparse.ArgumentParser, when: str = "") -> None:
     parser.add_argument(
         "--feature-views",
         type=int,
-        default=4,  # TrainConfig.feature_views (a test keeps them equal; cli imports no torch)
         metavar="N",
-        help="weak views of each frame encoded once and cached, the first unaugmented (4)",
+        help="weak views of each frame encoded once and cached, the first unaugmented (4; 8 "
+        "with colour changes for a task the starting model does not know: the new-task "
+        "recipe's)",
     )
 
 

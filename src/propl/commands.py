@@ -132,6 +132,7 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
         cache_features=False if args.no_feature_cache else None,
         anchor=args.anchor,
         eval_every=args.eval_every,
+        feature_views=args.feature_views,
     )
     settings = recipe_settings(recipe, **given)
     options = method_options(args, recipe.options)
@@ -142,7 +143,6 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
         unlabelled_batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
-        feature_views=args.feature_views,
         freeze_norm_stats=init is not None,  # incremental: keep the checkpoint's statistics
         new_tasks=new_tasks,
         options=options,
@@ -518,13 +518,12 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     from .simulate import SimulationConfig, simulate, table, write
     from .train.methods import LOOP_OPTIONS, method_options, option_flags
-    from .train.project import RetrainConfig
 
     options = method_options(args, LOOP_OPTIONS)
     retrain: dict[str, Any] = {"options": options} | ({"lr": args.lr} if args.lr else {})
     if args.no_feature_cache:
         retrain["cache_features"] = False
-    if args.feature_views != RetrainConfig.feature_views:
+    if args.feature_views is not None:
         retrain["feature_views"] = args.feature_views
     config = SimulationConfig(
         task=args.task,

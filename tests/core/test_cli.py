@@ -233,9 +233,14 @@ def test_benchmark_report_fills_marked_blocks(tmp_path):
 
 @pytest.mark.parametrize("argv", ["train --data d", "simulate --data d --task t"])
 def test_the_feature_views_default_is_the_trainers(argv):
+    """Not given, the views come from one place: the trainer's default, which the default
+    recipe and project retraining use (the new-task recipe sets its own)."""
     from propl.cli import build_parser
     from propl.train.project import RetrainConfig
+    from propl.train.recipe import RECIPES
     from propl.train.trainer import TrainConfig
 
     args = build_parser().parse_args(shlex.split(argv))
-    assert args.feature_views == TrainConfig.feature_views == RetrainConfig.feature_views
+    assert args.feature_views is None and RetrainConfig.feature_views is None
+    assert RECIPES["default"].feature_views == TrainConfig.feature_views
+    assert RECIPES["new-task"].feature_views > TrainConfig.feature_views

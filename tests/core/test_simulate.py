@@ -108,7 +108,9 @@ def test_every_round_records_its_full_settings_and_the_software(run):
             for row in rows[1:]:
                 settings = row["retrain"]["settings"]
                 assert settings == p.version(row["retrain"]["version"]).record["settings"]
-                assert settings["steps"] == 8 and settings["feature_views"] == 4
+                assert settings["steps"] == 8 and settings["feature_views"] is None  # default:
+                resolved = p.version(row["retrain"]["version"]).record["resolved"]
+                assert resolved["feature_views"] == 4  # ... the trainer's, as recorded
                 assert settings["anchor"] == 1.0 and settings["tasks"] == ["dark_blob"]
         first = rows[0]["retrain"]["settings"]
         assert first["steps"] == 20 and first["anchor"] == 0.0  # new decoders: nothing to keep

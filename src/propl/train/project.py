@@ -68,8 +68,9 @@ class RetrainConfig:
             and ultrasound features stay as they are).
         cache_features: with a frozen encoder, encode each frame once per weak view and train
             on the cached features: no encoder pass per step.
-        feature_views: weak views cached per frame (the first unaugmented); memory grows with
-            it (about 0.2 MB per frame and view at 192 px).
+        feature_views: weak views cached per frame (the first unaugmented; None: the trainer's
+            default, or the new-task recipe's, with its colour changes, for a new task); memory
+            grows with it (about 0.2 MB per frame and view at 192 px).
         max_unlabelled: cap on unlabelled frames (memory and loading time).
         min_gain: Dice points a new version must gain over the current model on the held-back
             scans to be promotable, at the ``confidence`` below.
@@ -92,7 +93,7 @@ class RetrainConfig:
     lr: float | None = None
     freeze_encoder: bool = True
     cache_features: bool = True
-    feature_views: int = TrainConfig.feature_views
+    feature_views: int | None = None
     frames_per_scan: int = 4
     hold_back: float = 0.2
     max_unlabelled: int = 256
@@ -343,6 +344,9 @@ def retrain(
         steps = config.steps or (new_task.steps if new_tasks else RETRAIN_STEPS)
         lr = config.lr or RETRAIN_LR
         new_task_lr = config.lr or new_task.lr
+        feature_views = config.feature_views or (
+            new_task.feature_views if new_tasks else TrainConfig.feature_views
+        )
         # ... and its options (the weak view, which trains on cached features), unless changed
         options = (
             new_task.options if new_tasks and config.options == LOOP_OPTIONS else config.options
@@ -381,7 +385,8 @@ def retrain(
         cache_features=config.freeze_encoder
         and config.cache_features
         and can_cache_features(method, options),
-        feature_views=config.feature_views,
+        feature_views=feature_views,
+        view_photometric=new_task.view_photometric if new_tasks else 0.0,
         seed=config.seed,
         device=config.device,
         eval_every=config.eval_every,
@@ -416,6 +421,7 @@ def retrain(
         "settings": config.to_dict() | {"method": method},
         # what the run used where the settings leave it open (None) or a new task changes it
         "resolved": {"steps": steps, "lr": lr, "new_tasks": list(new_tasks)}
+        | {"feature_views": feature_views}
         | {"options": asdict(options)},
         "started": time.time(),
     }
