@@ -396,3 +396,27 @@ def test_resumed_run_stays_anchored_to_where_it_started(data, tmp_path):
     moved = resumed.model.state_dict()
     assert any(not torch.equal(moved[k], v) for k, v in start.items())  # it did train
     assert all(torch.equal(resumed.start_weights[k], v) for k, v in start.items())
+
+
+def test_cached_views_after_the_first_get_colour_changes_when_asked(data):
+    """view_photometric: view 0 stays the image itself; the other views are the same warps,
+    with the strong view's colour changes on top (their features differ from plain warps)."""
+    lab, unlab, _ = data
+    plain, coloured = [
+        Trainer(
+            new_model(pretrained=True),
+            TrainConfig(
+                method="supervised", steps=1, device="cpu", freeze_encoder=True,
+                cache_features=True, feature_views=3, view_photometric=strength,
+            ),
+            lab,
+        )
+        for strength in (0.0, 1.0)
+    ]  # fmt: skip
+    for t in (plain, coloured):
+        t._cache_features()
+    assert torch.equal(plain.view_thetas["l"], coloured.view_thetas["l"])  # the same warps
+    first_plain, first_coloured = plain.features["l"][-1], coloured.features["l"][-1]
+    torch.testing.assert_close(first_plain[0], first_coloured[0])  # view 0: the image itself
+    for v in (1, 2):
+        assert not torch.allclose(first_plain[v].float(), first_coloured[v].float(), atol=1e-2)
