@@ -6,7 +6,8 @@ shipped model; writes the user-guide screenshots and checks what the store and e
 1. File > Open Sample > both echo cines (the 120-frame one needs the `samples` extra).
 2. Plugins > Segment (ProPL) and Review (ProPL); New project; "Add open images".
 3. Segment, scope "all scans in the project" (shipped model, left heart).
-4. Review: the queue (least confident first); Ctrl+Right (Next); Ctrl+Enter accepts; paint
+4. Review: the queue (least confident first); Ctrl+Right (Next); Plugins > Retrain (ProPL) too
+   (the whole window: docs/images/layout-1600x1000*.png); Ctrl+Enter accepts; paint
    corrections on a few frames of the next scan (autosaved as a draft), Ctrl+Z takes the last
    dab back (the store follows), then Save correction labels them.
 5. Close napari. A new viewer: open the project, find the reviews, export.
@@ -28,12 +29,34 @@ IMAGES = Path(__file__).parent / "images"
 TASK = "left_heart"
 
 
-def shot(viewer, name: str) -> Path:
+def shot(viewer, name: str, prefix: str = "walkthrough-") -> Path:
     pump(1.0)
-    out = IMAGES / f"walkthrough-{name}.png"
+    out = IMAGES / f"{prefix}{name}.png"
     viewer.screenshot(str(out), canvas_only=False)
     print("screenshot", out)
     return out
+
+
+def show_the_layout(viewer) -> None:
+    """Plugins > ProPL > Retrain too: the three docks as the plugin adds them (Retrain a tab
+    of Review), the Review tab in front; the window at 1600x1000 shows them whole."""
+    menu_action(viewer, "Plugins", "ProPL", "Retrain (ProPL)").trigger()
+    pump()
+    review_dock = next(
+        d for k, d in viewer.window._dock_widgets.items() if k.startswith("Review (ProPL)")
+    )
+    review_dock.raise_()
+    window, canvas = viewer.window._qt_window, viewer.window._qt_viewer.canvas.native
+    pump()
+    print(f"layout: window {window.width()}x{window.height()}, canvas {canvas.width()} px wide")
+    assert window.frameGeometry().height() <= 1000 and canvas.width() >= 800
+    shot(viewer, "1600x1000", prefix="layout-")
+    retrain_dock = next(
+        d for k, d in viewer.window._dock_widgets.items() if k.startswith("Retrain (ProPL)")
+    )
+    retrain_dock.raise_()  # its tab: the compact form and the plot fit the same column
+    shot(viewer, "1600x1000-retrain", prefix="layout-")
+    review_dock.raise_()
 
 
 def main() -> None:
@@ -88,6 +111,7 @@ def main() -> None:
     first = review.scan_id
     print("measurements:", review.measurements.text())
     shot(viewer, "1-review-first")
+    show_the_layout(viewer)
     canvas.setFocus()
     QTest.keyClick(canvas, Qt.Key_Return, Qt.ControlModifier)  # accept
     print("Ctrl+Enter sent; focus:", type(napari.qt.get_qapp().focusWidget()).__name__)

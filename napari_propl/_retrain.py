@@ -25,7 +25,7 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
-    QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -75,11 +75,38 @@ class CurvePlot(QWidget):
         self.dice.append((step, dice))
         self.update()
 
+    def legend(self) -> list[tuple[QColor, str]]:
+        """The legend's entries: the latest loss and Dice, the current model's Dice."""
+        entries = []
+        if self.loss:
+            entries.append((LOSS_COLOUR, f"loss {self.loss[-1][1]:.3f}"))
+        if self.dice:
+            entries.append((DICE_COLOUR, f"held-back Dice {self.dice[-1][1]:.1f}"))
+        if self.baseline is not None:
+            name = self.baseline_name or "current"
+            entries.append((DICE_COLOUR, f"- - {name} {self.baseline:.1f}"))
+        return entries
+
+    def _legend_places(self, width: int) -> list[tuple[int, int]]:
+        """Where each legend entry starts, (x, baseline y): as many lines as the width needs
+        (the dock column is narrow at 1600 px)."""
+        metrics, gap = self.fontMetrics(), 14
+        x, y, places = 4, metrics.ascent() + 2, []
+        for _, text in self.legend():
+            advance = metrics.horizontalAdvance(text)
+            if x > 4 and x + advance > width - 4:
+                x, y = 4, y + metrics.height()
+            places.append((x, y))
+            x += advance + gap
+        return places
+
     def paintEvent(self, _event: Any) -> None:  # noqa: N802 (Qt API)
         painter = QPainter(self)
         painter.setRenderHint(QPainter.Antialiasing)
         w, h = self.width(), self.height()
-        left, right, top, bottom = 40, 34, 20, 18
+        places = self._legend_places(w)
+        top = max(20, places[-1][1] + 6) if places else 20
+        left, right, bottom = 40, 34, 18
         pw, ph = w - left - right, h - top - bottom
         painter.fillRect(self.rect(), QColor("#262930"))
         painter.setPen(QPen(QColor("#888888"), 1))
@@ -96,29 +123,25 @@ class CurvePlot(QWidget):
         painter.drawText(left + pw // 2 - 14, h - 4, "step")
         painter.drawText(w - right + 4, top + 10, "100")
         painter.drawText(w - right + 4, top + ph, "0")
-        legend_x = left + 4
         if self.loss:
             high = max(v for _, v in self.loss) * 1.1 or 1.0
             painter.setPen(QPen(LOSS_COLOUR, 1.5))
             painter.drawPolyline(QPolygonF([QPointF(x_of(s), y_of(v, high)) for s, v in self.loss]))
             painter.drawText(2, top + 10, f"{high:.2f}")
             painter.drawText(2, top + ph, "0")
-            painter.drawText(legend_x, 14, f"loss {self.loss[-1][1]:.3f}")
-            legend_x += 90
         if self.baseline is not None:
             painter.setPen(QPen(DICE_COLOUR, 1, Qt.DashLine))
             y = y_of(self.baseline, 100.0)
             painter.drawLine(QPointF(left, y), QPointF(left + pw, y))
-            painter.drawText(
-                legend_x + 150, 14, f"- - {self.baseline_name or 'current'} {self.baseline:.1f}"
-            )
         if self.dice:
             painter.setPen(QPen(DICE_COLOUR, 2))
             points = [QPointF(x_of(s), y_of(v, 100.0)) for s, v in self.dice]
             painter.drawPolyline(QPolygonF(points))
             for p in points:
                 painter.drawEllipse(p, 2.5, 2.5)
-            painter.drawText(legend_x, 14, f"held-back Dice {self.dice[-1][1]:.1f}")
+        for (colour, text), (x, y) in zip(self.legend(), places, strict=True):
+            painter.setPen(QPen(colour, 1))
+            painter.drawText(x, y, text)
         painter.end()
 
 
@@ -157,10 +180,15 @@ class RetrainWidget(SessionMember, QWidget):
         self.steps = QSpinBox()
         self.steps.setRange(10, 100000)
         self.steps.setValue(150)
-        self.train_encoder = QCheckBox("train the encoder too (slower)")
-        self.strong_view = QCheckBox("strong view (more accurate from few reviews; slower)")
+        self.steps.setToolTip("training steps of a round (more: longer, often better)")
+        self.train_encoder = QCheckBox("train encoder")
+        self.train_encoder.setToolTip(
+            "train the encoder too, not only the decoder (slower; may fit a new scanner better)"
+        )
+        self.strong_view = QCheckBox("strong view")
         self.strong_view.setToolTip(
-            "ProPL's strong view at pseudo-label weight 1 (--view strong --unsup-weight 1): the "
+            "more accurate from few reviews, slower. ProPL's strong view at pseudo-label "
+            "weight 1 (--view strong --unsup-weight 1): the "
             "clean decoder learns from a recoloured, CutMixed copy of each unreviewed frame. The "
             "encoder then runs every step instead of reading cached features, so a round takes "
             "longer (1.6x the default's in the README's benchmark on a 2-core CPU)"
@@ -168,7 +196,7 @@ class RetrainWidget(SessionMember, QWidget):
         self.auto_every = QSpinBox()
         self.auto_every.setRange(0, 1000)
         self.auto_every.setSpecialValueText("off")
-        self.auto_every.setToolTip("retrain by itself after this many new reviews (0 = off)")
+        self.auto_every.setToolTip("retrain by itself after this many new reviews (off: never)")
         self.run_button = QPushButton("Retrain")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -179,20 +207,29 @@ class RetrainWidget(SessionMember, QWidget):
         self.versions = QListWidget()
         self.versions.setWordWrap(True)
         self.versions.setMaximumHeight(160)
-        self.use_button = QPushButton("Use selected version")
-        self.shipped_button = QPushButton("Use shipped model")
-        self.add_button = QPushButton("Add a model…")
+        self.use_button = QPushButton("Use selected")
+        self.use_button.setToolTip("predict with the version selected above (a rollback)")
+        self.shipped_button = QPushButton("Use shipped")
+        self.shipped_button.setToolTip("predict with the model that came with ProPL")
+        self.add_button = QPushButton("Add model…")
         self.add_button.setToolTip(
             "add a checkpoint folder (model.safetensors + model.json), e.g. your lab's model, as "
             "a new version: the project predicts with it and retrains from it"
         )
+        self.versions.setToolTip("newest first; ● the version in use")
         self._import_worker: Any = None
 
-        form = QFormLayout()
-        form.addRow("steps", self.steps)
-        form.addRow("", self.train_encoder)
-        form.addRow("", self.strong_view)
-        form.addRow("retrain every N reviews", self.auto_every)
+        # two compact columns, the details in tooltips: the dock column stays narrow and
+        # leaves the canvas >= 800 px of a 1600 px screen
+        form = QGridLayout()
+        form.addWidget(_label("steps", self.steps), 0, 0)
+        form.addWidget(self.steps, 0, 1)
+        form.addWidget(_label("auto every", self.auto_every), 0, 2)
+        form.addWidget(self.auto_every, 0, 3)
+        form.addWidget(self.train_encoder, 1, 0, 1, 2)
+        form.addWidget(self.strong_view, 1, 2, 1, 2)
+        form.setColumnStretch(1, 1)
+        form.setColumnStretch(3, 1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -207,7 +244,7 @@ class RetrainWidget(SessionMember, QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.plot, 2)
         layout.addWidget(self.status_label)
-        layout.addWidget(QLabel("model versions (newest first)"))
+        layout.addWidget(_label("model versions", self.versions))
         layout.addWidget(self.versions, 1)
         layout.addLayout(swap)
 
@@ -581,6 +618,14 @@ class RoundClock:
         left = self.left()
         about = "" if left is None else f" · about {_duration(left)} left"
         return f"step {step} of {self.total} · {elapsed}{about}"
+
+
+def _label(text: str, buddy: QWidget) -> QLabel:
+    """A short label that shows its widget's tooltip too."""
+    label = QLabel(text)
+    label.setToolTip(buddy.toolTip())
+    label.setBuddy(buddy)
+    return label
 
 
 def _duration(seconds: float) -> str:

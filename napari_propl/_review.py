@@ -25,7 +25,6 @@ from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtGui import QKeySequence
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QFileDialog,
     QGridLayout,
     QHBoxLayout,
@@ -47,6 +46,7 @@ from propl.uncertainty import OUTLINE_THRESHOLD
 from . import _layers
 from ._calibration import CalibrationTool
 from ._clicks import ClickTool
+from ._compact import compact_combo
 from ._measurements import MeasurementLabel
 from ._session import Session, SessionMember, tab_with
 
@@ -113,7 +113,7 @@ class ReviewWidget(SessionMember, QWidget):
         open_.clicked.connect(self._open_dialog)
         imp.clicked.connect(self._import_dialog)
         add.clicked.connect(self.add_open_images)
-        self.task_combo = QComboBox()
+        self.task_combo = compact_combo()
         self.task_combo.currentTextChanged.connect(lambda _t: self._on_task_changed())
         self.new_task_button = QPushButton("New task…")
         self.new_task_button.setToolTip("add a task (name, organ, target, colour) to the project")
@@ -132,6 +132,9 @@ class ReviewWidget(SessionMember, QWidget):
             "(1 = sure; the mean over a cine's frames)"
         )
         self.queue_list.itemActivated.connect(lambda item: self.load(item.data(Qt.UserRole)))
+        # long names wrap: no sideways scrolling in a narrow dock
+        self.queue_list.setWordWrap(True)
+        self.queue_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         # the list gives way first when the dock is short (three rows), not the buttons
         self.queue_list.setMinimumHeight(3 * self.queue_list.fontMetrics().height() + 8)
         self.progress_label = QLabel("")

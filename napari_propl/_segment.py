@@ -46,6 +46,7 @@ from propl.tasks import task_colour
 from propl.uncertainty import OUTLINE_THRESHOLD
 
 from . import _layers
+from ._compact import compact_combo
 from ._session import Session, SessionMember
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class SegmentWidget(SessionMember, QWidget):
         self._suggesting = 0  # a suggestion's number: a later choice drops an earlier one
         self._setting_task = False  # the task combo is being set here, not by the user
 
-        self.image_combo = QComboBox()
+        self.image_combo = compact_combo()
         self.model_edit = QLineEdit(default_model_path())
         self.model_edit.setPlaceholderText("checkpoint folder (model.safetensors + model.json)")
         browse = QPushButton("…")
@@ -90,7 +91,7 @@ class SegmentWidget(SessionMember, QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_edit)
         model_row.addWidget(browse)
-        self.task_combo = QComboBox()
+        self.task_combo = compact_combo()
         self.task_hint = QLabel("")  # which task the image looks like (task fit)
         self.task_hint.setWordWrap(True)
         self.task_hint.setToolTip(
