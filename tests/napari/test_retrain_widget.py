@@ -179,14 +179,14 @@ def test_cancel_auto_retrain_and_new_task(make_napari_viewer, qtbot, tmp_path, m
     # automatic retraining after N reviews, with the strong view, then Cancel
     retrain.steps.setValue(100000)
     retrain.auto_every.setValue(2)
-    retrain.strong_view.setChecked(True)
+    assert retrain.strong_view.isChecked()  # the default, the core's: no flag needed
     review.session.review_saved.emit("rejected")  # not a label: does not count
     review.session.review_saved.emit("accepted")
     assert not retrain.running
     review.session.review_saved.emit("corrected")
     assert retrain.running
     qtbot.waitUntil(lambda: any(e["kind"] == "step" for e in retrain.events), timeout=SLOW_MS)
-    assert " --view strong --unsup-weight 1 " in " ".join(retrain.process.arguments()) + " "
+    assert "--view" not in retrain.process.arguments()
     start = next(e["data"] for e in retrain.events if e["kind"] == "start")
     assert start["view"] == "strong" and not start["cached_features"]
     with qtbot.waitSignal(retrain.round_settled, timeout=60_000) as settled:
@@ -307,3 +307,19 @@ def test_a_new_task_learnt_from_its_first_corrections_gets_its_queue_predicted(
     assert len(confidences) == 6 and confidences == sorted(confidences)
     # bright_blob was never segmented in this project: it stays that way
     assert all(project.prediction_confidence(s, "bright_blob") is None for s in unreviewed)
+
+
+def test_steps_auto_and_the_weak_view_are_flags_only_when_chosen(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """auto steps and the strong view are the core's defaults: the command leaves them to it
+    (a new task then gets the new-task recipe's steps and views); the user's choices go in."""
+    viewer = make_napari_viewer()
+    _review, _seg, retrain = widgets(viewer, qtbot, make_project(tmp_path / "p.zarr"), monkeypatch)
+    assert retrain.steps.text() == "auto"
+    args = retrain.command()
+    assert "--steps" not in args and "--view" not in args and "--unsup-weight" not in args
+    retrain.steps.setValue(40)
+    retrain.strong_view.setChecked(False)
+    line = " ".join(retrain.command()) + " "
+    assert " --steps 40 " in line and " --view weak --unsup-weight 6 " in line
