@@ -47,6 +47,19 @@ def dock(viewer, name: str):
     return viewer.window.add_plugin_dock_widget(PLUGIN, name)[1]
 
 
+def segment_all_frames(viewer, qtbot, model_dir: Path, layer):
+    """The Segment dock run on every frame of ``layer`` with the test model; waits for it."""
+    seg = dock(viewer, "Segment (ProPL)")
+    seg.model_edit.setText(str(model_dir))
+    seg._refresh_tasks()
+    seg.task_combo.setCurrentText(TASK)
+    seg.scope_combo.setCurrentText("all frames")
+    seg.image_combo.setCurrentText(layer.name)
+    assert seg.run() is not None
+    wait_idle(qtbot, seg)
+    return seg
+
+
 def wait_idle(qtbot, widget) -> None:
     qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=120_000)
 
@@ -75,14 +88,7 @@ def test_sample_cine_is_real_echo() -> None:
 def test_segment_cine_shows_mask_uncertainty_and_outlines(make_napari_viewer, qtbot, model_dir):
     viewer = make_napari_viewer()
     layer = open_cine(viewer)
-    seg = dock(viewer, "Segment (ProPL)")
-    seg.model_edit.setText(str(model_dir))
-    seg._refresh_tasks()
-    seg.task_combo.setCurrentText(TASK)
-    seg.scope_combo.setCurrentText("all frames")
-    seg.image_combo.setCurrentText(layer.name)
-    assert seg.run() is not None
-    wait_idle(qtbot, seg)
+    seg = segment_all_frames(viewer, qtbot, model_dir, layer)
     # told apart by their roles: in their metadata, and first in their names
     made = {role_of(lyr): lyr for lyr in viewer.layers if role_of(lyr)}
     mask, unc, low = made["mask"], made["uncertainty"], made["low"]
@@ -478,14 +484,7 @@ def test_segment_runs_on_the_imaging_region_the_reader_found(
     assert kwargs["metadata"]["propl_region"] == region
     viewer = make_napari_viewer()
     layer = viewer.add_image(data, **kwargs)
-    seg = dock(viewer, "Segment (ProPL)")
-    seg.model_edit.setText(str(model_dir))
-    seg._refresh_tasks()
-    seg.task_combo.setCurrentText(TASK)
-    seg.scope_combo.setCurrentText("all frames")
-    seg.image_combo.setCurrentText(layer.name)
-    assert seg.run() is not None
-    wait_idle(qtbot, seg)
+    segment_all_frames(viewer, qtbot, model_dir, layer)
     made = {role_of(lyr): lyr for lyr in viewer.layers if role_of(lyr)}
     outside = np.ones((96, 128), bool)
     outside[region.slices] = False
