@@ -1,4 +1,5 @@
-"""A plain 4-level U-Net: the speed reference of ENVIRONMENT.md (not a registered model)."""
+"""A plain 4-level U-Net: the speed reference of ``propl benchmark speed`` (not a registered
+model; docs/benchmarks.md, "Speed on a 2-core CPU")."""
 
 from __future__ import annotations
 
