@@ -160,6 +160,16 @@ def test_retrain_learns_a_new_task_writes_a_version_and_promotes_it(tmp_path):
         assert p.model_history()[-1]["version"] == "v0001"
         ckpt = load_checkpoint(current.path)
         assert ckpt.model.config.tasks == ("bright_blob", "dark_blob")  # gained a prompt
+        # ... and decoders of its own: the task the parent knew keeps its exact output
+        assert ckpt.model.config.own_decoders == ("dark_blob",)
+        assert current.record["resolved"]["new_tasks"] == ["dark_blob"]
+        from safetensors.torch import load_file
+
+        before = load_file(parent / "model.safetensors")
+        after = load_file(Path(current.path) / "model.safetensors")  # saved in float16
+        for key, value in before.items():
+            kept = after[key][: value.shape[0]] if key == "prompts" else after[key]
+            assert torch.equal(kept, value.to(kept.dtype)), key
         # the new task is segmented by the promoted version
         image, _, dark = next(iter(scans(seed=5)))
         pred = Predictor(ckpt.model, device="cpu", uncertainty="none").predict(image, "dark_blob")
