@@ -391,14 +391,19 @@ class RetrainWidget(SessionMember, QWidget):
                 except ValueError:
                     continue
 
+    def _take_total(self, total: int) -> None:
+        """The round's steps, as the core chose them (the steps box may say "auto")."""
+        if total > 0 and total != self.progress.maximum():
+            self.progress.setRange(0, total)
+            self.plot.total = total
+            self.clock.total = total
+
     def _on_event(self, event: dict[str, Any]) -> None:
         self.events.append(event)
         kind, data, step = event["kind"], event.get("data", {}), event.get("step", 0)
+        if kind in ("prepare", "step"):
+            self._take_total(int(event.get("total") or 0))
         if kind == "prepare":
-            total = int(event.get("total") or 1)  # the steps the core chose for this round
-            self.plot.reset(total)
-            self.progress.setRange(0, total)
-            self.clock.total = max(total, 1)
             reviewed = data["labelled"] + data["held_back"]
             self.status_label.setText(
                 f"learning from {data['labelled']} of {reviewed} reviewed scans (the other "
