@@ -157,8 +157,9 @@ def import_scans(review, files: list[str]) -> None:
 
 def review_scans(viewer, review, truth: dict, task: str, corrected: int, accepted: int = 0):
     """From Next: correct ``corrected`` scans (the reviewed outline written into the Labels
-    layer as one undoable edit, which the widget autosaves), then accept ``accepted`` as they
-    are; Ctrl+Enter moves on each time. Returns the reviewed scan ids."""
+    layer as one undoable edit, which the widget autosaves as a draft), then accept
+    ``accepted`` as they are; Ctrl+Enter confirms and moves on each time. Returns the reviewed
+    scan ids."""
     project = review.session.project
     review.buttons["next"].click()
     reviewed: list[str] = []
@@ -172,7 +173,8 @@ def review_scans(viewer, review, truth: dict, task: str, corrected: int, accepte
             gt = read_mask(truth[name])[None]
             diff = np.asarray(labels.data) != gt
             labels.data_setitem(np.nonzero(diff), gt[diff])
-            wait(lambda: "corrected" in review.status_label.text(), timeout=30, what="autosave")
+            # the edit is autosaved as a draft; Ctrl+Enter below confirms it (corrected)
+            wait(lambda: "until confirmed" in review.status_label.text(), timeout=30, what="draft")
         send_ctrl_enter(viewer)
         try:
             wait(lambda sid=sid: review.scan_id != sid, timeout=10, what="Ctrl+Enter")
