@@ -561,6 +561,7 @@ class RetrainWidget(SessionMember, QWidget):
 
     def _on_repredicted(self, n: int) -> None:
         self._repredict_worker = None  # the core said the predictions changed
+        self.progress.setFormat(f"done: {n} scans re-predicted")  # not "re-predicting" still
         self.status_label.setText(
             f"{self._repredict_note}{n} scans re-predicted; the queue is re-ordered"
         )

@@ -81,3 +81,12 @@ def test_closing_napari_during_a_retrain_is_no_failure(
     assert errors == []
     assert settled[0]["outcome"] == "cancelled"
     assert settled[0]["status"] == "cancelled: napari closed during retraining"
+
+
+def test_the_bar_says_done_once_the_scans_are_re_predicted(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    retrain = viewer.window.add_plugin_dock_widget(PLUGIN, "Retrain (ProPL)")[1]
+    retrain._on_repredict_progress((3, 14))
+    assert "re-predicting" in retrain.progress.format()
+    retrain._on_repredicted(14)
+    assert retrain.progress.format() == "done: 14 scans re-predicted"
