@@ -47,6 +47,7 @@ from retrain_walkthrough import (  # docs/retrain_walkthrough.py
 
 from propl.data.benchmark import BenchmarkFolder
 from propl.data.readers import read_mask
+from propl.metrics import dice
 
 TASK = "brachial_plexus"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "us-new-task-dev"
@@ -100,12 +101,6 @@ def correct_scans(review, truth: dict, n: int) -> None:
         r = project.review(sid, TASK, with_mask=False)
         log(f"{name}: {r.status}, {r.edited_pixels} edited pixels")
         done.append(sid)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    total = int(a.sum() + b.sum())
-    return 100.0 * 2 * int((a & b).sum()) / total if total else 100.0
 
 
 def main() -> None:
@@ -183,7 +178,8 @@ def main() -> None:
     for sid in queue:
         name, pred = project.scan(sid).name, project.prediction(sid, TASK)
         conf = project.prediction_confidence(sid, TASK)
-        d = dice(pred.mask, read_mask(truth[name])[None]) if pred is not None else float("nan")
+        gt = read_mask(truth[name])[None]
+        d = 100 * dice(pred.mask, gt) if pred is not None else float("nan")
         scores.append(d)
         log(f"  queue {name}: confidence {'-' if conf is None else f'{conf:.3f}'}, Dice {d:.1f}")
     if scores:

@@ -372,7 +372,8 @@ class ProPLNet(nn.Module):
     def _decoder_groups(self, task_ids: Tensor, decoder: int) -> dict[nn.Module, Tensor]:
         """The decoder each row of ``task_ids`` goes through → those rows (ascending)."""
         if not self.config.own_decoders:
-            return {self.decoder1 if decoder == 1 else self.decoder2: task_ids}
+            shared = self.decoder1 if decoder == 1 else self.decoder2
+            return {shared: torch.arange(len(task_ids), device=task_ids.device)}
         nets = [self._decoder(int(t), decoder) for t in task_ids.tolist()]
         groups: dict[nn.Module, list[int]] = {}
         for row, net in enumerate(nets):
