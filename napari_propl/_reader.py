@@ -15,6 +15,7 @@ from typing import Any
 from napari.utils.notifications import show_error, show_warning
 
 from propl.data.readers import SUPPORTED_SUFFIXES, ReaderError, ReaderWarning, read_scan
+from propl.exam import exam_of
 
 LayerData = list[tuple[Any, ...]]
 NULL_LAYER: LayerData = [(None,)]  # napari's "nothing to show" sentinel (no error dialog)
@@ -34,6 +35,8 @@ def layer_data(frames: Any, meta: Any, name: str) -> tuple[Any, dict[str, Any], 
             "propl_burned_in_annotation": bool(getattr(meta, "burned_in_annotation", False)),
             # the imaging region (a DICOM's ultrasound region): Segment runs the model on it
             "propl_region": getattr(meta, "region", None),
+            # the exam the file names (a DICOM's exam type): Segment suggests its task
+            "propl_exam": exam_of(getattr(meta, "header", None)),
         },
     }
     return frames, kwargs, "image"

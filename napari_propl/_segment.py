@@ -33,11 +33,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from propl.exam import suggest_task
 from propl.task_fit import (
     RANK_FRAMES,
     TaskMatch,
-    best_task,
-    describe_ranking,
     fit_warning,
     rank_tasks_of_scan,
     task_fit_path,
@@ -242,7 +241,8 @@ class SegmentWidget(SessionMember, QWidget):
         if (name, model) in self._ranked:
             self._apply_suggestion(number, name, model, self._ranked[name, model])
             return
-        if not model or not task_fit_path(model).is_file():  # no statistics: no suggestion
+        if not model or not task_fit_path(model).is_file():  # no statistics: the exam alone
+            self._apply_suggestion(number, name, model, [])
             return
         layer = self.viewer.layers[name]
         pick = np.unique(np.linspace(0, _n_frames(layer) - 1, RANK_FRAMES).round().astype(int))
@@ -272,12 +272,15 @@ class SegmentWidget(SessionMember, QWidget):
         still_current = self.image_combo.currentText() == name and name not in self._picked
         if number != self._suggesting or not still_current or self.model_edit.text() != model:
             return  # another image, model or choice since
-        best = best_task(ranking)
-        if best is not None and self.task_combo.findText(best.task) >= 0:
-            self._set_task(best.task)
+        tasks = [self.task_combo.itemText(i) for i in range(self.task_combo.count())]
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        exam = layer.metadata.get("propl_exam") if layer is not None else None
+        suggestion = suggest_task(ranking, exam, tasks)
+        if suggestion.task is not None:
+            self._set_task(suggestion.task)
             if self._session is not None and self._session.project is None:
-                self._session.set_task(best.task)  # a project created next starts with it
-        self.task_hint.setText(describe_ranking(ranking))
+                self._session.set_task(suggestion.task)  # a project created next starts with it
+        self.task_hint.setText(suggestion.why)
 
     def _refresh_images(self, *_: Any) -> None:
         current = self.image_combo.currentText()

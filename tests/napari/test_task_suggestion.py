@@ -94,3 +94,40 @@ def test_an_image_like_no_task_keeps_the_prompt(make_napari_viewer, qtbot, fitte
     viewer.add_image(stripes, name="stripes")
     qtbot.waitUntil(lambda: "like no task" in seg.task_hint.text(), timeout=60_000)
     assert seg.task_combo.currentText() == "left_heart"
+
+
+def test_an_echo_unlike_the_training_scans_gets_the_task_of_its_exam(
+    make_napari_viewer, qtbot, tmp_path
+) -> None:
+    """The fit knows only dim speckle (the echo looks like no task's training scans), but the
+    file says an epicardial exam: the prompt goes to the model's one heart task and the line
+    says why; a PNG of the same frame (no exam) keeps the prompt."""
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model(
+        "propl-small", tasks=("fetal_head", "left_heart"), input_size=64, pretrained=False
+    )
+    out = tmp_path / "tiny-speckle"
+    save_checkpoint(model, out, metadata={"version": "tiny-speckle"})
+    fit_features(
+        {
+            "fetal_head": encode_pooled(out, speckle(40, 1)),
+            "left_heart": encode_pooled(out, speckle(40, 3) // 2),
+        }
+    ).save(out)
+    viewer = make_napari_viewer()
+    seg = dock(viewer, "Segment (ProPL)")
+    seg.model_edit.setText(str(out))
+    seg._refresh_tasks()
+    assert seg.task_combo.currentText() == "fetal_head"
+
+    open_cine(viewer)
+    qtbot.waitUntil(lambda: seg.task_combo.currentText() == "left_heart", timeout=60_000)
+    assert seg.task_hint.text() == (
+        "task: left_heart (the file's exam: epicardial; unlike its training scans)"
+    )
+    frame = np.asarray(viewer.layers[-1].data[0])
+    viewer.add_image(frame, name="echo frame as a png", rgb=True)
+    qtbot.waitUntil(lambda: "like no task" in seg.task_hint.text(), timeout=60_000)
+    assert seg.task_combo.currentText() == "left_heart"  # kept: nothing says otherwise
