@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +17,13 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# napari's settings (the reader preference the plugin sets, and the reset napari's viewer fixture
+# does before every test) go to a file of this run, never to the user's own napari settings.
+# Set before napari is imported: napari reads the variable once, at import.
+_NAPARI_SETTINGS = Path(tempfile.mkdtemp(prefix="propl-tests-napari-"))
+os.environ["NAPARI_CONFIG"] = str(_NAPARI_SETTINGS / "settings.yaml")
+atexit.register(shutil.rmtree, _NAPARI_SETTINGS, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
