@@ -138,14 +138,14 @@ def score_set(predictor: Any, task: str, samples: list[Any]) -> dict[str, Any]:
 def table(doc: dict[str, Any]) -> str:
     tasks = list(doc["sets"]["test"])
     lines = [
-        "# Confidence signals: which cheap per-scan signal ranks scans by their true Dice?",
+        "Confidence signals: which cheap per-scan signal ranks scans by their true Dice?",
         "",
         f"`{doc['command']}`: Spearman ρ of each per-scan signal with the true Dice of the "
         "shipped model's shown mask (decoder 2, first frame of each scan, at the scan's size), "
         "per task, on each task's whole test split and on a fixed random subset of "
         f"{doc['train_scans']} scans of its train split (rng 0; **the model was trained on "
         "these**, so they show whether a choice made on the test scans holds elsewhere). "
-        f"Target (issue 28): ρ >= {TARGET} for every task. All signals but the shape ones are "
+        f"Target: ρ >= {TARGET} for every task. All signals but the shape ones are "
         "`confidence_score(p2, belief)` with the belief named; extra = encoder passes per "
         "frame beyond the one the plugin runs.",
         "",
