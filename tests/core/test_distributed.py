@@ -128,3 +128,28 @@ def test_ranks_from_the_environment():
             rank_device("cuda", Ranks(1, 2, 1))  # no CUDA here, or fewer GPUs than ranks
     else:
         assert rank_device("cuda", Ranks(1, 2, 1)) == torch.device("cuda", 1)
+
+
+
+@pytest.mark.parametrize(
+    "tasks", [("bright_blob",), ("bright_blob", "dark_blob")], ids=["new", "new+known"]
+)
+def test_a_new_task_trains_under_torchrun(tmp_path, tasks):
+    """``--init`` meets a task it does not know: the new-task recipe gives it decoders of its
+    own; under torchrun every parameter that trains must get a gradient on every rank, also
+    when a batch holds no scan of the new task (the known task trains beside it)."""
+    folder = write_benchmark_folder(tmp_path / "syn", n_train=12, n_test=3)
+    common = ["--data", str(folder), "--steps", "2", "--eval-every", "2", "--batch-size", "2",
+              "--cache", str(tmp_path / "cache"), "--json"]  # fmt: skip
+    known = tmp_path / "known"
+    assert main(["train", *common, "--tasks", "dark_blob", "--method", "supervised",
+                 "--out", str(known), *TINY]) == 0  # fmt: skip
+    done = torchrun("-m", "propl", "train", *common, "--tasks", *tasks, "--labelled", "1/4",
+                    "--device", "cpu", "--init", str(known / "best"), "--out", "run",
+                    cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "recipe 'new-task'" in done.stderr
+    config = json.loads((tmp_path / "run" / "best" / "model.json").read_text())
+    assert "bright_blob" in json.dumps(config)  # the new task is in the checkpoint
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [e["kind"] for e in events].count("step") == 2
