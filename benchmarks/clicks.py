@@ -184,8 +184,6 @@ def auto_identical(old: Any, new: Any, scans: dict[str, list[tuple[str, Any, Any
 
 def markdown(doc: dict[str, Any]) -> str:
     lines = [
-        "# Clicks to a good mask",
-        "",
         f"`{doc['command']}` — model `{doc['model']}`, CPU, {doc['threads']} threads. Simulated "
         "annotator: largest error region, deepest interior point (Xu et al. 2016 / RITM "
         "protocol), at most 20 clicks; brush = fewest pixels repainted in the start mask to "
