@@ -4,7 +4,8 @@ shipped model; writes the user-guide screenshots and checks what the store and e
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/walkthrough.py [WORKDIR]
 
 1. File > Open Sample > both echo cines (the 120-frame one needs the `samples` extra).
-2. Plugins > Segment (ProPL) and Review (ProPL); New project; "Add open images".
+2. Plugins > Segment (ProPL) and Review (ProPL): the prompt starts at left_heart (the file
+   says an epicardial exam); New project; "Add open images".
 3. Segment, scope "all scans in the project" (shipped model, left heart).
 4. Review: the queue (least confident first); Ctrl+Right (Next); Plugins > Retrain (ProPL) too
    (the whole window: docs/images/layout-1600x1000*.png); Ctrl+Enter accepts; paint
@@ -79,6 +80,10 @@ def main() -> None:
     pump()
     print("docked:", list(viewer.window.dock_widgets))
     seg, review = dock(viewer, "Segment (ProPL)"), dock(viewer, "Review (ProPL)")
+    # the prompt starts at the task the file's exam names (epicardial: the heart), worked out
+    # in a worker; the line under it says why (the echo is unlike the training scans)
+    wait(lambda: seg.task_combo.currentText() == TASK and seg.task_hint.text(), timeout=120)
+    print("task suggested:", seg.task_combo.currentText(), "|", seg.task_hint.text())
     review.open_project(project_path, create=True)  # what New… does after its file dialog
     review.task_combo.setCurrentText(TASK)
     buttons = review.findChildren(type(review.buttons["next"]))

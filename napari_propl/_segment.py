@@ -91,11 +91,15 @@ class SegmentWidget(SessionMember, QWidget):
         model_row.addWidget(self.model_edit)
         model_row.addWidget(browse)
         self.task_combo = compact_combo()
-        self.task_hint = QLabel("")  # which task the image looks like (task fit)
+        self.task_hint = QLabel("")  # which task the image looks like (task fit, exam)
         self.task_hint.setWordWrap(True)
+        # the whole row's width and two lines from the start: the dock is sized when docked,
+        # and a hint that arrives later must not be cut to one line
+        self.task_hint.setMinimumHeight(2 * self.task_hint.fontMetrics().lineSpacing() + 6)
         self.task_hint.setToolTip(
             "from how much the scan's features look like each task's training scans "
-            "(task fit); choose another task and it is kept for this image"
+            "(task fit), or from the exam its DICOM file names; choose another task and it is "
+            "kept for this image"
         )
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cuda", "cpu"])
@@ -117,7 +121,7 @@ class SegmentWidget(SessionMember, QWidget):
         form.addRow("image", self.image_combo)
         form.addRow("model", model_row)
         form.addRow("task prompt", self.task_combo)
-        form.addRow("", self.task_hint)
+        form.addRow(self.task_hint)
         form.addRow("device", self.device_combo)
         form.addRow("", self.device_label)
         form.addRow("scope", self.scope_combo)

@@ -124,7 +124,7 @@ def suggest_task(
         return Suggestion(best.task, describe_ranking(ranking, below))
     matching = tasks_of_organ(exam.organ, tasks, known) if exam is not None else []
     if exam is not None and len(matching) == 1:
-        why = f"task: {matching[0]} (the file's exam: {exam.term.lower()}"
+        why = f"task: {matching[0]} (exam: {exam.term.lower()}"
         why += "; unlike its training scans)" if ranking else ")"
         return Suggestion(matching[0], why)
     return Suggestion(None, describe_ranking(ranking, below))

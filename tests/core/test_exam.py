@@ -55,7 +55,7 @@ def test_an_echo_from_another_site_gets_the_heart_task_from_its_exam() -> None:
     ranking = [TaskMatch("ovarian_tumor", 0.02, 4.0), TaskMatch("left_heart", 0.0, 5.0)]
     got = suggest_task(ranking, Exam("EPICARDIAL", "heart"), TASKS)
     assert got.task == "left_heart"
-    assert "exam: epicardial" in got.why and "unlike its training scans" in got.why
+    assert "(exam: epicardial" in got.why and "unlike its training scans" in got.why
     # without task-fit statistics the exam still decides, and says nothing of a fit
     plain = suggest_task([], Exam("EPICARDIAL", "heart"), TASKS)
     assert plain.task == "left_heart" and "unlike" not in plain.why

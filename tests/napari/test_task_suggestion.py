@@ -125,7 +125,7 @@ def test_an_echo_unlike_the_training_scans_gets_the_task_of_its_exam(
     open_cine(viewer)
     qtbot.waitUntil(lambda: seg.task_combo.currentText() == "left_heart", timeout=60_000)
     assert seg.task_hint.text() == (
-        "task: left_heart (the file's exam: epicardial; unlike its training scans)"
+        "task: left_heart (exam: epicardial; unlike its training scans)"
     )
     frame = np.asarray(viewer.layers[-1].data[0])
     viewer.add_image(frame, name="echo frame as a png", rgb=True)
