@@ -162,12 +162,6 @@ def main() -> int:
         help="score the five shipped tasks after every run even when the shipped weights came "
         "through bit-identical (their outputs are then the shipped model's)",
     )
-    parser.add_argument(
-        "--keep",
-        action="store_true",
-        help="keep the runs of the other labelled counts from the results file already there "
-        "(rerun only --labelled); the file says which command made which rows",
-    )
     args = parser.parse_args()
     args.data, args.universal = args.data.resolve(), args.universal.resolve()
     args.runs.mkdir(parents=True, exist_ok=True)
@@ -175,19 +169,6 @@ def main() -> int:
     reference = evaluate("shipped", args.universal, args.runs / "eval-shipped.json", args.cache)
     args.reference = reference
     runs = [one_run(args, n, s, log) for n in args.labelled for s in args.seeds]
-    kept: dict[str, Any] = {}
-    earlier = args.out / f"new-task-{TASK}.json"
-    if args.keep and earlier.is_file():
-        old = json.loads(earlier.read_text())
-        old_runs = [r for r in old["runs"] if str(r["labelled"]) not in args.labelled]
-        if old_runs:
-            kept = {
-                "command": old["command"],
-                "labelled": sorted({r["labelled"] for r in old_runs}),
-            }
-            runs = sorted(old_runs + runs, key=lambda r: (r["labelled"], r["seed"]))
-            redone = tuple(f"--labelled {n} " for n in args.labelled)
-            log = [c for c in old["commands"] if not any(r in c["command"] for r in redone)] + log
     doc = {
         "benchmark": f"a task the shipped model never saw ({TASK}) from the plain command "
         "`propl train --data NERVE --tasks brachial_plexus --labelled N --init shipped`",
@@ -202,7 +183,6 @@ def main() -> int:
         "summary": summary(runs, reference),
         "runs": runs,
         "commands": log,
-        "kept": kept,
     }
     path = args.out / f"new-task-{TASK}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,13 +200,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "part of the nerve's train split (about 60 labelled scans: more labels than N, so "
         "`last` is the honest figure for a user with N). Forgetting = the shipped model's test "
         "Dice minus the new model's on the five shipped tasks: 0 exactly where every shipped "
-        "weight came through bit-identical ('weights kept')."
-        + (
-            f" Rows of {', '.join(map(str, doc['kept']['labelled']))} labelled scans: from "
-            f"`{doc['kept']['command']}`, kept."
-            if doc.get("kept")
-            else ""
-        ),
+        "weight came through bit-identical ('weights kept').",
         "",
         "| labelled | nerve Dice, last (mean ± std) | best | target | slowest run (min) | "
         "shipped tasks: mean loss | worst task loss | weights kept |",

@@ -86,7 +86,6 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
     from .train.recipe import (
         choose_recipe,
         init_model,
-        own_stage_for,
         prepare_data,
         recipe_settings,
         unknown_tasks,
@@ -103,6 +102,7 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
         print(f"propl train: recipe {recipe.name!r} ({recipe.why})", file=sys.stderr)
     model = init_model(tasks, args.arch, init, seed=args.seed, **fresh)
     new_tasks = unknown_tasks(init, tasks) if recipe.own_decoders else ()
+    model.give_own_decoders(new_tasks)
     size = int(model.config.input_size)
     with main_first(ranks):  # rank 0 fills the cache, the others then read it
         data = prepare_data(
@@ -116,9 +116,6 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
             progress=ranks.main and not args.json,
             task_order=model.config.tasks,
         )
-    new_rows = [model.task_index(t) for t in new_tasks]
-    n_new = sum(int(t) in new_rows for t in data.labelled.task_index)
-    model.give_own_decoders(new_tasks, tail=own_stage_for(recipe, n_new))
     method = args.method
     if method not in ("supervised", "full") and len(data.unlabelled) == 0:
         method = "supervised"  # every scan is labelled: nothing to pseudo-label

@@ -1,7 +1,6 @@
-"""A task learnt after the model was trained gets decoders of its own (and, with ``tail``, its
-own copy of the encoder's deepest stage): the other tasks' outputs stay bit-identical however
-far they move, mixed batches route each scan to its task's pair, and the pair survives a
-checkpoint round trip. Every test runs with and without the own stage."""
+"""A task learnt after the model was trained gets decoders of its own: the other tasks' outputs
+stay bit-identical however far they move, mixed batches route each scan to its task's pair,
+and the pair survives a checkpoint round trip."""
 
 import pytest
 import torch
@@ -13,11 +12,11 @@ from propl.models.propl import ProPLConfig
 TASKS = ("a", "b")
 
 
-@pytest.fixture(params=[False, True], ids=["decoders", "decoders+stage"])
-def model(request):
+@pytest.fixture
+def model():
     torch.manual_seed(0)
     net = build_model("propl", tasks=TASKS, input_size=64, pretrained=False)
-    net.add_tasks(("new",)).give_own_decoders(("new",), tail=request.param)
+    net.add_tasks(("new",)).give_own_decoders(("new",))
     return net.eval()
 
 
@@ -41,7 +40,7 @@ def test_moving_a_new_tasks_decoders_leaves_the_other_tasks_bit_identical(model)
 def test_a_fresh_pair_starts_as_the_shared_one(model):
     x = torch.rand(2, 1, 64, 64)
     shared = model.decode(model.encode(x), torch.tensor([2, 2]), 2)
-    model.config = ProPLConfig(**{**model.config.to_dict(), "own_decoders": (), "own_tails": ()})
+    model.config = ProPLConfig(**{**model.config.to_dict(), "own_decoders": ()})
     assert torch.equal(shared, model.decode(model.encode(x), torch.tensor([2, 2]), 2))
 
 
@@ -80,7 +79,6 @@ def test_own_decoders_survive_a_checkpoint_round_trip(model, tmp_path):
     save_checkpoint(model, tmp_path / "m", dtype=torch.float32)
     loaded = load_checkpoint(tmp_path / "m").model.eval()
     assert loaded.config.own_decoders == ("new",)
-    assert loaded.config.own_tails == model.config.own_tails
     x = torch.rand(2, 1, 64, 64)
     t = torch.tensor([2, 0])
     assert torch.allclose(model(x, t)["d2"], loaded(x, t)["d2"], atol=1e-5)
@@ -89,27 +87,6 @@ def test_own_decoders_survive_a_checkpoint_round_trip(model, tmp_path):
 def test_a_model_without_own_decoders_keeps_its_config_keys():
     net = build_model("propl", tasks=TASKS, input_size=64, pretrained=False)
     assert "own_decoders" not in net.config.to_dict()
-    assert "own_tails" not in net.config.to_dict()
-
-
-def test_an_own_stage_adapts_the_new_tasks_features_only():
-    """Moving the new task's own deepest stage changes its output and leaves the known tasks
-    (and the shared encoder) exactly as they were; its parameters are the task's own."""
-    torch.manual_seed(0)
-    net = build_model("propl", tasks=TASKS, input_size=64, pretrained=False)
-    net.add_tasks(("new",)).give_own_decoders(("new",), tail=True).eval()
-    assert net.config.own_tails == ("new",)
-    x = torch.rand(3, 1, 64, 64)
-    mixed = torch.tensor([0, 2, 1])
-    before = net(x, mixed)["d2"]
-    encoder = {k: v.clone() for k, v in net.encoder.state_dict().items()}
-    _scramble(net.task_decoders[0].tail)
-    after = net(x, mixed)["d2"]
-    assert torch.equal(before[[0, 2]], after[[0, 2]])
-    assert not torch.allclose(before[1], after[1])
-    assert all(torch.equal(v, net.encoder.state_dict()[k]) for k, v in encoder.items())
-    names = [n for n, _ in net.own_parameters(("new",))]
-    assert any(n.startswith("task_decoders.0.tail.") for n in names)
 
 
 @pytest.mark.parametrize(
@@ -119,8 +96,3 @@ def test_an_own_stage_adapts_the_new_tasks_features_only():
 def test_bad_own_decoders_are_refused(value, error):
     with pytest.raises((TypeError, ValueError), match=error):
         ProPLConfig(tasks=TASKS, own_decoders=value)
-
-
-def test_an_own_stage_needs_own_decoders():
-    with pytest.raises(ValueError, match="without decoders of their own"):
-        ProPLConfig(tasks=TASKS, own_decoders=("a",), own_tails=("b",))

@@ -16,7 +16,6 @@ from torch import Tensor, nn
 
 from .decoder import PromptedDecoder
 from .encoder import (
-    FEATURE_BLOCKS,
     FEATURE_CHANNELS,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -27,26 +26,14 @@ from .refine import RefineConfig, RefineHead
 
 
 class DecoderPair(nn.Module):
-    """A task's own decoder 1 and decoder 2 (see :meth:`ProPLNet.give_own_decoders`), and
-    optionally its own copy of the encoder's deepest stage (``tail``: stride 16 → 32)."""
+    """A task's own decoder 1 and decoder 2 (see :meth:`ProPLNet.give_own_decoders`)."""
 
     first: PromptedDecoder
     second: PromptedDecoder
-    tail: nn.Module | None
 
-    def __init__(
-        self, first: PromptedDecoder, second: PromptedDecoder, tail: nn.Module | None = None
-    ) -> None:
+    def __init__(self, first: PromptedDecoder, second: PromptedDecoder) -> None:
         super().__init__()
         self.first, self.second = first, second
-        self.tail = tail
-
-
-def deepest_stage(encoder: EfficientNetLite0) -> nn.Sequential:
-    """A copy of the encoder's blocks from its stride-16 output to its stride-32 output (a
-    task's own deepest stage: :meth:`ProPLNet.give_own_decoders`)."""
-    blocks = encoder._blocks[FEATURE_BLOCKS[2] + 1 : FEATURE_BLOCKS[3] + 1]
-    return nn.Sequential(*(copy.deepcopy(block) for block in blocks))
 
 
 INT_BOUNDS: dict[str, tuple[int, int]] = {
@@ -139,14 +126,14 @@ def _widths(value: object, heads: int) -> tuple[int, int, int, int]:
     return c32, c16, c8, c4
 
 
-def _own_tasks(key: str, value: object, tasks: tuple[str, ...], what: str) -> tuple[str, ...]:
-    """Validated ``own_decoders`` / ``own_tails``: distinct task ids, each one of ``tasks``."""
-    own = _sequence(key, value)
+def _own_decoders(value: object, tasks: tuple[str, ...]) -> tuple[str, ...]:
+    """Validated ``own_decoders``: distinct task ids, each one of ``tasks``."""
+    own = _sequence("own_decoders", value)
     unknown = [t for t in own if t not in tasks]
     if unknown:
-        raise ValueError(f"'{key}' names tasks {what}: {_shown(unknown)}")
+        raise ValueError(f"'own_decoders' names tasks the model does not have: {_shown(unknown)}")
     if len(set(own)) != len(own):
-        raise ValueError(f"'{key}' has duplicate task ids: {_shown(own)}")
+        raise ValueError(f"'own_decoders' has duplicate task ids: {_shown(own)}")
     return tuple(own)
 
 
@@ -169,8 +156,6 @@ class ProPLConfig:
         own_decoders: tasks with a pair of decoders of their own instead of the shared pair
             (tasks learnt after the model was trained: see :meth:`ProPLNet.give_own_decoders`).
             Learning such a task leaves every other task's output bit-identical.
-        own_tails: tasks of ``own_decoders`` that also have their own copy of the encoder's
-            deepest stage (stride 16 → 32), so the features they decode adapt to them too.
     """
 
     tasks: tuple[str, ...]
@@ -184,7 +169,6 @@ class ProPLConfig:
     pretrained: bool = True
     refine: RefineConfig | None = None
     own_decoders: tuple[str, ...] = ()
-    own_tails: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Validate every field (type and bounds) and normalise it.
@@ -206,12 +190,7 @@ class ProPLConfig:
             raise TypeError(f"'pretrained' must be true or false, got {_shown(self.pretrained)}")
         if self.refine is not None:
             values["refine"] = RefineConfig.from_value(self.refine)
-        values["own_decoders"] = _own_tasks(
-            "own_decoders", self.own_decoders, values["tasks"], "the model does not have"
-        )
-        values["own_tails"] = _own_tasks(
-            "own_tails", self.own_tails, values["own_decoders"], "without decoders of their own"
-        )
+        values["own_decoders"] = _own_decoders(self.own_decoders, values["tasks"])
         for key, value in values.items():
             object.__setattr__(self, key, value)
 
@@ -224,10 +203,6 @@ class ProPLConfig:
             d["own_decoders"] = list(self.own_decoders)
         else:
             del d["own_decoders"]  # nor does a model without task decoders get a new key
-        if self.own_tails:
-            d["own_tails"] = list(self.own_tails)
-        else:
-            del d["own_tails"]
         return d
 
 
@@ -266,12 +241,8 @@ class ProPLNet(nn.Module):
         self.decoder2 = PromptedDecoder(dropout=0.0, **kw)
         # decoder pairs of the tasks in config.own_decoders, in that order
         self.task_decoders = nn.ModuleList(
-            DecoderPair(
-                PromptedDecoder(dropout=config.dropout, **kw),
-                PromptedDecoder(**kw),
-                deepest_stage(self.encoder) if task in config.own_tails else None,
-            )
-            for task in config.own_decoders
+            DecoderPair(PromptedDecoder(dropout=config.dropout, **kw), PromptedDecoder(**kw))
+            for _ in config.own_decoders
         )
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -298,31 +269,24 @@ class ProPLNet(nn.Module):
         self.config = ProPLConfig(**(asdict(self.config) | {"refine": config}))
         return self
 
-    def give_own_decoders(self, tasks: tuple[str, ...], tail: bool = False) -> ProPLNet:
-        """Give each of ``tasks`` a pair of decoders of its own, copied from the shared pair,
-        and with ``tail`` its own copy of the encoder's deepest stage (stride 16 → 32).
+    def give_own_decoders(self, tasks: tuple[str, ...]) -> ProPLNet:
+        """Give each of ``tasks`` a pair of decoders of its own, copied from the shared pair.
 
-        Training such a task then moves only its own decoders (and stage) and prompt tokens
-        (see :meth:`own_parameters`): every other task keeps exactly the output it had, however
-        far the new task's weights move, so a hard new structure can be learnt without any
-        forgetting. Costs two decoders' weights per task (and the stage's, 2.3 M
-        parameters, with ``tail``). Tasks that have a pair already are left as they are.
+        Training such a task then moves only its own decoders and prompt tokens (see
+        :meth:`own_parameters`): every other task keeps exactly the output it had, however far
+        the new task's decoders move, so a hard new structure can be learnt without any
+        forgetting. Costs two decoders' weights per task. Tasks that have a pair already are
+        left as they are.
         """
         fresh = tuple(t for t in tasks if t not in self.config.own_decoders)
         for task in fresh:
             self.task_index(task)  # the task must have a prompt first (add_tasks)
             self.task_decoders.append(
-                DecoderPair(
-                    copy.deepcopy(self.decoder1),
-                    copy.deepcopy(self.decoder2),
-                    deepest_stage(self.encoder) if tail else None,
-                )
+                DecoderPair(copy.deepcopy(self.decoder1), copy.deepcopy(self.decoder2))
             )
         if fresh:
             own = self.config.own_decoders + fresh
-            tails = self.config.own_tails + (fresh if tail else ())
-            changed = {"own_decoders": own, "own_tails": tails}
-            self.config = ProPLConfig(**(asdict(self.config) | changed))
+            self.config = ProPLConfig(**(asdict(self.config) | {"own_decoders": own}))
         return self
 
     def own_parameters(self, tasks: tuple[str, ...]) -> list[tuple[str, nn.Parameter]]:
@@ -388,34 +352,22 @@ class ProPLNet(nn.Module):
         """
         size = size or (features[0].shape[-2] * 4, features[0].shape[-1] * 4)
         groups = self._decoder_groups(task_ids, decoder)
-        b, n = features[0].shape[0], task_ids.shape[0]
-        if len(groups) == 1 and not self.config.own_tails:
+        if len(groups) == 1:
             net = next(iter(groups))
             logits = net(features, self.prompt(task_ids), mc=mc)
             return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        b, n = features[0].shape[0], task_ids.shape[0]
         out: Tensor | None = None
         for net, rows in groups.items():
             # rows of the batch of n (T repeats of the b scans); their scans' rows of the b
             scans = rows[rows < b]
-            tail = self._tails.get(net)
-            # a task with its own deepest stage decodes that stage's features of its scans
-            deepest = features[-1][rows] if tail is None else tail(features[2])[rows % b]
-            sub = [f[scans] for f in features[:-1]] + [deepest]
+            sub = [f[scans] for f in features[:-1]] + [features[-1][rows]]
             logits = net(sub, self.prompt(task_ids[rows]), mc=mc)
             if out is None:
                 out = logits.new_empty((n, *logits.shape[1:]))
             out[rows] = logits
         assert out is not None
         return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-
-    @property
-    def _tails(self) -> dict[nn.Module, nn.Module]:
-        """Each own decoder whose task has its own deepest stage → that stage."""
-        out: dict[nn.Module, nn.Module] = {}
-        for pair in self.task_decoders:
-            if pair.tail is not None:  # type: ignore[union-attr]
-                out[pair.first] = out[pair.second] = pair.tail  # type: ignore[union-attr]
-        return out
 
     def _decoder_groups(self, task_ids: Tensor, decoder: int) -> dict[nn.Module, Tensor]:
         """The decoder each row of ``task_ids`` goes through → those rows (ascending)."""

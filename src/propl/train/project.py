@@ -40,7 +40,7 @@ from ..store import LABELLED, Project, StoreError
 from ..store import versions as ver
 from ..task_fit import refit_checkpoint
 from .methods import LOOP_OPTIONS, MethodOptions
-from .recipe import RECIPES, init_model, own_stage_for, unknown_tasks
+from .recipe import RECIPES, init_model, unknown_tasks
 from .trainer import TrainConfig, Trainer, TrainEvent, can_cache_features
 
 MIN_LABELLED = 2
@@ -338,8 +338,9 @@ def retrain(
         # a task the parent has never seen is learnt on decoders of its own (the new-task
         # recipe of propl train): the tasks it knows keep their outputs
         new_tasks = unknown_tasks(parent_path, tasks)
-        new_task = RECIPES["new-task"]
+        model.give_own_decoders(new_tasks)
         # a new task's decoders start far from what it needs: the new-task recipe's steps and lr
+        new_task = RECIPES["new-task"]
         steps = config.steps or (new_task.steps if new_tasks else RETRAIN_STEPS)
         lr = config.lr or RETRAIN_LR
         new_task_lr = config.lr or new_task.lr
@@ -353,8 +354,6 @@ def retrain(
         size = int(model.config.input_size)
         data = collect(project, tasks, model.config.tasks, size, config)
         root = project.root
-    reviewed_new = sum(1 for _, task in data.trained_on if task in new_tasks)
-    model.give_own_decoders(new_tasks, tail=own_stage_for(new_task, reviewed_new))
     method = config.method
     if method != "supervised" and len(data.unlabelled) == 0:
         method = "supervised"  # every scan reviewed: nothing to pseudo-label

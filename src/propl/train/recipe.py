@@ -131,10 +131,6 @@ class Recipe:
         own_decoders: tasks the starting model does not know get decoders of their own
             (:meth:`~propl.models.propl.ProPLNet.give_own_decoders`), so learning them leaves
             the known tasks exactly as they were.
-        own_stage_from: with ``own_decoders``, new tasks with at least this many labelled
-            scans also get their own copy of the encoder's deepest stage, trained on the cached
-            stride-16 features at the encoder's share of the lr (0: never). With few scans
-            the stage overfits (:func:`own_stage_for`).
     """
 
     name: str
@@ -147,7 +143,6 @@ class Recipe:
     eval_every: int
     options: MethodOptions = LOOP_OPTIONS
     own_decoders: bool = False
-    own_stage_from: int = 0
     feature_views: int = TrainConfig.feature_views
     view_photometric: float = 0.0
 
@@ -179,10 +174,6 @@ RECIPES: dict[str, Recipe] = {
         eval_every=100,
         options=MethodOptions(),  # the weak view: the only one that trains on cached features
         own_decoders=True,
-        # the encoder's deepest stage adapting too, development nerve, seed 0, test Dice of
-        # the final weights: from 30 scans 64.97 without, 65.52 with; from 10 scans 58.72
-        # without, 53.81 with (56.12 at the encoder's share of the lr): it needs the scans
-        own_stage_from=20,
         # more cached views, with the strong view's colour changes (gain, contrast, gamma,
         # blur, speckle): the development nerve from 10 scans (seed 0), test Dice of the final
         # weights 51.8 with 4 plain views, 52.1 with 8, 55.4 with 8 at strength 0.5, 58.7 at 1
@@ -190,12 +181,6 @@ RECIPES: dict[str, Recipe] = {
         view_photometric=1.0,
     ),
 }
-
-
-def own_stage_for(recipe: Recipe, labelled: int) -> bool:
-    """Whether new tasks learnt from ``labelled`` labelled scans get their own copy of the
-    encoder's deepest stage under ``recipe`` (:attr:`Recipe.own_stage_from`)."""
-    return recipe.own_decoders and 0 < recipe.own_stage_from <= labelled
 
 
 def unknown_tasks(init: str | Path | None, tasks: Sequence[str]) -> tuple[str, ...]:
@@ -225,9 +210,7 @@ def recipe_settings(recipe: Recipe, **given: Any) -> dict[str, Any]:
         KeyError: a name that is no recipe setting.
     """
     settings = {
-        k: v
-        for k, v in vars(recipe).items()
-        if k not in ("name", "why", "own_decoders", "own_stage_from", "options")
+        k: v for k, v in vars(recipe).items() if k not in ("name", "why", "own_decoders", "options")
     }
     for key, value in given.items():
         if key not in settings:

@@ -271,19 +271,12 @@ class Trainer:
         new = {self.model.task_index(t) for t in self.config.new_tasks}
         return bool(new) and set(np.unique(self.labelled.task_index).tolist()) <= new
 
-    def _new_task_groups(self, lr: float) -> list[dict[str, Any]]:
-        """Optimiser groups of the own weights of ``config.new_tasks`` (each must have a pair):
-        the decoders at ``lr``, an own copy of the encoder's deepest stage at the encoder's
-        share of it (``encoder_lr_mult``: pretrained weights move slower)."""
+    def _new_task_parameters(self) -> list[torch.Tensor]:
+        """The own decoders' parameters of ``config.new_tasks`` (each must have a pair)."""
         missing = [t for t in self.config.new_tasks if t not in self.model.config.own_decoders]
         if missing:
             raise ValueError(f"new tasks without decoders of their own: {', '.join(missing)}")
-        own = self.model.own_parameters(self.config.new_tasks)
-        stage = [p for n, p in own if ".tail." in n]
-        groups = [{"params": [p for n, p in own if ".tail." not in n], "lr": lr}]
-        if stage:
-            groups.append({"params": stage, "lr": lr * self.config.encoder_lr_mult})
-        return groups
+        return [p for _, p in self.model.own_parameters(self.config.new_tasks)]
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -299,8 +292,8 @@ class Trainer:
             # the new tasks' own decoders, and their rows of the prompt table (the other rows'
             # gradients are zeroed each step, and the table has no weight decay: they stay
             # exactly as they were)
-            own = self._new_task_groups(new_lr)
-            own_ids = {id(p) for g in own for p in g["params"]} | {id(self.model.prompts)}
+            own = self._new_task_parameters()
+            own_ids = {id(p) for p in own} | {id(self.model.prompts)}
             for p in self.model.parameters():
                 p.requires_grad_(id(p) in own_ids)
             rows = [self.model.task_index(t) for t in cfg.new_tasks]
@@ -308,16 +301,16 @@ class Trainer:
             frozen[rows] = False
             self.frozen_prompt_rows = frozen
             groups = [
-                *own,
+                {"params": own, "lr": new_lr},
                 {"params": [self.model.prompts], "lr": new_lr, "weight_decay": 0.0},
             ]
         else:
             if cfg.new_tasks:  # known tasks train too: the new tasks' decoders at their own lr
-                own = self._new_task_groups(new_lr)
-                own_ids = {id(p) for g in own for p in g["params"]}
+                own = self._new_task_parameters()
+                own_ids = {id(p) for p in own}
                 groups = [
                     {"params": [p for p in rest if id(p) not in own_ids], "lr": cfg.lr},
-                    *own,
+                    {"params": own, "lr": new_lr},
                 ]
             if not cfg.freeze_encoder:
                 groups.append({"params": enc, "lr": cfg.lr * cfg.encoder_lr_mult})
