@@ -110,7 +110,7 @@ def markdown(doc: dict) -> str:
         f"{doc['device']}, torch {doc['torch']}, {doc['size']}² input, {doc['batch']} labelled "
         f"scans a step (+ {doc['batch']} unlabelled for the semi-supervised methods), bf16 "
         "autocast, synthetic scans "
-        f"(`benchmarks/results/gpu-throughput.json`, commit {doc.get('commit', '-')}).",
+        f"(`benchmarks/results/gpu-throughput.json`).",
         "",
         "| method | steps/s | labelled img/s | min per `full` run (training only) | peak GPU MB |",
         "|---|---|---|---|---|",
