@@ -130,7 +130,6 @@ def test_ranks_from_the_environment():
         assert rank_device("cuda", Ranks(1, 2, 1)) == torch.device("cuda", 1)
 
 
-
 @pytest.mark.parametrize(
     "tasks", [("bright_blob",), ("bright_blob", "dark_blob")], ids=["new", "new+known"]
 )
