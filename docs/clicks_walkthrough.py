@@ -19,9 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import napari
 import numpy as np
-from gui_driver import pump, wait  # docs/gui_driver.py
+from gui_driver import new_viewer, pump, wait  # docs/gui_driver.py
 
 IMAGES = Path(__file__).parent / "images"
 TASK = "thyroid_nodule"
@@ -51,8 +50,7 @@ def main() -> int:
             sid = project.add_file(image)
             truths[sid] = read_mask(next((folder / "masks").glob(f"{Path(name).stem}.*")))
             predict_scan(project, predictor, sid, TASK)
-    viewer = napari.Viewer(show=True, title="napari")
-    viewer.window.resize(1600, 1000)
+    viewer = new_viewer()
     review = viewer.window.add_plugin_dock_widget("napari-propl", "Review (ProPL)")[1]
     review.open_project(path)
     review.task_combo.setCurrentText(TASK)

@@ -10,6 +10,14 @@ from typing import Any
 import napari
 
 
+def new_viewer() -> Any:
+    """A napari window at 1600x1000, the size the docs' screenshots and layout checks use."""
+    viewer = napari.Viewer(show=True, title="napari")
+    viewer.window.resize(1600, 1000)
+    pump()
+    return viewer
+
+
 def pump(seconds: float = 0.5) -> None:
     """Let Qt run for ``seconds`` (paint, signals, workers' results)."""
     app = napari.qt.get_qapp()

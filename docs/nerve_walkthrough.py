@@ -30,9 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import napari
 import numpy as np
-from gui_driver import pump, wait  # docs/gui_driver.py
+from gui_driver import new_viewer, pump, wait  # docs/gui_driver.py
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication, QDialogButtonBox
 from retrain_walkthrough import (  # docs/retrain_walkthrough.py
@@ -42,10 +41,10 @@ from retrain_walkthrough import (  # docs/retrain_walkthrough.py
     log_phases,
     open_widgets,
     shot,
+    train_scans,
     walkthrough_args,
 )
 
-from propl.data.benchmark import BenchmarkFolder
 from propl.data.readers import read_mask
 from propl.metrics import dice
 
@@ -109,12 +108,9 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="propl-nerve-"))
     project_path = out / "nerve.zarr"
-    samples = BenchmarkFolder(args.data).samples(TASK, "train")[: args.scans]
-    truth = {s.id: s.mask for s in samples}
+    samples, truth = train_scans(args.data, TASK, args.scans)
 
-    viewer = napari.Viewer(show=True, title="napari")
-    viewer.window.resize(1600, 1000)
-    pump()
+    viewer = new_viewer()
     # 1. widgets, a new project (the shipped model), New task…, the scans
     review, seg, retrain = open_widgets(viewer, project_path)
     log(retrain.model_label.text(), "|", seg.model_edit.text())

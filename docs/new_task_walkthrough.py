@@ -32,9 +32,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import napari
 import numpy as np
-from gui_driver import pump, wait  # docs/gui_driver.py
+from gui_driver import new_viewer, pump, wait  # docs/gui_driver.py
 from retrain_walkthrough import (  # docs/retrain_walkthrough.py
     close,
     import_scans,
@@ -44,10 +43,10 @@ from retrain_walkthrough import (  # docs/retrain_walkthrough.py
     review_scans,
     run_retrain,
     shot,
+    train_scans,
     walkthrough_args,
 )
 
-from propl.data.benchmark import BenchmarkFolder
 from propl.tasks import Task
 
 TASK = Task("fetal_head", "fetus", "head", "fetal head", "#ff9f1c")
@@ -59,12 +58,9 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="propl-new-task-"))
     project_path = out / "fetal.zarr"
-    samples = BenchmarkFolder(args.data).samples(TASK.id, "train")[: args.scans]
-    truth = {s.id: s.mask for s in samples}
+    samples, truth = train_scans(args.data, TASK.id, args.scans)
 
-    viewer = napari.Viewer(show=True, title="napari")
-    viewer.window.resize(1600, 1000)
-    pump()
+    viewer = new_viewer()
     # 1. widgets, a new project, the lab's model added
     review, seg, retrain = open_widgets(viewer, project_path)
     retrain.add_model(str(args.model))  # what Add a model… does after its dialog

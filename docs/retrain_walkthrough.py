@@ -27,9 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import napari
 import numpy as np
-from gui_driver import dock, menu_action, pump, wait  # docs/gui_driver.py
+from gui_driver import dock, menu_action, new_viewer, pump, wait  # docs/gui_driver.py
 from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QDockWidget
@@ -223,6 +222,12 @@ def run_retrain(viewer, retrain, steps: int, images: Path, running_shot: str) ->
     log("versions:", [retrain.versions.item(i).text() for i in range(retrain.versions.count())])
 
 
+def train_scans(data: Path, task: str, n: int) -> tuple[list, dict]:
+    """The first ``n`` train scans of ``task`` in a benchmark folder, and their masks by id."""
+    samples = BenchmarkFolder(data).samples(task, "train")[:n]
+    return samples, {s.id: s.mask for s in samples}
+
+
 def walkthrough_args(doc: str) -> argparse.ArgumentParser:
     """The options both retraining walkthroughs take."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -239,12 +244,9 @@ def main() -> None:
     args = walkthrough_args(__doc__).parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="propl-retrain-"))
     project_path = out / "thyroid.zarr"
-    samples = BenchmarkFolder(args.data).samples(TASK, "train")[: args.scans]
-    truth = {s.id: s.mask for s in samples}
+    samples, truth = train_scans(args.data, TASK, args.scans)
 
-    viewer = napari.Viewer(show=True, title="napari")
-    viewer.window.resize(1600, 1000)
-    pump()
+    viewer = new_viewer()
     # 1. the widgets from the Plugins menu; a new project; import the scans
     review, seg, retrain = open_widgets(viewer, project_path)
     review.task_combo.setCurrentText(TASK)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from gui_driver import dock, menu_action, pump, wait  # docs/gui_driver.py
+from gui_driver import dock, menu_action, new_viewer, pump, wait  # docs/gui_driver.py
 from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
 
@@ -63,9 +63,7 @@ def show_the_layout(viewer) -> None:
 def main() -> None:
     work = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp())
     project_path, export_dir = work / "study.zarr", work / "export"
-    viewer = napari.Viewer(show=True, title="napari")
-    viewer.window.resize(1600, 1000)
-    pump()
+    viewer = new_viewer()
     # 1. sample data from the File menu
     menu_action(viewer, "File", "Open Sample", "ProPL", "Echo cine loop").trigger()
     try:
@@ -160,8 +158,7 @@ def main() -> None:
     viewer.close()
     pump()
     # 5. a new napari: reopen, find the reviews, export
-    viewer = napari.Viewer(show=True, title="napari")
-    viewer.window.resize(1600, 1000)
+    viewer = new_viewer()
     menu_action(viewer, "Plugins", "ProPL", "Review (ProPL)").trigger()
     review = dock(viewer, "Review (ProPL)")
     review.open_project(project_path)  # what Open… does after its folder dialog
