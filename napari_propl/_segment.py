@@ -41,7 +41,7 @@ from propl.task_fit import (
     rank_tasks_of_scan,
     task_fit_path,
 )
-from propl.tasks import task_colour
+from propl.tasks import DEFAULT_TASKS, task_colour
 from propl.uncertainty import OUTLINE_THRESHOLD
 
 from . import _layers
@@ -279,7 +279,9 @@ class SegmentWidget(SessionMember, QWidget):
         tasks = [self.task_combo.itemText(i) for i in range(self.task_combo.count())]
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
         exam = layer.metadata.get("propl_exam") if layer is not None else None
-        suggestion = suggest_task(ranking, exam, tasks)
+        project = self._session.project if self._session is not None else None
+        known = [*DEFAULT_TASKS, *(project.tasks if project is not None else ())]
+        suggestion = suggest_task(ranking, exam, tasks, known)
         if suggestion.task is not None:
             self._set_task(suggestion.task)
             if self._session is not None and self._session.project is None:

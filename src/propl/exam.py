@@ -101,7 +101,8 @@ def exam_of(header: Mapping[str, Any] | None) -> Exam | None:
 def tasks_of_organ(
     organ: str, tasks: Iterable[str], known: Iterable[Task] = DEFAULT_TASKS
 ) -> list[str]:
-    """The task ids of ``tasks`` whose organ (from ``known``, the task registry) is ``organ``."""
+    """The task ids of ``tasks`` whose organ (from ``known``, the task registry: a later entry
+    for the same id wins, e.g. a project's own tasks after the built-in ones) is ``organ``."""
     organs = {t.id: t.organ.lower() for t in known}
     return [t for t in tasks if organs.get(t) == organ.lower()]
 

@@ -89,3 +89,15 @@ def test_pydicom_echo_names_a_heart_exam() -> None:
     with pytest.warns(Warning):  # its ultrasound region lies outside the frame
         _, meta = read_scan(path)
     assert exam_of(meta.header) == Exam("EPICARDIAL", "heart")
+
+
+def test_a_projects_own_task_is_found_by_its_organ() -> None:
+    """A task added to a project (New task…) carries its organ: an exam of that organ finds it;
+    a later registry entry for an id replaces the built-in one."""
+    from propl.tasks import Task
+
+    known = [*DEFAULT_TASKS, Task("brachial_plexus", "neck", "nerve"), Task("left_heart", "chest")]
+    tasks = [*TASKS, "brachial_plexus"]
+    assert tasks_of_organ("neck", tasks, known) == ["brachial_plexus"]
+    assert tasks_of_organ("heart", tasks, known) == []
+    assert suggest_task([], Exam("NECK", "neck"), tasks, known).task == "brachial_plexus"
