@@ -422,6 +422,10 @@ class RetrainWidget(SessionMember, QWidget):
                 self.plot.add_loss(step, float(data["loss"]))
         elif kind == "eval":
             self.plot.add_dice(step, float(data["mdice"]))
+        elif kind == "refine":
+            self.status_label.setText(
+                f"click tool: learning from {data['frames']} corrected frames"
+            )
         elif kind == "version":
             self._result = data
         self.event_received.emit(event)

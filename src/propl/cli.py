@@ -215,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         "tasks are forgotten less (default 1.0 with --project, 0 with --data; 0: off)",
     )
     t.add_argument(
+        "--refine-steps",
+        type=int,
+        help="--project: steps the click refinement head then trains on the confirmed "
+        "corrections, kept only if the held-back ones click no worse (default 100; 0: leave "
+        "the head as it is)",
+    )
+    t.add_argument(
         "--no-promote",
         action="store_true",
         help="--project: write the version but leave promotion to the program holding the "

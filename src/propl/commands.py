@@ -208,6 +208,7 @@ def _retrain_project(args: argparse.Namespace) -> int:
         eval_every=args.eval_every or defaults.eval_every,
         tasks=tuple(args.tasks) if args.tasks else None,
         options=method_options(args, RetrainConfig().options),
+        refine_steps=defaults.refine_steps if args.refine_steps is None else args.refine_steps,
     )
     # Take the writer lock first (unless the caller holds it and promotes): a second writer
     # is refused before any training time is spent.
@@ -246,6 +247,8 @@ def _retrain_project(args: argparse.Namespace) -> int:
                 bar.refresh()
             elif event.kind == "eval" and bar is not None:
                 bar.write(f"step {event.step}: held-back Dice {event.data.get('mdice', 0):.2f}")
+            elif event.kind == "refine" and bar is not None:
+                bar.write(f"click tool: learning from {event.data['frames']} corrected frames")
             if event.kind == "version":
                 result = event.data
         if bar is not None:

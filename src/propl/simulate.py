@@ -27,8 +27,10 @@ the two curves show what each strategy's picks teach. Results: ``{"task", "round
 "per_round", "strategies": {name: [test Dice after round 0..R]}, "pixel_auroc", ...}``; a run
 corrected with clicks is named ``STRATEGY+clicks`` and has ``"clicks": {name: [per round]}``.
 The start scans are corrected with the ground truth in every mode (before round 0 no model
-knows the task). Project retraining does not train the refinement head: the fresh network gets
-the ``--like`` model's head, trained on that model's encoder (``"refine_head"`` says so).
+knows the task). The fresh network starts with the ``--like`` model's click head, trained on
+that model's encoder (``"refine_head"`` says so); each retraining round then tunes it on the
+round's corrections, as project retraining does (kept only if the held-back corrections click
+no worse; each round's ``"refine"`` record says what happened).
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ Progress = Callable[[str], None]
 def _fresh_model(path: Path, task: str, like: Path, seed: int, head: bool = False) -> Path:
     """A network shaped like the shipped one that has never seen a label: ImageNet encoder,
     new decoders (initialised from ``seed``) and prompt tokens for ``task`` only; ``head``:
-    with ``like``'s click refinement head (project retraining never trains one)."""
+    with ``like``'s click refinement head (project retraining tunes it from there)."""
     from .checkpoint import load_checkpoint, save_checkpoint
     from .models import ProPLConfig, ProPLNet
     from .train.recipe import seeded
@@ -157,6 +159,12 @@ def _fresh_model(path: Path, task: str, like: Path, seed: int, head: bool = Fals
         model.refine.load_state_dict(source.refine.state_dict())
     save_checkpoint(model, path, {"simulation": "round 0 start"})
     return path
+
+
+def _head_tuning(clicks: bool) -> dict[str, int]:
+    """Retraining settings for the click head: the product's where clicks correct; none where
+    the ground truth does (the head is never used there)."""
+    return {} if clicks else {"refine_steps": 0}
 
 
 def _retrain(
@@ -304,8 +312,11 @@ def simulate(
     masks, start = build_pool(base, folder, config)
     init = _fresh_model(work / "fresh", config.task, like, config.seed, head is not None)
     progress(f"round 0: training new decoders on {len(start)} corrected scans")
-    # new decoders: nothing to keep, so no anchor toward their random start
-    first = _retrain(base, config, config.first_steps, init, anchor=0.0)
+    # new decoders: nothing to keep, so no anchor toward their random start; the click head is
+    # tuned only where clicks correct (else it is never used)
+    first = _retrain(
+        base, config, config.first_steps, init, anchor=0.0, **_head_tuning(head is not None)
+    )
     round0 = _score(base, folder, config)
     progress(f"round 0: test Dice {round0['dice']:.2f}")
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -318,7 +329,9 @@ def simulate(
         rows = [{"round": 0, "retrain": first, **round0, "edited_pixels": 0, "picked": start}]
         for r in range(1, config.rounds + 1):
             picked = _correct(project, config, strategy, masks, rng, mode)
-            version = _retrain(project, config, config.steps, None)
+            version = _retrain(
+                project, config, config.steps, None, **_head_tuning(mode == "clicks")
+            )
             scores = _score(project, folder, config)
             rows.append({"round": r, **picked, "retrain": version, **scores})
             clicks = (

@@ -245,6 +245,7 @@ def test_promotion_of_a_better_version_then_re_prediction(tiny_project):
     result |= {"baseline_score": 70.0, "baseline": "v0001", "message": ""}
     round_ = session.settle_round(result)
     assert round_.promoted and round_.summary.startswith(f"promoted {better}: held-back Dice 80.0")
+    assert "click tool" not in round_.summary  # this run's head was not kept
     assert tiny_project.current_version().name == better and heard == ["model"]
     assert session.model_path() == tiny_project.version(better).path
 
@@ -323,3 +324,15 @@ def test_inference_knows_no_store_and_versions_no_project():
     assert not {m for m in imported(propl.inference) if m.startswith("store")}
     assert "project" not in imported(propl.store.versions)
     assert not hasattr(propl.inference.Predictor, "predict_stored")
+
+
+def test_the_round_says_when_the_click_tool_learnt_too():
+    from propl.annotation.rules import round_summary
+
+    result = {"version": "v0002", "outcome": "better", "score": 80.0, "baseline_score": 70.0}
+    result |= {"baseline": "v0001", "message": ""}
+    kept = result | {"refine": {"trained": True, "kept": True}}
+    assert round_summary(kept, True).endswith("(the click tool learnt from the corrections too)")
+    put_back = result | {"refine": {"trained": True, "kept": False}}
+    assert "click tool" not in round_summary(put_back, True)
+    assert "click tool" not in round_summary(result | {"refine": None}, True)

@@ -1,5 +1,6 @@
 """CLI smoke runs on a tiny synthetic benchmark folder, and clear errors for bad input."""
 
+import argparse
 import json
 import shlex
 import subprocess
@@ -244,3 +245,16 @@ def test_the_feature_views_default_is_the_trainers(argv):
     assert args.feature_views is None and RetrainConfig.feature_views is None
     assert RECIPES["default"].feature_views == TrainConfig.feature_views
     assert RECIPES["new-task"].feature_views > TrainConfig.feature_views
+
+
+def test_the_refine_steps_default_is_the_cores():
+    """``propl train --project`` without --refine-steps tunes the click head as many steps as
+    project retraining does by default, and its help says that number."""
+    from propl.cli import build_parser
+    from propl.train.project import RetrainConfig
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "--project", "p"]).refine_steps is None
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    text = " ".join(subcommands.choices["train"].format_help().split())
+    assert f"(default {RetrainConfig.refine_steps}; 0: leave the head as it is)" in text

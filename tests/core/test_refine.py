@@ -178,3 +178,72 @@ def test_trainer_needs_a_head(rng: np.random.Generator) -> None:
     model = tiny(None)
     with pytest.raises(ValueError, match="add_refine"):
         RefineTrainer(model, cache_frames(model, blobs(2, rng)), RefineTrainConfig(steps=1))
+
+
+# --- project retraining: the head learns the confirmed corrections, never for the worse ----
+
+
+def _head_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith("refine.")}
+
+
+@pytest.mark.parametrize("before_after, kept", [((0.5, 0.8), True), ((0.8, 0.5), False)])
+def test_tuned_head_is_kept_only_if_held_back_clicks_no_worse(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, before_after, kept
+) -> None:
+    import propl.train.refine as refine
+
+    model = tiny()
+    head, rest = (
+        _head_state(model),
+        {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("refine.")},
+    )
+    scores = iter(before_after)
+    monkeypatch.setattr(refine, "click_iou", lambda *_a, **_k: next(scores))
+    out = refine.tune_on_corrections(model, blobs(4, rng), blobs(2, rng), steps=3)
+    assert out["trained"] and out["kept"] is kept and out["frames"] == 4
+    assert out["held_back_click_iou"] == dict(zip(("before", "after"), before_after, strict=True))
+    state = model.state_dict()
+    changed = any(not torch.equal(state[k], v) for k, v in head.items())
+    assert changed is kept  # a worse head is put back exactly
+    assert all(torch.equal(state[k], v) for k, v in rest.items())  # the rest never moves
+    assert all(p.requires_grad for p in model.parameters())  # as it found them
+
+
+def test_no_head_or_no_steps_leaves_the_model_alone(rng: np.random.Generator) -> None:
+    from propl.train.refine import tune_on_corrections
+
+    model = tiny()
+    head = _head_state(model)
+    assert tune_on_corrections(model, blobs(2, rng), blobs(2, rng), steps=0)["trained"] is False
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in head.items())
+    out = tune_on_corrections(tiny(None), blobs(2, rng), blobs(2, rng))
+    assert out == {"trained": False, "why": "the model has no refinement head"}
+
+
+def test_click_iou_scores_the_heads_clicks(rng: np.random.Generator) -> None:
+    """The judge's score is an IoU in [0, 1], deterministic, and a head trained on the frames
+    clicks them better than the untrained one."""
+    from propl.train.refine import click_iou
+
+    model = tiny()
+    data = blobs(6, rng)
+    cache = cache_frames(model, data)
+    first = click_iou(model, cache)
+    assert 0.0 <= first <= 1.0 and click_iou(model, cache) == first
+    config = RefineTrainConfig(steps=60, batch_size=6, lr=1e-2, max_rounds=1)
+    RefineTrainer(model, cache, config).fit()
+    assert click_iou(model, cache) > first
+
+
+def test_tuning_leaves_the_callers_random_stream_alone(rng: np.random.Generator) -> None:
+    """What follows the head's tuning in a retraining (MC dropout, the next round's draws) sees
+    the random stream it would have seen without it."""
+    from propl.train.refine import tune_on_corrections
+
+    model = tiny()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tune_on_corrections(model, blobs(4, rng), blobs(2, rng), steps=2)
+    assert torch.equal(torch.rand(3), expected)

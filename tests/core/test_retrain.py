@@ -30,10 +30,15 @@ SIZE = 64
 N_SCANS = 12
 
 
-def make_parent(path: Path, tasks=("bright_blob",), nan: bool = False) -> Path:
-    """A small untrained network (ImageNet encoder) that knows ``tasks`` only."""
+def make_parent(
+    path: Path, tasks=("bright_blob",), nan: bool = False, refine: bool = False
+) -> Path:
+    """A small untrained network (ImageNet encoder) that knows ``tasks`` only; ``refine``:
+    with a click refinement head."""
     torch.manual_seed(0)
     model = build_model("propl-small", tasks=tasks, input_size=SIZE, pretrained=True)
+    if refine:
+        model.add_refine()
     if nan:
         with torch.no_grad():
             next(model.decoder2.parameters()).fill_(float("nan"))
@@ -174,6 +179,36 @@ def test_retrain_learns_a_new_task_writes_a_version_and_promotes_it(tmp_path):
         image, _, dark = next(iter(scans(seed=5)))
         pred = Predictor(ckpt.model, device="cpu", uncertainty="none").predict(image, "dark_blob")
         assert np.mean([dice(pred.mask[f] > 0, dark[f] > 0) for f in range(2)]) > 0.5
+
+
+def test_retraining_tunes_the_click_head_on_the_corrections(tmp_path):
+    """The parent has a click head: after the rest trains, the head trains on the confirmed
+    corrections and is stored only if the held-back corrections click no worse with it."""
+    parent = make_parent(tmp_path / "parent", refine=True)
+    project = make_project(tmp_path / "p.zarr", "dark_blob")
+    events, code = propl_train(project, "--init", str(parent), "--refine-steps", "20")
+    assert code == 0
+    kinds = [e["kind"] for e in events]
+    assert kinds.index("refine") > max(i for i, k in enumerate(kinds) if k == "step")
+    assert kinds.index("refine") < kinds.index("version")
+    prepare = by_kind(events, "prepare")[0]["data"]
+    assert by_kind(events, "refine")[0]["data"]["frames"] == 2 * prepare["labelled"]
+    refine = by_kind(events, "version")[0]["data"]["refine"]
+    assert refine["trained"] and refine["steps"] == 20
+    clicks = refine["held_back_click_iou"]
+    assert refine["kept"] is (clicks["after"] >= clicks["before"])
+    with Project.open(project, read_only=True) as p:
+        assert p.versions()[0].record["refine"] == refine
+        path = p.versions()[0].path
+    head = {k: v for k, v in load_checkpoint(path).model.state_dict().items() if "refine." in k}
+    start = {k: v for k, v in load_checkpoint(parent).model.state_dict().items() if "refine." in k}
+    moved = any(not torch.equal(head[k], start[k].to(head[k].dtype)) for k in start)
+    assert moved is refine["kept"]
+
+    # --refine-steps 0: the head comes through as it was
+    events, code = propl_train(project, "--init", str(parent), "--refine-steps", "0")
+    assert code == 0 and "refine" not in [e["kind"] for e in events]
+    assert by_kind(events, "version")[0]["data"]["refine"]["trained"] is False
 
 
 def propl_models(project: Path, *args: str) -> subprocess.CompletedProcess:

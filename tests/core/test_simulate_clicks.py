@@ -143,11 +143,12 @@ def test_simulate_runs_each_correction_mode_from_the_same_round_0(
 ):
     """Orchestration (training and scoring stubbed; the CLI test below runs them for real)."""
     predictor = Predictor.from_checkpoint(with_head, device="cpu")
-    fresh = []
+    fresh, tuning = [], []
 
     def retrain(project, config, steps, init, **fixed):
         if init is not None:
             fresh.append(load_checkpoint(init).model)
+        tuning.append((Path(project).name, fixed.get("refine_steps")))
         return {"version": "v", "steps": steps}
 
     monkeypatch.setattr(simulate_module, "_retrain", retrain)
@@ -166,6 +167,12 @@ def test_simulate_runs_each_correction_mode_from_the_same_round_0(
     )
     assert doc["clicks"]["uncertainty+clicks"][1]["scans"] == 2
     assert doc["refine_head"] == {"copied_from": str(with_head), "trained": False}
+    # the head is tuned (the product's default) where clicks correct, never where truth does
+    assert tuning == [
+        ("round0.zarr", None),
+        ("uncertainty.zarr", 0),
+        ("uncertainty+clicks.zarr", None),
+    ]
     like = load_checkpoint(with_head).model.refine.state_dict()
     for key, tensor in fresh[0].refine.state_dict().items():  # the head is like's, not new
         torch.testing.assert_close(tensor, like[key])

@@ -97,6 +97,13 @@ def repredict_todo(
     return todo
 
 
+def click_tool_note(result: Mapping[str, Any]) -> str:
+    """``" (the click tool learnt from the corrections too)"`` when the round's tuned click
+    head was kept (:func:`propl.train.refine.tune_on_corrections`), else nothing."""
+    refine = result.get("refine") or {}
+    return " (the click tool learnt from the corrections too)" if refine.get("kept") else ""
+
+
 def round_summary(result: Mapping[str, Any], promoted: bool) -> str:
     """One line on a retraining round, from its ``version`` event's data."""
     name, score = result["version"], result["score"]
@@ -105,7 +112,7 @@ def round_summary(result: Mapping[str, Any], promoted: bool) -> str:
         f"{result['baseline_score']:.1f} for {result['baseline']}"
     )
     if promoted:
-        return f"promoted {text}"
+        return f"promoted {text}{click_tool_note(result)}"
     if result["outcome"] == "failed":
         return f"{name} failed ({result['message']}); the current model is unchanged"
     # the run's own reason: the gain, its bound, how many scans judged it

@@ -41,6 +41,8 @@ from ..store import versions as ver
 from ..task_fit import refit_checkpoint
 from .methods import LOOP_OPTIONS, MethodOptions
 from .recipe import RECIPES, init_model, unknown_tasks
+from .refine import RETRAIN_STEPS as REFINE_STEPS
+from .refine import tune_on_corrections
 from .trainer import TrainConfig, Trainer, TrainEvent, can_cache_features
 
 MIN_LABELLED = 2
@@ -86,6 +88,9 @@ class RetrainConfig:
         options: ProPL's options: :data:`~propl.train.methods.LOOP_OPTIONS` (the strong view,
             λ = 1; it trains without the feature cache); a run that learns a new task takes
             the new-task recipe's (the weak view, on cached features) unless they were changed.
+        refine_steps: steps the click refinement head trains on the confirmed corrections
+            after the rest (:func:`~propl.train.refine.tune_on_corrections`: kept only if the
+            held-back corrections click no worse); 0: the head is left as it was.
     """
 
     steps: int | None = None
@@ -107,6 +112,7 @@ class RetrainConfig:
     freeze_norm_stats: bool = True
     tasks: tuple[str, ...] | None = None
     options: MethodOptions = LOOP_OPTIONS
+    refine_steps: int = REFINE_STEPS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -445,6 +451,12 @@ def retrain(
             yield event
         if not _finite(trainer.model):
             raise FloatingPointError("the trained weights are not finite")
+        if trainer.model.has_refine and config.refine_steps > 0:
+            yield TrainEvent("refine", trainer.step, steps, {"frames": len(data.labelled)})
+        # the click head learns the corrections too (on the CPU: a light head, a short run)
+        record["refine"] = tune_on_corrections(
+            trainer.model.cpu(), data.labelled, data.held_back, config.refine_steps, config.seed
+        )
     except FloatingPointError as exc:
         record |= {"outcome": "failed", "message": f"training diverged: {exc}"}
         record["held_back"] = held | {"score": None}
@@ -571,6 +583,7 @@ def _summary(name: str, record: dict[str, Any]) -> dict[str, Any]:
         "baseline_score": held.get("baseline_score"),
         "gain_lower_bound": held.get("gain_lower_bound"),
         "message": record.get("message", ""),
+        "refine": record.get("refine"),
     }
 
 

@@ -14,6 +14,11 @@ Each step (:meth:`RefineTrainer.step`), for a batch of frames:
 4. one round with gradient: binary cross-entropy + soft Dice against the ground truth.
 
 The task prompt is dropped for some frames, so the head also works with no task (``None``).
+
+Project retraining tunes the head on the annotator's confirmed corrections
+(:func:`tune_on_corrections`): a short run from where the head is, kept only if clicking on
+the held-back corrections goes no worse (:func:`click_iou`), so the head learns the project's
+structures (a new task above all) without ever getting worse on them.
 """
 
 from __future__ import annotations
@@ -45,6 +50,16 @@ class RefineTrainConfig:
     empty_start: float = 0.4
     prompt_drop: float = 0.3
     seed: int = 0
+
+
+RETRAIN_STEPS = 100
+"""Steps the head trains on a project's confirmed corrections at each retraining."""
+RETRAIN_LR = 5e-4
+"""The head's learning rate at a project retraining (tuning a trained head)."""
+RETRAIN_BATCH = 8
+"""Frames per step at a project retraining."""
+JUDGE_CLICKS = 3
+"""Simulated clicks per held-back frame when the tuned head is judged."""
 
 
 @dataclass
@@ -311,3 +326,92 @@ def train_refine_head(
     save_checkpoint(model, out, ckpt.metadata | {"refine": summary})
     log(f"wrote {out}")
     return summary
+
+
+@torch.no_grad()
+def click_iou(model: ProPLNet, cache: FrameCache, clicks: int = JUDGE_CLICKS) -> float:
+    """Mean IoU (at half the input size) after each of ``clicks`` simulated clicks, over the
+    cached frames: the clicks the simulated annotator makes on the frozen decoder's
+    pseudo-label (deterministic: the deepest point of the largest error region), each round
+    feeding the head's own output back. Frames without any foreground count too."""
+    head = model.refine
+    if head is None:
+        raise ValueError("the model has no refinement head")
+    head.eval()
+    radius = head.config.click_radius / 2
+    truth = cache.truth[:, 0].float().numpy() > 0.5
+    scores: list[float] = []
+    for start in range(0, len(cache), 16):
+        idx = torch.arange(start, min(len(cache), start + 16))
+        emb = head.embed(
+            [f[idx].float() for f in cache.features],
+            cache.image[idx].float(),
+            model.prompt(cache.task_index[idx]),
+        )
+        mask = (cache.pseudo[idx].float() > 0.5).float()
+        made: list[list[tuple[int, int, float]]] = [[] for _ in idx]
+        for _ in range(clicks):
+            pred = mask[:, 0].numpy() > 0.5
+            for b, i in enumerate(idx.tolist()):
+                click = training_click(pred[b], truth[i], None)
+                if click:
+                    made[b].append(click)
+            mask = (head.decode(emb, click_maps(mask, _points(made), radius)) > 0).float()
+            pred = mask[:, 0].numpy() > 0.5
+            for b, i in enumerate(idx.tolist()):
+                union = (pred[b] | truth[i]).sum()
+                scores.append(1.0 if union == 0 else float((pred[b] & truth[i]).sum() / union))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def tune_on_corrections(
+    model: ProPLNet,
+    corrected: ArraySet,
+    held_back: ArraySet,
+    steps: int = RETRAIN_STEPS,
+    seed: int = 0,
+) -> dict[str, object]:
+    """Train the model's refinement head on from where it is, on a project's confirmed
+    corrections, and keep the result only if the held-back corrections click no worse
+    (:func:`click_iou`); the rest of the model is not touched. Runs on the CPU, where the
+    model must be.
+
+    Returns:
+        What happened, for the version's record: ``{"trained": False, "why": ...}`` when there
+        is no head, no step or nothing to learn from; else the steps, the held-back click IoU
+        before and after and whether the tuned head was ``kept``.
+    """
+    import copy
+
+    head = model.refine
+    if head is None:
+        return {"trained": False, "why": "the model has no refinement head"}
+    if steps <= 0 or len(corrected) == 0 or len(held_back) == 0:
+        return {"trained": False, "why": "no steps, corrections or held-back scans"}
+    start = time.perf_counter()
+    was = copy.deepcopy(head.state_dict())
+    grads = [p.requires_grad for p in model.parameters()]
+    judge = cache_frames(model, held_back)
+    before = click_iou(model, judge)
+    train = cache_frames(model, corrected)
+    config = RefineTrainConfig(
+        steps=steps, batch_size=min(RETRAIN_BATCH, len(train)), lr=RETRAIN_LR, seed=seed
+    )
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream goes on as it was
+        summary = RefineTrainer(model, train, config).fit()
+    after = click_iou(model, judge)
+    kept = after >= before
+    if not kept:
+        head.load_state_dict(was)
+    for p, g in zip(model.parameters(), grads, strict=True):  # RefineTrainer froze the rest
+        p.requires_grad_(g)
+    return {
+        "trained": True,
+        "kept": kept,
+        "steps": steps,
+        "frames": len(train),
+        "held_back_frames": len(judge),
+        "held_back_click_iou": {"before": round(before, 4), "after": round(after, 4)},
+        "final_loss": summary["final_loss"],
+        "seconds": round(time.perf_counter() - start, 1),
+    }
