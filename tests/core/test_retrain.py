@@ -24,7 +24,8 @@ from propl.metrics import dice
 from propl.models import build_model
 from propl.store import Project, StoreError
 from propl.tasks import Task
-from propl.train.project import RetrainError, gain_bound, select_held_back
+from propl.train.project import RetrainError
+from propl.train.verdict import gain_bound, select_held_back
 
 SIZE = 64
 N_SCANS = 12
@@ -104,7 +105,7 @@ def test_held_back_split_is_stable_and_never_empty():
 def test_a_model_is_judged_zero_on_a_task_it_has_not_learnt():
     """The current model has a (fresh, untrained) prompt for a new task only so that both can
     be scored on the same held-back scans; the annotator gets nothing from it for that task."""
-    from propl.train.project import judge
+    from propl.train.verdict import judge
 
     torch.manual_seed(0)
     model = build_model("propl-small", tasks=SYNTHETIC_TASKS, input_size=SIZE, pretrained=False)

@@ -12,13 +12,13 @@ command as a subprocess and reads its JSON lines)::
     outcome: better (promotable) | worse | failed (NaN); cancel writes nothing
 
 Reading the project needs no writer lock (the GUI keeps it while this runs); writing the version
-is a write-once folder (:mod:`propl.store.versions`). Promotion moves the project's "current"
+is a write-once folder (:mod:`propl.store.versions`). Which scans are held back and how a
+version is judged on them: :mod:`propl.train.verdict`. Promotion moves the project's "current"
 pointer and is left to the lock holder: :func:`promote_if_better`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,9 +32,7 @@ import torch
 from ..checkpoint import load_checkpoint, read_tasks, save_checkpoint
 from ..data.benchmark import ArraySet, resize_square
 from ..errors import CheckpointError, RetrainError
-from ..inference import Predictor, frames_to_float, resolve_model
-from ..metrics import dice
-from ..models import ProPLNet
+from ..inference import frames_to_float, resolve_model
 from ..promotion import promote_if_better
 from ..store import LABELLED, Project, StoreError
 from ..store import versions as ver
@@ -44,10 +42,7 @@ from .recipe import RECIPES, init_model, unknown_tasks
 from .refine import RETRAIN_STEPS as REFINE_STEPS
 from .refine import tune_on_corrections
 from .trainer import TrainConfig, Trainer, TrainEvent, can_cache_features
-
-MIN_LABELLED = 2
-"""Reviewed (scan, task) pairs needed to retrain: at least one to learn from, one to judge."""
-
+from .verdict import HeldFrame, gain_bound, judge, select_held_back, without_scans
 
 RETRAIN_STEPS = 150
 """Optimiser steps of a project retrain that learns no new task."""
@@ -118,10 +113,6 @@ class RetrainConfig:
         return asdict(self)
 
 
-HeldFrame = tuple[np.ndarray, np.ndarray, str, str]
-"""One held-back frame: (pixels, reviewed mask, task, scan id)."""
-
-
 @dataclass
 class ProjectData:
     """What one run learns from and is judged on (arrays at the network's input size)."""
@@ -136,28 +127,6 @@ class ProjectData:
     """Held-back frames at the scan's own resolution: what versions are judged on."""
     damaged: list[str] = field(default_factory=list)
     """Scans left out because they are damaged (one message each, naming scan and file)."""
-
-
-def _bucket(scan_id: str, task: str) -> float:
-    digest = hashlib.sha256(f"{scan_id}:{task}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def select_held_back(
-    pairs: Sequence[tuple[str, str]], fraction: float
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Split reviewed pairs into (train, held back): the ``fraction`` of pairs with the lowest
-    hash of their ids (at least one each way). The choice depends on the ids only, so the same
-    scans stay held back as more are reviewed and successive versions are judged on them.
-    """
-    if len(pairs) < MIN_LABELLED:
-        raise RetrainError(
-            f"need at least {MIN_LABELLED} reviewed scans to retrain (one is held back to judge "
-            f"the new version); the project has {len(pairs)}"
-        )
-    ranked = sorted(pairs, key=lambda p: _bucket(*p))
-    n_held = min(max(round(fraction * len(ranked)), 1), len(ranked) - 1)
-    return ranked[n_held:], ranked[:n_held]
 
 
 def frame_indices(n_frames: int, wanted: int) -> np.ndarray:
@@ -408,7 +377,7 @@ def retrain(
         data.unlabelled,
         data.held_back,
         # the curve the widget draws is judged like the final verdict: at scan resolution
-        validator=lambda m: _without_scans(judge(m, data.held_back_frames, config.device)),
+        validator=lambda m: without_scans(judge(m, data.held_back_frames, config.device)),
     )
     # What the annotator gets today, judged like the candidate will be (at scan resolution);
     # judge() works on a copy, so the model about to train can stand in for its own start.
@@ -416,7 +385,7 @@ def retrain(
     baseline = model if same else init_model(tasks, init=baseline_path)
     base = judge(baseline, data.held_back_frames, config.device, set(read_tasks(baseline_path)))
     del baseline
-    yield TrainEvent("baseline", 0, steps, {"name": baseline_name, **_without_scans(base)})
+    yield TrainEvent("baseline", 0, steps, {"name": baseline_name, **without_scans(base)})
     record: dict[str, Any] = {
         "parent": parent_name,
         "parent_path": str(parent_path),
@@ -514,64 +483,6 @@ def retrain(
     yield TrainEvent("version", trainer.step, steps, _summary(name, record))
 
 
-def judge(
-    model: ProPLNet,
-    frames: Sequence[HeldFrame],
-    device: str,
-    known: set[str] | None = None,
-) -> dict[str, Any]:
-    """Dice (%) of ``model`` on held-back frames at their own resolution, as the plugin would
-    predict them: ``{"mdice": mean over tasks, "per_task": {task: mean over scans},
-    "per_scan": {"scan:task": mean over its frames}}``.
-
-    ``known``: the tasks the model has learnt (None: all of its tasks). A task it has not
-    learnt scores 0: the plugin offers no prompt for it, so the annotator gets nothing, whatever
-    the untrained prompt token the model was given for training would happen to draw."""
-    predictor = Predictor(model, device=device, uncertainty="none")
-    frame_scores: dict[str, list[float]] = {}
-    for image, mask, task, scan_id in frames:
-        if known is not None and task not in known:
-            score = 0.0
-        else:
-            score = 100.0 * dice(predictor.predict(image, task).mask[0] > 0, mask > 0)
-        frame_scores.setdefault(f"{scan_id}:{task}", []).append(score)
-    per_scan = {k: float(np.mean(v)) for k, v in frame_scores.items()}
-    per_task: dict[str, list[float]] = {}
-    for key, value in per_scan.items():
-        per_task.setdefault(key.rsplit(":", 1)[1], []).append(value)
-    means = {t: float(np.mean(v)) for t, v in per_task.items()}
-    return {"mdice": float(np.mean(list(means.values()))), "per_task": means, "per_scan": per_scan}
-
-
-def _without_scans(scores: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in scores.items() if k != "per_scan"}
-
-
-def gain_bound(
-    base: dict[str, float],
-    new: dict[str, float],
-    confidence: float,
-    resamples: int = 4000,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """(gain, lower bound): the mDice gain (points) of ``new`` over ``base`` on the same
-    held-back scans (``{"scan:task": Dice}``), and its one-sided lower ``confidence`` bound
-    from a paired bootstrap that resamples scans within each task (a cine's frames stay
-    together: they are not independent). With one scan per task the bound is the gain itself.
-    """
-    by_task: dict[str, list[float]] = {}
-    for key in sorted(base):
-        by_task.setdefault(key.rsplit(":", 1)[1], []).append(new[key] - base[key])
-    gain = float(np.mean([np.mean(d) for d in by_task.values()]))
-    rng = np.random.default_rng(seed)
-    draws = np.zeros(resamples)
-    for diffs in by_task.values():
-        d = np.asarray(diffs)
-        draws += d[rng.integers(0, len(d), (resamples, len(d)))].mean(axis=1)
-    draws /= len(by_task)
-    return gain, float(np.quantile(draws, 1.0 - confidence))
-
-
 def _summary(name: str, record: dict[str, Any]) -> dict[str, Any]:
     held = record.get("held_back", {})
     return {
@@ -593,9 +504,6 @@ __all__ = [
     "RetrainError",
     "StoreError",
     "collect",
-    "gain_bound",
-    "judge",
     "promote_if_better",
     "retrain",
-    "select_held_back",
 ]
