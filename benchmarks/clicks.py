@@ -6,7 +6,9 @@
 For every us-universal task's test split (scans with a non-empty mask), clicks with the
 simulated annotator of :mod:`propl.interactive` (largest error region, its deepest interior
 point, positive for a missed region and negative for a false one; each round feeds the previous
-result back), starting (a) from the model's own pseudo-label and (b) from an empty mask; and on
+result back), starting (a) from the model's own pseudo-label, (b) from an empty mask and (c)
+from the structure's bounding box (the box alone makes the start mask and stays with every
+click: how a dragged box works in the Review widget); and on
 ``NEW`` (us-new-task-dev, a brachial plexus nerve the model has never seen) from an empty mask
 with no task prompt. Per set: NoC@85 and NoC@90 (clicks until IoU >= 0.85 / 0.90, at most 20;
 one that never gets there counts 20), NoF (share never there), mean IoU after 0, 1, 3 and 5
@@ -57,18 +59,34 @@ def load_scans(folder: Any, task: str, limit: int | None) -> list[tuple[str, Any
     return out
 
 
+BOX = "box"
+"""The start that draws the structure's bounding box: the box alone gives the start mask (IoU
+after 0 clicks), and stays with every click after it."""
+
+
+def bounding_box(truth: Any) -> tuple[int, int, int, int]:
+    """``(y0, x0, y1, x1)``, end exclusive, of the mask's foreground."""
+    ys, xs = np.nonzero(truth)
+    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
+
+
 def click_run(
     predictor: Any, frame: Any, truth: Any, task: str | None, start: Any
 ) -> tuple[list[float], list[int]]:
-    """IoU after 0..k clicks (until 0.90 and at least 5 clicks) and per-click milliseconds."""
+    """IoU after 0..k clicks (until 0.90 and at least 5 clicks) and per-click milliseconds;
+    ``start`` :data:`BOX`: from the box alone, the box kept with every click."""
     from propl.interactive import MAX_CLICKS, Refiner, simulate
 
     refiner = Refiner(predictor, frame, task)
     times: list[int] = []
+    box = None
+    if isinstance(start, str) and start == BOX:
+        box = bounding_box(truth)
+        start = refiner.refine(None, [], box=box)[0]
 
     def refine(mask: Any, clicks: Any) -> Any:
         t0 = time.perf_counter_ns()
-        out = refiner.refine(mask, clicks)[0]
+        out = refiner.refine(mask, clicks, box=box)[0]
         times.append(time.perf_counter_ns() - t0)
         return out
 
@@ -111,6 +129,8 @@ def run_set(
         for sid, frame, truth in scans:
             start = start_of(frame)
             ious, ms = click_run(predictor, frame, truth, task, start)
+            if name == BOX:
+                start = None  # the brush starts from nothing: a box is not a mask
             times.extend(ms)
             runs.append(
                 {
@@ -213,6 +233,11 @@ def markdown(doc: dict[str, Any]) -> str:
         ok = "met" if t["new_task_noc85"] <= 6 else "missed"
         lines[-1] += f"; unseen nerve from empty NoC@85 **{t['new_task_noc85']:.2f}** (≤ 6: {ok})"
     lines[-1] += "."
+    if t.get("box_miou0") is not None:
+        lines[-1] += (
+            f" From the structure's bounding box alone (start `box`), mean IoU "
+            f"**{t['box_miou0']:.3f}** over the five tasks."
+        )
     if doc.get("limit"):
         lines += [
             "",
@@ -273,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         starts = {
             "pseudo-label": lambda frame, task=task: predictor.predict(frame, task).mask[0],
             "empty": lambda frame: None,
+            BOX: lambda frame: BOX,
         }
         sets[task] = run_set(predictor, scans[task], task, starts, times)
     if args.new_task.is_dir():
@@ -312,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "pseudo_noc90": float(np.mean([s["pseudo-label"]["noc90"] for s in known])),
         "empty_noc85": float(np.mean([s["empty"]["noc85"] for s in known])),
         "new_task_noc85": unseen[0]["empty"]["noc85"] if unseen else None,
+        "box_miou0": float(np.mean([s[BOX]["miou@0"] for s in known])),
     }
     if args.baseline:
         old = Predictor.from_checkpoint(resolve_model(args.baseline), device="cpu")

@@ -380,6 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
     r.add_argument("--steps", type=int, default=900, help="training steps (default 900)")
     r.add_argument("--batch-size", type=int, default=16, help="frames per step (default 16)")
+    r.add_argument(
+        "--box-rate",
+        type=float,
+        default=0.0,
+        help="share of training frames that also get a box around the structure (half of them "
+        "with no click), so a dragged box is understood (default 0)",
+    )
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     r.add_argument("--cache", type=Path, help="folder to keep the resized arrays between runs")
     r.add_argument(

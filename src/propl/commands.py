@@ -478,7 +478,9 @@ def run_train_refine(args: argparse.Namespace) -> int:
     from .train.refine import RefineTrainConfig, train_refine_head
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    config = RefineTrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    config = RefineTrainConfig(
+        steps=args.steps, batch_size=args.batch_size, box_rate=args.box_rate, seed=args.seed
+    )
     cache = None if args.cache is None else str(args.cache)
     log = functools.partial(print, flush=True)
     train_refine_head(

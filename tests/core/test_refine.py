@@ -247,3 +247,23 @@ def test_tuning_leaves_the_callers_random_stream_alone(rng: np.random.Generator)
     torch.manual_seed(123)
     tune_on_corrections(model, blobs(4, rng), blobs(2, rng), steps=2)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_box_training_boxes_the_structure_and_drops_some_first_clicks(
+    rng: np.random.Generator,
+) -> None:
+    model = tiny()
+    cache = cache_frames(model, blobs(6, rng))
+    trainer = RefineTrainer(model, cache, RefineTrainConfig(steps=2, batch_size=2, box_rate=1.0))
+    truth = cache.truth[:, 0].numpy() > 0.5
+    clicks = [[(1, 1, 1.0)] for _ in truth]
+    boxes = trainer._boxes(truth, clicks)
+    for b in range(len(truth)):
+        ys, xs = np.nonzero(truth[b])
+        y0, x0, y1, x1 = boxes[b].tolist()
+        # around the structure, each side within a tenth of its size
+        assert abs(y0 - ys.min()) <= 0.1 * (np.ptp(ys) + 1) + 1e-6
+        assert abs(x1 - xs.max() - 1) <= 0.1 * (np.ptp(xs) + 1) + 1e-6
+    assert 0 < sum(not c for c in clicks) < len(clicks)  # some boxes come alone
+    none = RefineTrainer(model, cache, RefineTrainConfig(steps=1, batch_size=2))
+    assert np.isfinite(none.fit()["final_loss"]) and trainer.fit()["final_loss"] is not None

@@ -8,7 +8,9 @@ Each step (:meth:`RefineTrainer.step`), for a batch of frames:
    got wrong), or the frozen decoder 2's pseudo-label (so it learns to fix our own masks),
    thresholded at a random level and sometimes grown or shrunk;
 2. first clicks: a random interior point of the object from an empty start, the simulated
-   annotator's click (jittered) from a pseudo-label;
+   annotator's click (jittered) from a pseudo-label; for some frames a box around the object
+   too (its bounding box, each side moved by up to a tenth of its size), then half of those
+   frames get no first click (a box alone);
 3. a random number of rounds without gradient, each feeding the head's own previous output
    back as the mask and adding the simulated annotator's next click;
 4. one round with gradient: binary cross-entropy + soft Dice against the ground truth.
@@ -49,6 +51,7 @@ class RefineTrainConfig:
     max_rounds: int = 3
     empty_start: float = 0.4
     prompt_drop: float = 0.3
+    box_rate: float = 0.0
     seed: int = 0
 
 
@@ -217,6 +220,24 @@ class RefineTrainer:
             clicks.append([click] if click else [])
         return clicks
 
+    def _boxes(self, truth: np.ndarray, clicks: list[list[tuple[int, int, float]]]) -> Tensor:
+        """``(B, 4)`` jittered bounding boxes of the truth for a ``box_rate`` share of the
+        frames (NaN rows for the others); half of the boxed frames lose their first click."""
+        boxes = torch.full((len(truth), 4), float("nan"))
+        h, w = truth.shape[1:]
+        for b in range(len(truth)):
+            if not truth[b].any() or self.rng.random() >= self.config.box_rate:
+                continue
+            ys, xs = np.nonzero(truth[b])
+            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            jy, jx = 0.1 * (y1 - y0), 0.1 * (x1 - x0)
+            y0, y1 = y0 + jy * self.rng.uniform(-1, 1), y1 + jy * self.rng.uniform(-1, 1)
+            x0, x1 = x0 + jx * self.rng.uniform(-1, 1), x1 + jx * self.rng.uniform(-1, 1)
+            boxes[b] = torch.tensor([max(0, y0), max(0, x0), min(h, y1), min(w, x1)])
+            if self.rng.random() < 0.5:
+                clicks[b] = []
+        return boxes
+
     def step(self) -> float:
         """One iterative-training step; returns the loss."""
         cfg, cache = self.config, self.cache
@@ -229,10 +250,13 @@ class RefineTrainer:
         emb = self.head.embed(features, cache.image[idx].float(), prompt, keep)
         mask = self._start_masks(cache.pseudo[idx].float())
         clicks = self._first_clicks(mask, truth_np)
+        boxes = self._boxes(truth_np, clicks) if cfg.box_rate > 0 else None
         self.head.eval()
         with torch.no_grad():
             for _ in range(int(self.rng.integers(0, cfg.max_rounds + 1))):
-                logits = self.head.decode(emb, click_maps(mask, _points(clicks), self.radius))
+                logits = self.head.decode(
+                    emb, click_maps(mask, _points(clicks), self.radius, boxes)
+                )
                 mask = (logits > 0).float()
                 pred = mask[:, 0].numpy() > 0.5
                 for b in range(len(idx)):
@@ -240,7 +264,7 @@ class RefineTrainer:
                     if click:
                         clicks[b].append(click)
         self.head.train()
-        logits = self.head.decode(emb, click_maps(mask, _points(clicks), self.radius))
+        logits = self.head.decode(emb, click_maps(mask, _points(clicks), self.radius, boxes))
         loss = F.binary_cross_entropy_with_logits(logits, truth) + soft_dice_loss(logits, truth)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
