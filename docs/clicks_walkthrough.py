@@ -9,6 +9,10 @@ writes the user-guide screenshot of the click tool and checks what the store hol
    point) are sent through the tool, three per scan; each refines the mask in place.
 3. The scans stay drafts until confirmed; **Save correction** confirms each; the review's
    provenance holds the clicks.
+4. pydicom's 30-frame echo cine, segmented for ``left_heart``: on frame 0, **Propagate
+   through the cine** carries that frame's mask through the cine until the model is unsure;
+   the frames reached are drafts (not labels) until confirmed, and **Save correction** then
+   confirms the frame on screen and every frame propagation edited.
 """
 
 from __future__ import annotations
@@ -79,8 +83,49 @@ def main() -> int:
         iou = (mask & (truth > 0)).sum() / max(1, (mask | (truth > 0)).sum())
         print(f"{sid}: {saved.status}, clicks {saved.provenance.get('clicks')}, IoU {iou:.2f}")
         assert saved.is_labelled and saved.provenance.get("clicks", 0) >= 1
+    propagate_cine(viewer, review, work, predictor)
     viewer.close()
     return 0
+
+
+def propagate_cine(viewer, review, work: Path, predictor) -> None:
+    """Part 4: propagation through the sample echo cine (see the module's docstring)."""
+    from propl.annotation import predict_scan
+    from propl.demo import sample_cine
+    from propl.store import Project
+
+    path = work / "echo.zarr"
+    with Project.create(path) as project:
+        sid = project.add_file(sample_cine()[1])
+        predict_scan(project, predictor, sid, "left_heart")
+    review.open_project(path)
+    review.task_combo.setCurrentText("left_heart")
+    wait(lambda: review.queue_list.count() == 1)
+    review.load(sid)
+    wait(lambda: review.scan_id == sid)
+    viewer.dims.set_current_step(0, 0)
+    review.clicks.propagate()
+    wait(lambda: "propagated" in review.status_label.text(), timeout=120)
+    pump(0.5)
+    print("status:", review.status_label.text())
+    viewer.dims.set_current_step(0, 15)  # a frame the mask was carried to
+    pump(0.5)
+    shot = IMAGES / "clicks-2-propagate.png"
+    viewer.screenshot(str(shot), canvas_only=False)
+    print("screenshot", shot)
+    review.save_draft()
+    review.wait_saved()
+    draft = review.core.require_project().review(sid, "left_heart")
+    reached = int(draft.provenance.get("propagated_frames", 0))
+    print(f"draft: {draft.status}, labelled {draft.is_labelled}, propagated frames {reached}")
+    assert draft.status == "draft" and not draft.is_labelled and reached >= 1
+    review.buttons["save"].click()
+    review.wait_saved()
+    pump(0.5)
+    saved = review.core.require_project().review(sid, "left_heart")
+    labelled = len(saved.labelled_frames)
+    print(f"saved: {saved.status}, labelled frames {labelled} of {len(saved.frames)}")
+    assert saved.is_labelled and labelled >= reached
 
 
 if __name__ == "__main__":

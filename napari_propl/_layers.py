@@ -10,7 +10,7 @@ all in one turn (``run_staged``), so the viewer never freezes for long.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -259,6 +259,19 @@ def plan_turns(
         else:
             turns[-1].append(update)
     return [turn for turn in turns[:-1] if turn] + [turns[-1]], later
+
+
+def stack(viewer: Any, names_bottom_up: Sequence[str]) -> None:
+    """Put the named layers in this order, bottom to top (moved above every other layer), when
+    they are not in it already: a layer created anew (a colour scan after a grey one, a cine
+    after a still) lands on top, and an opaque scan there would hide the mask under review."""
+    layers = viewer.layers
+    present = [n for n in names_bottom_up if n in layers]
+    at = [layers.index(layers[n]) for n in present]
+    if at == sorted(at):
+        return
+    for name in present:
+        layers.move(layers.index(layers[name]), len(layers))
 
 
 def show_now(viewer: Any, updates: Iterable[LayerUpdate]) -> dict[str, Any]:

@@ -596,6 +596,8 @@ class ReviewWidget(SessionMember, QWidget):
                 if "propl_review" not in layer.metadata and layer.visible:
                     layer.visible = False
             shown[wanted["image"]].metadata["propl_scan_id"] = view.scan_id
+            # the scan at the bottom, the mask on top (a layer made anew lands on top)
+            _layers.stack(self.viewer, [wanted[r] for r in ("image", "uncertainty", "low", "mask")])
             mask_layer = shown[wanted["mask"]]
             # napari hands plugins proxies (``is`` never matches): mark the layer instead,
             # so a reused layer is hooked once

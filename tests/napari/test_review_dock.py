@@ -140,3 +140,38 @@ def test_review_dock_measures_the_frame_on_screen(make_napari_viewer, qtbot, tmp
     qtbot.waitUntil(lambda: text() == "no mask on this frame", timeout=5_000)
     review.labels_layer.paint((2, 20, 20), 1)  # a brush dab: measured when it pauses
     qtbot.waitUntil(lambda: text().startswith("area "), timeout=5_000)
+
+
+def test_the_mask_stays_above_the_scan_when_a_colour_cine_follows_a_grey_still(
+    make_napari_viewer, qtbot, tmp_path
+):
+    """A scan of another kind (colour after grey, cine after still) gets its layers made anew,
+    and a new layer lands on top: the opaque scan hid the mask, the outline and the glow."""
+    import numpy as np
+
+    from propl.store import Project
+
+    with Project.create(tmp_path / "p.zarr") as p:
+        ids = []
+        for name, shape, conf in (("still", (1, 20, 24), 0.5), ("cine", (4, 20, 24, 3), 0.6)):
+            sid = p.add_scan(np.full(shape, 60, np.uint8), name)
+            frames = shape[:3]
+            mask = np.zeros(frames, np.uint8)
+            mask[:, 5:15, 5:15] = 1
+            p.save_prediction(
+                sid, "left_heart", mask, np.zeros(frames), np.full(shape[0], conf), "v1"
+            )
+            ids.append(sid)
+    viewer = make_napari_viewer()
+    review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review (ProPL)")[1]
+    review.open_project(tmp_path / "p.zarr")
+    review.task_combo.setCurrentText("left_heart")
+    qtbot.waitUntil(lambda: review.queue_list.count() == 2, timeout=30_000)
+    for sid in ids:
+        review.load(sid)
+        qtbot.waitUntil(lambda sid=sid: review.scan_id == sid, timeout=30_000)
+        order = [layer.metadata.get("propl_review") for layer in viewer.layers]
+        assert order.index("image") < order.index("uncertainty") < order.index("low")
+        assert order.index("low") < order.index("mask"), order
+    assert viewer.layers[-1].metadata["propl_review"] == "mask"
+    assert viewer.layers[0].metadata["propl_review"] == "image" and viewer.layers[0].rgb
