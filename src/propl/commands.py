@@ -477,7 +477,8 @@ def run_train_refine(args: argparse.Namespace) -> int:
 
     from .train.refine import RefineTrainConfig, train_refine_head
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    # every core unless the environment says how many (OMP_NUM_THREADS on a shared machine)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
     config = RefineTrainConfig(
         steps=args.steps, batch_size=args.batch_size, box_rate=args.box_rate, seed=args.seed
     )
