@@ -478,7 +478,8 @@ def run_train_refine(args: argparse.Namespace) -> int:
     from .train.refine import RefineTrainConfig, train_refine_head
 
     # every core unless the environment says how many (OMP_NUM_THREADS on a shared machine)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(int(given) if given.isdigit() and int(given) > 0 else os.cpu_count() or 1)
     config = RefineTrainConfig(
         steps=args.steps, batch_size=args.batch_size, box_rate=args.box_rate, seed=args.seed
     )
