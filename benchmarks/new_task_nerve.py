@@ -1,21 +1,27 @@
-"""The plain command a user types to teach the shipped model a structure it has never seen.
+"""The plain command a user types to teach a model a structure it has never seen.
 
     python benchmarks/new_task_nerve.py [--data ../shared/datasets/us-new-task-dev]
         [--universal ../shared/datasets/us-universal] [--labelled 10 30] [--seeds 0 1 2]
+    python benchmarks/new_task_nerve.py --data ../shared/datasets/us-universal \
+        --task breast_lesion --leave-out --labelled 10      # leave one task out
 
 For each labelled count and seed it runs, exactly as a user would (printed and timed)::
 
-    propl train --data NERVE --tasks brachial_plexus --labelled N --init shipped --seed S --out ..
+    propl train --data DATA --tasks TASK --labelled N --init INIT --seed S --out ..
 
-(``--init`` meets a task the shipped model does not know, so the new-task recipe of
-``propl.train.recipe.RECIPES`` applies), then scores the run's ``best`` checkpoint (decoder 2,
-at the model's input size) on the nerve's test split and on the five shipped tasks' test splits
-(forgetting: the shipped model is scored once for the reference). A run whose checkpoint holds
-every shipped tensor unchanged (the new task learnt on decoders of its own) has the shipped
-model's outputs on the shipped tasks exactly, so its forgetting is 0 without scoring them again
-(``--score-shipped`` scores them anyway). ``--seed`` draws the labelled scans and seeds training;
-the rest of the nerve's train split is the unlabelled pool.
-Writes ``benchmarks/results/new-task-brachial_plexus.json`` and ``.md``.
+(``--init`` meets a task the model does not know, so the new-task recipe of
+``propl.train.recipe.RECIPES`` applies), then scores the run's ``best`` and ``last``
+checkpoints (decoder 2, at the model's input size) on the task's test split and the ``best``
+one on the starting model's tasks' test splits (forgetting: the starting model is scored once
+for the reference). INIT is the shipped model, which has never seen the development nerve; with
+``--leave-out`` (a us-universal task) it is a universal model trained here on the other tasks
+only (the command of ``benchmarks/new_task.py``'s first step, 1500 steps, in ``runs/loto-TASK``
+unless it is there). A run whose checkpoint holds every tensor of INIT unchanged (the new task
+learnt on decoders of its own) has INIT's outputs on INIT's tasks exactly, so its forgetting is
+0 without scoring them again (``--score-shipped`` scores them anyway). ``--seed`` draws the
+labelled scans and seeds training; the rest of the task's train split is the unlabelled pool.
+Writes ``benchmarks/results/new-task-TASK.json`` (``new-task-loto-TASK.json`` with
+``--leave-out``) and ``.md``.
 """
 
 from __future__ import annotations
@@ -81,16 +87,16 @@ def evaluate(model: str, data: Path, out: Path, cache: Path) -> dict[str, float]
     return json.loads(out.read_text())
 
 
-def shipped_weights_kept(model: str) -> bool:
-    """Whether every tensor of the shipped model is in ``model`` unchanged (to the bit, at the
-    shipped precision; the prompt table may have grown by the new task's rows): then the
-    shipped tasks' outputs are exactly the shipped model's and their forgetting is 0."""
+def shipped_weights_kept(model: str, init: str = "shipped") -> bool:
+    """Whether every tensor of ``init`` is in ``model`` unchanged (to the bit, at ``init``'s
+    precision; the prompt table may have grown by the new task's rows): then ``init``'s tasks'
+    outputs are exactly ``init``'s and their forgetting is 0."""
     import torch
     from safetensors.torch import load_file
 
     from propl.inference import resolve_model
 
-    shipped = load_file(Path(resolve_model("shipped")) / "model.safetensors")
+    shipped = load_file(Path(resolve_model(init)) / "model.safetensors")
     trained = load_file(Path(resolve_model(model)) / "model.safetensors")
     for key, value in shipped.items():
         if key not in trained:
@@ -104,20 +110,27 @@ def shipped_weights_kept(model: str) -> bool:
 def one_run(args: argparse.Namespace, n: str, seed: int, log: list[dict[str, Any]]) -> dict:
     """Train with the plain command, then score the nerve; the shipped tasks are scored only
     where the shipped weights did not come through unchanged (or with ``--score-shipped``)."""
-    run_dir = args.runs / f"nerve-{n}-s{seed}"
-    cmd = [sys.executable, "-m", "propl", "train", "--data", str(args.data), "--tasks", TASK,
-           "--labelled", n, "--init", "shipped", "--seed", str(seed),
+    run_dir = args.runs / f"{args.prefix}-{n}-s{seed}"
+    cmd = [sys.executable, "-m", "propl", "train", "--data", str(args.data), "--tasks",
+           args.task, "--labelled", n, "--init", args.init, "--seed", str(seed),
            "--out", str(run_dir)]  # fmt: skip
     seconds = run(cmd, log)
     best = str(run_dir / "best")
-    nerve = evaluate(best, args.data, run_dir / "eval-nerve.json", args.cache)[TASK]
+    nerve = evaluate(best, args.data, run_dir / "eval-nerve.json", args.cache)[args.task]
     # the final weights: no choice on the validation scans (their labels are more than N)
     last = str(run_dir / "last")
-    nerve_last = evaluate(last, args.data, run_dir / "eval-nerve-last.json", args.cache)[TASK]
-    kept = shipped_weights_kept(best)
+    nerve_last = evaluate(last, args.data, run_dir / "eval-nerve-last.json", args.cache)
+    nerve_last = nerve_last[args.task]
+    kept = shipped_weights_kept(best, args.init)
     scored = args.score_shipped or not kept
     shipped = (
-        evaluate(best, args.universal, run_dir / "eval-shipped.json", args.cache)
+        {
+            t: d
+            for t, d in evaluate(
+                best, args.universal, run_dir / "eval-shipped.json", args.cache
+            ).items()
+            if t in args.reference
+        }
         if scored
         else dict(args.reference)
     )
@@ -147,13 +160,36 @@ def summary(runs: list[dict], reference: dict[str, float]) -> dict[str, Any]:
     return out
 
 
+def leave_one_out_base(args: argparse.Namespace, log: list[dict[str, Any]]) -> Path:
+    """A universal model trained on --universal's tasks but TASK (``benchmarks/new_task.py``'s
+    first step), trained unless it is there; returns its ``best`` checkpoint."""
+    tasks = list(json.loads((args.universal / "tasks.json").read_text()))
+    if args.task not in tasks:
+        raise SystemExit(f"--leave-out: {args.task!r} is not a task of {args.universal}")
+    base = ROOT / "runs" / f"loto-{args.task}"
+    if not (base / "best" / "model.safetensors").is_file():
+        others = [t for t in tasks if t != args.task]
+        run([sys.executable, "-m", "propl", "train", "--data", str(args.universal), "--tasks",
+             *others, "--method", "full", "--size", "192", "--steps", str(args.base_steps),
+             "--batch-size", "8", "--eval-every", "250", "--seed", "0", "--cache",
+             str(args.cache), "--out", str(base)], log)  # fmt: skip
+    return base / "best"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATASETS / "us-new-task-dev")
+    parser.add_argument("--task", default=TASK, help=f"the task to learn (default {TASK})")
+    parser.add_argument(
+        "--leave-out",
+        action="store_true",
+        help="TASK is one of --universal's: start from a model trained on the others only",
+    )
+    parser.add_argument("--base-steps", type=int, default=1500, help="--leave-out base steps")
     parser.add_argument("--universal", type=Path, default=DATASETS / "us-universal")
     parser.add_argument("--labelled", nargs="+", default=["10", "30"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "new-task-nerve")
+    parser.add_argument("--runs", type=Path, help="run folders (default runs/new-task-TASK)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "arrays")
     parser.add_argument(
@@ -164,14 +200,30 @@ def main() -> int:
     )
     args = parser.parse_args()
     args.data, args.universal = args.data.resolve(), args.universal.resolve()
+    nerve = args.task == TASK and not args.leave_out
+    args.prefix = "nerve" if nerve else args.task
+    name = f"loto-{args.task}" if args.leave_out else args.task
+    args.runs = args.runs or ROOT / "runs" / ("new-task-nerve" if nerve else f"new-task-{name}")
     args.runs.mkdir(parents=True, exist_ok=True)
     log: list[dict[str, Any]] = []
-    reference = evaluate("shipped", args.universal, args.runs / "eval-shipped.json", args.cache)
+    args.init = "shipped"
+    if args.leave_out:
+        args.init = str(leave_one_out_base(args, log))
+    reference = evaluate(args.init, args.universal, args.runs / "eval-shipped.json", args.cache)
+    reference.pop(args.task, None)
     args.reference = reference
     runs = [one_run(args, n, s, log) for n in args.labelled for s in args.seeds]
     doc = {
-        "benchmark": f"a task the shipped model never saw ({TASK}) from the plain command "
-        "`propl train --data NERVE --tasks brachial_plexus --labelled N --init shipped`",
+        "benchmark": f"a task the {'starting' if args.leave_out else 'shipped'} model never "
+        f"saw ({args.task}) from the plain command `propl train --data DATA --tasks "
+        f"{args.task} --labelled N --init {'LOTO' if args.leave_out else 'shipped'}`"
+        + (
+            f" (LOTO: a universal model trained on the other tasks only, {args.base_steps} steps)"
+            if args.leave_out
+            else ""
+        ),
+        "task": args.task,
+        "init": args.init,
         "command": shlex.join(["python", "benchmarks/new_task_nerve.py", *sys.argv[1:]]),
         "targets": TARGETS,
         "machine": {
@@ -184,7 +236,7 @@ def main() -> int:
         "runs": runs,
         "commands": log,
     }
-    path = args.out / f"new-task-{TASK}.json"
+    path = args.out / f"new-task-{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
     path.with_suffix(".md").write_text(markdown(doc))
@@ -193,30 +245,35 @@ def main() -> int:
 
 
 def markdown(doc: dict[str, Any]) -> str:
+    task = doc.get("task", TASK)
+    where = "the nerve's test split (207 scans, subjects the training scans do not come from)"
+    if task != TASK:
+        where = f"{task}'s test split"
     lines = [
-        f"`{doc['command']}`: {doc['benchmark']}. Dice on the nerve's test split (207 scans, "
-        "subjects the training scans do not come from), scored at the model's input size "
-        "(192 px): `last` = the final weights; `best` = the checkpoint chosen on a validation "
-        "part of the nerve's train split (about 60 labelled scans: more labels than N, so "
-        "`last` is the honest figure for a user with N). Forgetting = the shipped model's test "
-        "Dice minus the new model's on the five shipped tasks: 0 exactly where every shipped "
-        "weight came through bit-identical ('weights kept').",
+        f"`{doc['command']}`: {doc['benchmark']}. Dice on {where}, scored at the model's input "
+        "size (192 px): `last` = the final weights; `best` = the checkpoint chosen on a "
+        "validation part of the task's train split (a tenth of it: more labels than N, so "
+        "`last` is the honest figure for a user with N). Forgetting = the starting model's "
+        "test Dice minus the new model's on the starting model's tasks: 0 exactly where every "
+        "weight of the starting model came through bit-identical ('weights kept').",
         "",
-        "| labelled | nerve Dice, last (mean ± std) | best | target | slowest run (min) | "
-        "shipped tasks: mean loss | worst task loss | weights kept |",
+        f"| labelled | {task} Dice, last (mean ± std) | best | target | slowest run (min) | "
+        "known tasks: mean loss | worst task loss | weights kept |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for n, row in doc["summary"].items():
+        target = doc["targets"].get(n) if task == TASK else None
         lines.append(
             f"| {n} | {row['nerve_dice_last_mean']:.2f} ± {row['nerve_dice_last_std']:.2f} "
             f"| {row['nerve_dice_mean']:.2f} ± {row['nerve_dice_std']:.2f} "
-            f"| ≥ {doc['targets'].get(n, float('nan')):.0f} | {row['train_minutes_max']:.1f} "
+            f"| {'-' if target is None else f'≥ {target:.0f}'} "
+            f"| {row['train_minutes_max']:.1f} "
             f"| {row['shipped_loss_mean']:.2f} | {row['shipped_loss_worst_task']:.2f} "
             f"| {row['shipped_weights_kept']} |"
         )
     lines += [
         "",
-        "| labelled | seed | nerve Dice, last | best | train s |",
+        f"| labelled | seed | {task} Dice, last | best | train s |",
         "|---|---|---|---|---|",
     ]
     for r in doc["runs"]:
