@@ -67,7 +67,7 @@ def test_dice(model: str, data: Path, cache: Path) -> dict[str, float]:
     from propl.inference import resolve_model
     from propl.train.trainer import validate
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 2))
     net = load_checkpoint(resolve_model(model)).model
     folder = BenchmarkFolder(data)
     tasks = [t for t in json.loads((data / "tasks.json").read_text()) if t in net.config.tasks]
