@@ -148,11 +148,41 @@ def click_table(doc: dict[str, Any]) -> list[str]:
         )
         lines += [
             "",
-            f"The refinement head is {head['copied_from']}'s, trained on that model's encoder; "
+            f"The refinement head is {_owner(head['copied_from'])}, trained on that model's "
+            "encoder; "
             "the simulated network's encoder starts from ImageNet and is retrained each round, "
-            "and project retraining does not train the head." + trained,
+            "and each round's retraining tunes the head on that round's corrections, keeping "
+            "it only if the held-back corrections click no worse." + trained,
         ]
+    lines += _tuning_lines(doc, list(runs))
     return lines
+
+
+def _owner(source: str) -> str:
+    return "the shipped model's" if source == "shipped" else f"{source}'s"
+
+
+def _tuning_lines(doc: dict[str, Any], names: list[str]) -> list[str]:
+    """Per click run: in which rounds the tuned head was kept, with the held-back click IoU
+    (after 3 clicks) before and after tuning."""
+    details = doc.get("per_round_details") or {}
+    out: list[str] = []
+    for name in names:
+        cells = []
+        for row in details.get(name, []):
+            tune = (row.get("retrain") or {}).get("refine") or {}
+            if tune.get("trained"):
+                iou = tune["held_back_click_iou"]
+                verdict = "kept" if tune["kept"] else "put back"
+                cells.append(
+                    f"round {row['round']} {iou['before']:.2f} → {iou['after']:.2f} ({verdict})"
+                )
+        if cells:
+            out += [
+                "",
+                f"Click head tuning, {name} (held-back click IoU): " + "; ".join(cells) + ".",
+            ]
+    return out
 
 
 def refine_head_source(like: Path) -> dict[str, Any]:

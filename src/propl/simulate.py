@@ -308,7 +308,13 @@ def simulate(
     shutil.rmtree(base, ignore_errors=True)
     progress(f"importing {config.pool} {config.task} train scans")
     like = resolve_model(config.like)
-    head = refine_head_source(like) if "clicks" in config.correct else None  # fail early
+    # fail early; the head's source named as given (the shipped model: "shipped"), not by
+    # this machine's path
+    head = (
+        refine_head_source(like) | {"copied_from": config.like or "shipped"}
+        if "clicks" in config.correct
+        else None
+    )
     masks, start = build_pool(base, folder, config)
     init = _fresh_model(work / "fresh", config.task, like, config.seed, head is not None)
     progress(f"round 0: training new decoders on {len(start)} corrected scans")

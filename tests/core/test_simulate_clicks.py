@@ -219,3 +219,25 @@ def test_propl_simulate_correct_clicks_end_to_end(folder, with_head, tmp_path):
     assert set(doc["strategies"]) == {"uncertainty+clicks"} and "--correct clicks" in doc["command"]
     assert doc["clicks"]["uncertainty+clicks"][1]["scans"] == 2
     assert "Clicks per corrected scan" in out.with_suffix(".md").read_text()
+
+
+def test_the_click_table_says_when_each_rounds_tuned_head_was_kept():
+    from propl.click_annotator import click_table
+
+    clicks = {"mean": 10.0, "reached": 1, "scans": 2, "total": 20}
+    tune = {"trained": True, "steps": 100, "held_back_click_iou": {"before": 0.4, "after": 0.3}}
+    doc = {
+        "rounds": 1,
+        "strategies": {"uncertainty+clicks": [50.0, 52.0]},
+        "clicks": {"uncertainty+clicks": [None, clicks]},
+        "refine_head": {"copied_from": "shipped", "trained": True},
+        "per_round_details": {
+            "uncertainty+clicks": [
+                {"round": 0, "retrain": {"refine": tune | {"kept": True}}},
+                {"round": 1, "retrain": {"refine": tune | {"kept": False}}},
+            ]
+        },
+    }
+    text = "\n".join(click_table(doc))
+    assert "the shipped model's" in text and "tunes the head" in text
+    assert "round 0 0.40 → 0.30 (kept); round 1 0.40 → 0.30 (put back)" in text
