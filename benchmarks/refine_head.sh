@@ -6,19 +6,19 @@
 # automatic segmentation is bit-identical to the shipped model's, the weights stay <= 15 MB
 # and the clicks are no worse than the committed results' (NoC@90 from the pseudo-label and
 # NoC@85 from an empty mask, means over the five tasks).
-#   benchmarks/refine_head.sh [DATA] [NEW]   (2-core CPU: ~4 min encoding + ~0.4-3 s per step,
-#   as the machine is shared; the benchmark ~0.5 s per scan and start; run it alone: it times
+#   benchmarks/refine_head.sh [DATA] [NEW]   (2-core CPU: ~4 min encoding + ~0.3 s per step
+#   alone, more on a shared machine; the benchmark ~0.5 s per scan and start; run it alone: it times
 #   the clicks)
-# REFINE_STEPS=N trains N steps (default 900), REFINE_BOX_RATE=F boxes that share of the
-# training frames (default 0); CLICKS_LIMIT=N benchmarks the first N test scans per set (the
+# REFINE_STEPS=N trains N steps (default 3000), REFINE_BOX_RATE=F boxes that share of the
+# training frames (default 0.25); CLICKS_LIMIT=N benchmarks the first N test scans per set (the
 # committed results: 12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-${PROPL_DATA:-../shared/datasets/us-universal}}
 new=${2:-../shared/datasets/us-new-task-dev}
 run=runs/refine
-steps=${REFINE_STEPS:-900}
-box_rate=${REFINE_BOX_RATE:-0}
+steps=${REFINE_STEPS:-3000}
+box_rate=${REFINE_BOX_RATE:-0.25}
 make -s env
 mkdir -p "$run"
 rm -rf "$run/base" && cp -r src/propl/weights/universal "$run/base"  # the model as shipped now

@@ -54,13 +54,19 @@ def one_run(args: argparse.Namespace, labelled: int, seed: int) -> dict[str, Any
     """Tune one new-task model's head and click the test scans with both heads."""
     from propl.checkpoint import load_checkpoint
     from propl.data.benchmark import ArraySet, BenchmarkFolder
-    from propl.inference import Predictor
+    from propl.inference import Predictor, resolve_model
     from propl.train.recipe import prepare_data
     from propl.train.refine import RETRAIN_STEPS, tune_on_corrections
 
     run = ROOT / "runs" / "refine-retrain" / f"{args.task}-{labelled}-s{seed}"
     path = train_model(args.data, args.task, labelled, seed, run)
     model = load_checkpoint(path).model.float().eval()
+    # the shipped head as it is now (training the new task never touches the head, so a run
+    # made before a new head was shipped carries the old one)
+    shipped = load_checkpoint(resolve_model("shipped")).model.float()
+    if model.refine is None or shipped.refine is None:
+        raise SystemExit("the shipped model and the run need the click refinement head")
+    model.refine.load_state_dict(shipped.refine.state_dict())
     folder = BenchmarkFolder(args.data)
     data = prepare_data(
         folder,

@@ -378,14 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", required=True, type=Path, help="us-universal-style data folder")
     r.add_argument("--model", default="shipped", help="checkpoint folder (default: shipped)")
     r.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
-    r.add_argument("--steps", type=int, default=900, help="training steps (default 900)")
+    r.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
     r.add_argument("--batch-size", type=int, default=16, help="frames per step (default 16)")
     r.add_argument(
         "--box-rate",
         type=float,
-        default=0.0,
+        default=0.25,
         help="share of training frames that also get a box around the structure (half of them "
-        "with no click), so a dragged box is understood (default 0)",
+        "with no click), so a dragged box is understood (default 0.25)",
     )
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     r.add_argument("--cache", type=Path, help="folder to keep the resized arrays between runs")

@@ -258,3 +258,18 @@ def test_the_refine_steps_default_is_the_cores():
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     text = " ".join(subcommands.choices["train"].format_help().split())
     assert f"(default {RetrainConfig.refine_steps}; 0: leave the head as it is)" in text
+
+
+def test_train_refine_defaults_are_the_trainers():
+    """`propl train-refine` with no options trains the head the way the shipped one was."""
+    from propl.cli import build_parser
+    from propl.train.refine import RefineTrainConfig
+
+    args = build_parser().parse_args(["train-refine", "--data", "d", "--out", "o"])
+    config = RefineTrainConfig()
+    assert (args.steps, args.batch_size, args.box_rate, args.seed) == (
+        config.steps,
+        config.batch_size,
+        config.box_rate,
+        config.seed,
+    )
