@@ -163,8 +163,6 @@ def real_cines(predictor: Any, task: str = "left_heart") -> dict[str, Any]:
 
 def table(doc: dict[str, Any]) -> str:
     rows = [
-        "# Propagation through a cine",
-        "",
         f"`{doc['command']}`; model `{doc['model']}`. **The labelled cines are synthetic**: "
         f"{doc['per_task']} test scans per task, each moved over {N_FRAMES} frames by a "
         "smooth seeded deformation (the mask deformed with the image). Mean Dice over all "
