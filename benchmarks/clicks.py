@@ -26,7 +26,6 @@ Writes ``benchmarks/results/clicks.json`` and ``clicks.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -344,10 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         old = Predictor.from_checkpoint(resolve_model(args.baseline), device="cpu")
         doc["baseline"] = args.baseline
         doc["auto_identical"] = auto_identical(old, plain["mc"], scans)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(doc))
-    print(markdown(doc))
+    from propl.results import write_results
+
+    print(write_results(args.out, doc, markdown(doc)))
     return 0
 
 

@@ -32,6 +32,16 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return path
 
 
+def write_results(stem: str | Path, doc: Any, markdown: str) -> str:
+    """A benchmark's results: ``doc`` as ``STEM.json`` and ``markdown`` as ``STEM.md`` (folders
+    made, each file written atomically); returns ``markdown`` (to print)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    write_json(stem.with_suffix(".json"), doc)
+    atomic_write_bytes(stem.with_suffix(".md"), markdown.encode())
+    return markdown
+
+
 def _git(folder: Path, *args: str) -> str | None:
     """``git ARGS`` in ``folder``; None when git fails there (no git, not a checkout)."""
     try:

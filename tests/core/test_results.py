@@ -61,3 +61,13 @@ def test_a_package_untracked_in_the_enclosing_checkout_gets_no_commit(tmp_path):
     (repo / "pkg" / "__init__.py").write_text("x = 1\n")
     assert checkout_commit(repo / "pkg") == (head, True)
     assert checkout_commit(tmp_path) == (None, None)  # not a checkout at all
+
+
+def test_write_results_writes_the_json_and_the_table_side_by_side(tmp_path):
+    from propl.results import write_results
+
+    stem = tmp_path / "new" / "bench"
+    text = write_results(stem, {"a": 1.5}, "| a |\n|---|\n| 1.5 |\n")
+    assert text.startswith("| a |")
+    assert json.loads(stem.with_suffix(".json").read_text()) == {"a": 1.5}
+    assert stem.with_suffix(".md").read_text() == text
