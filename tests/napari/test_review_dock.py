@@ -13,6 +13,27 @@ from napari_propl._review import SHORTCUTS, shortcut_text  # noqa: E402
 PLUGIN = "napari-propl"
 
 
+def left_heart_project(path, scans) -> list[str]:
+    """A project of flat scans ``(name, shape, confidence)`` (shape ``(F, H, W)``, or
+    ``(F, H, W, 3)`` for colour), each predicted for left_heart with a square mask."""
+    import numpy as np
+
+    from propl.store import Project
+
+    with Project.create(path) as p:
+        ids = []
+        for name, shape, conf in scans:
+            sid = p.add_scan(np.full(shape, 60, np.uint8), name)
+            frames = shape[:3]
+            mask = np.zeros(frames, np.uint8)
+            mask[:, 5:15, 5:15] = 1
+            p.save_prediction(
+                sid, "left_heart", mask, np.zeros(frames), np.full(shape[0], conf), "v1"
+            )
+            ids.append(sid)
+    return ids
+
+
 def napari_keys(viewer) -> set[str]:
     """Every key napari binds: the viewer's and layers' actions, and its menus'."""
     from napari._app_model import get_app_model
@@ -67,18 +88,9 @@ def test_a_still_after_a_cine_is_shown_at_frame_zero(make_napari_viewer, qtbot, 
     range: a still shown for review then had nothing on screen."""
     import numpy as np
 
-    from propl.store import Project
-
-    with Project.create(tmp_path / "p.zarr") as p:
-        ids = []
-        for name, shape, conf in (("cine", (6, 20, 24), 0.5), ("still", (1, 20, 24), 0.6)):
-            sid = p.add_scan(np.full(shape, 60, np.uint8), name)
-            mask = np.zeros(shape, np.uint8)
-            mask[:, 5:15, 5:15] = 1
-            p.save_prediction(
-                sid, "left_heart", mask, np.zeros(shape), np.full(shape[0], conf), "v1"
-            )
-            ids.append(sid)
+    ids = left_heart_project(
+        tmp_path / "p.zarr", (("cine", (6, 20, 24), 0.5), ("still", (1, 20, 24), 0.6))
+    )
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((30, 20, 24), np.uint8), name="opened cine")
     review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review (ProPL)")[1]
@@ -147,21 +159,10 @@ def test_the_mask_stays_above_the_scan_when_a_colour_cine_follows_a_grey_still(
 ):
     """A scan of another kind (colour after grey, cine after still) gets its layers made anew,
     and a new layer lands on top: the opaque scan hid the mask, the outline and the glow."""
-    import numpy as np
 
-    from propl.store import Project
-
-    with Project.create(tmp_path / "p.zarr") as p:
-        ids = []
-        for name, shape, conf in (("still", (1, 20, 24), 0.5), ("cine", (4, 20, 24, 3), 0.6)):
-            sid = p.add_scan(np.full(shape, 60, np.uint8), name)
-            frames = shape[:3]
-            mask = np.zeros(frames, np.uint8)
-            mask[:, 5:15, 5:15] = 1
-            p.save_prediction(
-                sid, "left_heart", mask, np.zeros(frames), np.full(shape[0], conf), "v1"
-            )
-            ids.append(sid)
+    ids = left_heart_project(
+        tmp_path / "p.zarr", (("still", (1, 20, 24), 0.5), ("cine", (4, 20, 24, 3), 0.6))
+    )
     viewer = make_napari_viewer()
     review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review (ProPL)")[1]
     review.open_project(tmp_path / "p.zarr")
