@@ -27,6 +27,7 @@ Writes ``benchmarks/results/new-task-TASK.json`` (``new-task-loto-TASK.json`` wi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -78,13 +79,25 @@ def test_dice(model: str, data: Path, cache: Path) -> dict[str, float]:
     return {t: round(v, 2) for t, v in per_task.items()}
 
 
+def weights_digest(model: str) -> str:
+    """SHA-256 of the model's weights file: what a kept score belongs to."""
+    from propl.inference import resolve_model
+
+    weights = Path(resolve_model(model)) / "model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
 def evaluate(model: str, data: Path, out: Path, cache: Path) -> dict[str, float]:
-    """:func:`test_dice`, kept in ``out`` (reused when it is there)."""
-    if not out.is_file():
+    """:func:`test_dice`, kept in ``out`` with the digest of the weights it scored; reused only
+    for those same weights (a run trained again into the same folder is scored again)."""
+    digest = weights_digest(model)
+    kept = json.loads(out.read_text()) if out.is_file() else {}
+    if kept.get("weights_sha256") != digest:
         t0 = time.perf_counter()
-        out.write_text(json.dumps(test_dice(model, data, cache)))
+        kept = {"weights_sha256": digest, "dice": test_dice(model, data, cache)}
+        out.write_text(json.dumps(kept))
         print(f"scored {model} on {data.name} in {time.perf_counter() - t0:.0f} s", flush=True)
-    return json.loads(out.read_text())
+    return kept["dice"]
 
 
 def shipped_weights_kept(model: str, init: str = "shipped") -> bool:

@@ -91,7 +91,7 @@ def _add_feature_cache(parser: argparse.ArgumentParser, when: str = "") -> None:
         "--feature-views",
         type=int,
         metavar="N",
-        help="weak views of each frame encoded once and cached, the first unaugmented (4; 8 "
+        help="weak views of each frame encoded once and cached, the first unaugmented (4; 12 "
         "with colour changes for a task the starting model does not know: the new-task "
         "recipe's)",
     )

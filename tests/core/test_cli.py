@@ -245,6 +245,13 @@ def test_the_feature_views_default_is_the_trainers(argv):
     assert args.feature_views is None and RetrainConfig.feature_views is None
     assert RECIPES["default"].feature_views == TrainConfig.feature_views
     assert RECIPES["new-task"].feature_views > TrainConfig.feature_views
+    # and the help says both numbers as they are
+    action = next(
+        a
+        for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+        if a.dest == "feature_views"
+    )
+    assert f"({TrainConfig.feature_views}; {RECIPES['new-task'].feature_views} " in action.help
 
 
 def test_the_refine_steps_default_is_the_cores():

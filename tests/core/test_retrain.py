@@ -56,12 +56,14 @@ def scans(seed: int = 0):
 
 
 def make_project(
-    root: Path, task: str = "dark_blob", reviewed: int = 6, empty_train_labels: bool = False
+    root: Path, task: str = "dark_blob", reviewed: int = 6, wrong_train_labels: bool = False
 ) -> Path:
     """A project of synthetic cines; the first ``reviewed`` scans corrected for ``task``.
 
-    ``empty_train_labels``: the scans that will be trained on (not the held-back ones) get
-    empty masks, so the run learns to miss the target.
+    ``wrong_train_labels``: the scans that will be trained on (not the held-back ones) get
+    the target's complement as their mask, so the run learns to mark everything but the
+    target (empty masks were not enough: the unlabelled scans' consistency term could still
+    carry a short run past the model it started from).
     """
     key = 1 if task == "bright_blob" else 2
     with Project.create(root, tasks=[Task(t) for t in SYNTHETIC_TASKS]) as project:
@@ -70,8 +72,8 @@ def make_project(
         held = set(select_held_back(pairs, 0.2)[1]) if reviewed >= 2 else set()
         for sid, s in items[:reviewed]:
             mask = s[key]
-            if empty_train_labels and (sid, task) not in held:
-                mask = np.zeros_like(mask)
+            if wrong_train_labels and (sid, task) not in held:
+                mask = (mask == 0).astype(mask.dtype)
             project.save_review(sid, task, "corrected", mask)
     return root
 
@@ -270,7 +272,7 @@ def test_a_worse_run_is_kept_but_not_promoted_and_rollback_works(tmp_path):
     assert propl_train(project, "--init", str(parent), "--lr", "1e-2")[1] == 0  # v0001, promoted
 
     # Labels that teach the network to miss the target: judged worse on the held-back scans.
-    bad = make_project(tmp_path / "bad.zarr", "dark_blob", empty_train_labels=True)
+    bad = make_project(tmp_path / "bad.zarr", "dark_blob", wrong_train_labels=True)
     with Project.open(project) as p, Project.open(bad, read_only=True) as b:
         for sid in b.scan_ids():
             review = b.review(sid, "dark_blob")
