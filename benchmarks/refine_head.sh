@@ -10,7 +10,8 @@
 #   alone, more on a shared machine; the benchmark ~0.5 s per scan and start; run it alone: it times
 #   the clicks)
 # REFINE_STEPS=N trains N steps (default 3000), REFINE_BOX_RATE=F boxes that share of the
-# training frames (default 0.25); CLICKS_LIMIT=N benchmarks the first N test scans per set (the
+# training frames (default 0.25), REFINE_GENERIC_RATE=F makes that share's object a region of
+# the frame itself, clicked with no task (default: the trainer's); CLICKS_LIMIT=N benchmarks the first N test scans per set (the
 # committed results: 12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,11 +20,13 @@ new=${2:-../shared/datasets/us-new-task-dev}
 run=runs/refine
 steps=${REFINE_STEPS:-3000}
 box_rate=${REFINE_BOX_RATE:-0.25}
+generic_rate=${REFINE_GENERIC_RATE:-}
 make -s env
 mkdir -p "$run"
 rm -rf "$run/base" && cp -r src/propl/weights/universal "$run/base"  # the model as shipped now
 nice -n 5 .venv/bin/propl train-refine --data "$data" --model "$run/base" --out "$run/head" \
-  --steps "$steps" --box-rate "$box_rate" --seed 0 --cache .cache/arrays
+  --steps "$steps" --box-rate "$box_rate" ${generic_rate:+--generic-rate "$generic_rate"} \
+  --seed 0 --cache .cache/arrays
 .venv/bin/propl pack "$run/head" --out "$run/packed" --version universal-192-s0
 nice -n 5 .venv/bin/python benchmarks/clicks.py --data "$data" --new-task "$new" \
   --model "$run/packed" --baseline "$run/base" ${CLICKS_LIMIT:+--limit "$CLICKS_LIMIT"} \

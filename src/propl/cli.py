@@ -387,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of training frames that also get a box around the structure (half of them "
         "with no click), so a dragged box is understood (default 0.25)",
     )
+    r.add_argument(
+        "--generic-rate",
+        type=float,
+        default=0.0,
+        help="share of training frames whose object is a region of the frame itself (similar "
+        "echo, found without labels) clicked with no task, so clicks work on structures no "
+        "task taught (default 0.0)",
+    )
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     r.add_argument("--cache", type=Path, help="folder to keep the resized arrays between runs")
     r.add_argument(

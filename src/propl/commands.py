@@ -481,7 +481,11 @@ def run_train_refine(args: argparse.Namespace) -> int:
     given = os.environ.get("OMP_NUM_THREADS", "")
     torch.set_num_threads(int(given) if given.isdigit() and int(given) > 0 else os.cpu_count() or 1)
     config = RefineTrainConfig(
-        steps=args.steps, batch_size=args.batch_size, box_rate=args.box_rate, seed=args.seed
+        steps=args.steps,
+        batch_size=args.batch_size,
+        box_rate=args.box_rate,
+        generic_rate=args.generic_rate,
+        seed=args.seed,
     )
     cache = None if args.cache is None else str(args.cache)
     log = functools.partial(print, flush=True)

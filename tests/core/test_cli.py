@@ -274,9 +274,10 @@ def test_train_refine_defaults_are_the_trainers():
 
     args = build_parser().parse_args(["train-refine", "--data", "d", "--out", "o"])
     config = RefineTrainConfig()
-    assert (args.steps, args.batch_size, args.box_rate, args.seed) == (
+    assert (args.steps, args.batch_size, args.box_rate, args.generic_rate, args.seed) == (
         config.steps,
         config.batch_size,
         config.box_rate,
+        config.generic_rate,
         config.seed,
     )

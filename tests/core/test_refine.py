@@ -267,3 +267,45 @@ def test_box_training_boxes_the_structure_and_drops_some_first_clicks(
     assert 0 < sum(not c for c in clicks) < len(clicks)  # some boxes come alone
     none = RefineTrainer(model, cache, RefineTrainConfig(steps=1, batch_size=2))
     assert np.isfinite(none.fit()["final_loss"]) and trainer.fit()["final_loss"] is not None
+
+
+def test_generic_objects_are_unlabelled_structures_clicked_with_no_task(
+    rng: np.random.Generator,
+) -> None:
+    """With ``generic_rate`` 1 every frame's object becomes a region of the frame itself: a
+    structure no label marks (here a bright square beside the labelled disc) is found as one,
+    and such objects are trained with no prompt and from an empty start."""
+    from propl.train.refine import GENERIC_AREA, frame_regions, generic_object
+
+    data = blobs(4, rng)
+    square = np.zeros((SIZE, SIZE), bool)
+    square[4:16, 46:58] = True
+    data.images[:, square] = 200  # an unlabelled structure in every frame
+    model = tiny()
+    cache = cache_frames(model, data)
+    h, w = cache.truth.shape[-2:]
+    regions = frame_regions(cache.image, (h, w))
+    assert regions.shape == (4, h, w)
+    small = square.reshape(h, 2, w, 2).any(axis=(1, 3))
+    best = max(
+        ((regions[0] == k) & small).sum() / ((regions[0] == k) | small).sum()
+        for k in np.unique(regions[0])
+    )
+    assert best > 0.7  # the square is a region of its own
+
+    black = np.zeros((h, w), np.float32)
+    assert generic_object(regions[0], black, rng) is None  # no object in the dark
+
+    trainer = RefineTrainer(model, cache, RefineTrainConfig(steps=2, batch_size=4, generic_rate=1))
+    idx = torch.arange(4)
+    truth, keep = cache.truth[idx].float().clone(), torch.ones(4)
+    pseudo = cache.pseudo[idx].float().clone()
+    trainer._swap_generic(idx, truth, keep, pseudo)
+    for b in range(4):
+        share = float(truth[b].mean())
+        assert GENERIC_AREA[0] <= share <= GENERIC_AREA[1] + 0.05  # filled holes may add a bit
+        assert not torch.equal(truth[b], cache.truth[b].float())
+    assert keep.sum() == 0 and pseudo.abs().sum() == 0
+    assert np.isfinite(trainer.fit()["final_loss"])
+    off = RefineTrainer(model, cache, RefineTrainConfig(steps=1, batch_size=4))
+    assert off.regions is None  # no labels-free regions unless asked for

@@ -16,6 +16,10 @@ Each step (:meth:`RefineTrainer.step`), for a batch of frames:
 4. one round with gradient: binary cross-entropy + soft Dice against the ground truth.
 
 The task prompt is dropped for some frames, so the head also works with no task (``None``).
+For a share of the frames (``generic_rate``) the object is not the task's structure but a
+region of the frame itself (:func:`frame_regions`: a patch of similar echo, found without any
+label), clicked from an empty mask with no prompt: the head learns to follow clicks on
+structures no task taught it, instead of marking nothing where it sees no structure it knows.
 
 Project retraining tunes the head on the annotator's confirmed corrections
 (:func:`tune_on_corrections`): a short run from where the head is, kept only if clicking on
@@ -52,7 +56,50 @@ class RefineTrainConfig:
     empty_start: float = 0.4
     prompt_drop: float = 0.3
     box_rate: float = 0.25
+    generic_rate: float = 0.0
     seed: int = 0
+
+
+GENERIC_AREA = (0.003, 0.15)
+"""Smallest and largest share of the frame a region of :func:`frame_regions` may cover to be
+clicked on as an object."""
+GENERIC_SCALE = 100.0
+"""Felzenszwalb's scale for :func:`frame_regions` at the maps' size (larger: larger regions)."""
+
+
+def frame_regions(image: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Regions of similar echo of each frame, made without labels (Felzenszwalb's graph
+    segmentation of the frame smoothed against speckle, at the head's map size).
+
+    Args:
+        image: ``(N, 1, S, S)`` network inputs in [0, 1].
+        size: ``(h, w)`` of the label maps.
+
+    Returns:
+        ``(N, h, w)`` int32 region labels, 0..k-1 per frame.
+    """
+    from skimage.segmentation import felzenszwalb
+
+    small = F.interpolate(image.float(), size=size, mode="area")[:, 0].numpy()
+    return np.stack(
+        [felzenszwalb(f, scale=GENERIC_SCALE, sigma=1.0, min_size=20) for f in small]
+    ).astype(np.int32)
+
+
+def generic_object(
+    labels: np.ndarray, image: np.ndarray, rng: np.random.Generator
+) -> np.ndarray | None:
+    """One region of ``labels`` (from :func:`frame_regions`) as a boolean object mask, holes
+    filled: a random one covering a :data:`GENERIC_AREA` share of the frame and not black (the
+    dark surround of a sector scan is no object); None when no region qualifies."""
+    share = np.bincount(labels.ravel()) / labels.size
+    mean = np.bincount(labels.ravel(), weights=image.ravel()) / np.maximum(
+        np.bincount(labels.ravel()), 1
+    )
+    ok = np.nonzero((share >= GENERIC_AREA[0]) & (share <= GENERIC_AREA[1]) & (mean > 0.05))[0]
+    if len(ok) == 0:
+        return None
+    return ndimage.binary_fill_holes(labels == int(rng.choice(ok)))
 
 
 RETRAIN_STEPS = 100
@@ -192,6 +239,11 @@ class RefineTrainer:
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         self.radius = self.head.config.click_radius / 2  # the maps are at half the input size
+        self.regions = (
+            frame_regions(cache.image, tuple(cache.truth.shape[-2:]))
+            if config.generic_rate > 0
+            else None
+        )
 
     def _start_masks(self, pseudo: Tensor) -> Tensor:
         """Empty for some frames, a perturbed pseudo-label for the rest (``(B, 1, h, w)``)."""
@@ -206,6 +258,22 @@ class RefineTrainer:
         empty = torch.from_numpy(self.rng.random(b) < self.config.empty_start)
         mask[empty] = 0.0
         return mask
+
+    def _swap_generic(self, idx: Tensor, truth: Tensor, keep: Tensor, pseudo: Tensor) -> None:
+        """For a ``generic_rate`` share of the batch, in place: a region of the frame as the
+        object (:func:`generic_object`), no prompt and an empty start."""
+        if self.regions is None:
+            return
+        small = F.interpolate(self.cache.image[idx].float(), size=truth.shape[-2:], mode="area")
+        for b, i in enumerate(idx.tolist()):
+            if self.rng.random() >= self.config.generic_rate:
+                continue
+            region = generic_object(self.regions[i], small[b, 0].numpy(), self.rng)
+            if region is None:
+                continue
+            truth[b, 0] = torch.from_numpy(region.astype(np.float32))
+            keep[b] = 0.0
+            pseudo[b] = 0.0
 
     def _first_clicks(self, mask: Tensor, truth: np.ndarray) -> list[list[tuple[int, int, float]]]:
         clicks: list[list[tuple[int, int, float]]] = []
@@ -244,11 +312,13 @@ class RefineTrainer:
         idx = torch.from_numpy(self.rng.choice(len(cache), cfg.batch_size, replace=False))
         features = [f[idx].float() for f in cache.features]
         truth = cache.truth[idx].float()
-        truth_np = truth[:, 0].numpy() > 0.5
         keep = torch.from_numpy(self.rng.random(len(idx)) >= cfg.prompt_drop).float()
+        pseudo = cache.pseudo[idx].float()
+        self._swap_generic(idx, truth, keep, pseudo)
+        truth_np = truth[:, 0].numpy() > 0.5
         prompt = self.model.prompt(cache.task_index[idx]).detach()
         emb = self.head.embed(features, cache.image[idx].float(), prompt, keep)
-        mask = self._start_masks(cache.pseudo[idx].float())
+        mask = self._start_masks(pseudo)
         clicks = self._first_clicks(mask, truth_np)
         boxes = self._boxes(truth_np, clicks) if cfg.box_rate > 0 else None
         self.head.eval()
