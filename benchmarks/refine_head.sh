@@ -10,9 +10,9 @@
 #   alone, more on a shared machine; the benchmark ~0.5 s per scan and start; run it alone: it times
 #   the clicks)
 # REFINE_STEPS=N trains N steps (default 3000), REFINE_BOX_RATE=F boxes that share of the
-# training frames (default 0.25), REFINE_GENERIC_RATE=F makes that share's object a region of
-# the frame itself, clicked with no task (default: the trainer's); CLICKS_LIMIT=N benchmarks the first N test scans per set (the
-# committed results: 12).
+# training frames (default 0.25), REFINE_GENERIC_RATE=F gives that share of the frames a region
+# of the frame itself as the object, with no task (default: the trainer's, 0.2); CLICKS_LIMIT=N
+# benchmarks the first N test scans per set (the committed results: every test scan, ~5 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-${PROPL_DATA:-../shared/datasets/us-universal}}

@@ -390,10 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--generic-rate",
         type=float,
-        default=0.0,
+        default=0.2,
         help="share of training frames whose object is a region of the frame itself (similar "
         "echo, found without labels) clicked with no task, so clicks work on structures no "
-        "task taught (default 0.0)",
+        "task taught (default 0.2)",
     )
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     r.add_argument("--cache", type=Path, help="folder to keep the resized arrays between runs")

@@ -307,5 +307,5 @@ def test_generic_objects_are_unlabelled_structures_clicked_with_no_task(
         assert not torch.equal(truth[b], cache.truth[b].float())
     assert keep.sum() == 0 and pseudo.abs().sum() == 0
     assert np.isfinite(trainer.fit()["final_loss"])
-    off = RefineTrainer(model, cache, RefineTrainConfig(steps=1, batch_size=4))
+    off = RefineTrainer(model, cache, RefineTrainConfig(steps=1, batch_size=4, generic_rate=0))
     assert off.regions is None  # no labels-free regions unless asked for

@@ -56,7 +56,7 @@ class RefineTrainConfig:
     empty_start: float = 0.4
     prompt_drop: float = 0.3
     box_rate: float = 0.25
-    generic_rate: float = 0.0
+    generic_rate: float = 0.2
     seed: int = 0
 
 
@@ -488,8 +488,12 @@ def tune_on_corrections(
     judge = cache_frames(model, held_back)
     before = click_iou(model, judge)
     train = cache_frames(model, corrected)
-    config = RefineTrainConfig(
-        steps=steps, batch_size=min(RETRAIN_BATCH, len(train)), lr=RETRAIN_LR, seed=seed
+    config = RefineTrainConfig(  # the project's own structures only: no generic objects
+        steps=steps,
+        batch_size=min(RETRAIN_BATCH, len(train)),
+        lr=RETRAIN_LR,
+        generic_rate=0.0,
+        seed=seed,
     )
     with torch.random.fork_rng(devices=[]):  # the caller's random stream goes on as it was
         summary = RefineTrainer(model, train, config).fit()
