@@ -14,7 +14,9 @@ decoder 2's probabilities ``p2`` against a belief, at the decoders' native 1/4 s
   zero-padded by 10% each side (cropped back), of the frame under gamma 0.8, and the mean of
   ``p2`` and those three;
 - shape: own probabilities times the solidity of the mask's largest component, or times that
-  component's share of the mask.
+  component's share of the mask;
+- the click head's second opinion: its mask from the shown mask with no click (the head is
+  trained to correct the decoder's masks).
 
 Sets: each task's whole test split, and a fixed random subset of each task's train split
 (one ``numpy.random.default_rng(0)`` drawn in task order; the model was trained on these
@@ -47,6 +49,11 @@ SIGNALS: dict[str, tuple[str, int]] = {
     "own_x_solidity": ("own x solidity of the mask's largest component", 0),
     "own_x_largest": ("own x the largest component's share of the mask", 0),
     "narrow_band": ("minus the uncertain band (0.05 < p2 < 0.95) over the mask's size", 0),
+    "click_head": (
+        "belief: the click head's mask from the shown mask with no click (a second opinion "
+        "trained to correct it; it can reuse the frame's encoding, this script encodes again)",
+        0,
+    ),
     "learnt_linear": (
         "ridge regression (lambda 10) of the Dice on every 0-extra signal and the features "
         "below, fitted on the train subsets (out of fold on them)",
@@ -115,6 +122,7 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
 
     from propl.data.readers import read_scan
     from propl.inference import frames_to_float
+    from propl.interactive import Refiner
     from propl.metrics import dice
     from propl.uncertainty import confidence_score, mc_statistics
 
@@ -145,6 +153,8 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
         zoom = up(q[..., qh : n - qh, qw : n - qw], size)
         gamma = decoder2(x.clamp(0, 1) ** 0.8)
         mask = (up(p2, (h, w)) > 0.5).numpy()[0, 0]
+    second = torch.from_numpy(Refiner(predictor, frames[0], task).refine(mask, [])[1])
+    second = F.interpolate(second[None, None], size=size, mode="area")
 
     def cs(belief: Tensor) -> float:
         return float(confidence_score(p2, belief)[0])
@@ -175,6 +185,7 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
         "own_x_solidity": own * form["solidity"],
         "own_x_largest": own * form["largest"],
         "narrow_band": -float(((q > 0.05) & (q < 0.95)).sum() / (small.sum() + 1)),
+        "click_head": cs(second),
         "features": features,
     }
 
