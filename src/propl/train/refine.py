@@ -92,10 +92,9 @@ def generic_object(
     """One region of ``labels`` (from :func:`frame_regions`) as a boolean object mask, holes
     filled: a random one covering a :data:`GENERIC_AREA` share of the frame and not black (the
     dark surround of a sector scan is no object); None when no region qualifies."""
-    share = np.bincount(labels.ravel()) / labels.size
-    mean = np.bincount(labels.ravel(), weights=image.ravel()) / np.maximum(
-        np.bincount(labels.ravel()), 1
-    )
+    counts = np.bincount(labels.ravel())
+    share = counts / labels.size
+    mean = np.bincount(labels.ravel(), weights=image.ravel()) / np.maximum(counts, 1)
     ok = np.nonzero((share >= GENERIC_AREA[0]) & (share <= GENERIC_AREA[1]) & (mean > 0.05))[0]
     if len(ok) == 0:
         return None
@@ -239,11 +238,12 @@ class RefineTrainer:
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         self.radius = self.head.config.click_radius / 2  # the maps are at half the input size
-        self.regions = (
-            frame_regions(cache.image, tuple(cache.truth.shape[-2:]))
-            if config.generic_rate > 0
-            else None
-        )
+        self.regions: np.ndarray | None = None  # frame_regions, when generic objects are on
+        self._small: np.ndarray | None = None  # the frames at the maps' size, for their echo
+        if config.generic_rate > 0:
+            size = tuple(cache.truth.shape[-2:])
+            self.regions = frame_regions(cache.image, size)
+            self._small = F.interpolate(cache.image.float(), size=size, mode="area")[:, 0].numpy()
 
     def _start_masks(self, pseudo: Tensor) -> Tensor:
         """Empty for some frames, a perturbed pseudo-label for the rest (``(B, 1, h, w)``)."""
@@ -262,13 +262,12 @@ class RefineTrainer:
     def _swap_generic(self, idx: Tensor, truth: Tensor, keep: Tensor, pseudo: Tensor) -> None:
         """For a ``generic_rate`` share of the batch, in place: a region of the frame as the
         object (:func:`generic_object`), no prompt and an empty start."""
-        if self.regions is None:
+        if self.regions is None or self._small is None:
             return
-        small = F.interpolate(self.cache.image[idx].float(), size=truth.shape[-2:], mode="area")
         for b, i in enumerate(idx.tolist()):
             if self.rng.random() >= self.config.generic_rate:
                 continue
-            region = generic_object(self.regions[i], small[b, 0].numpy(), self.rng)
+            region = generic_object(self.regions[i], self._small[i], self.rng)
             if region is None:
                 continue
             truth[b, 0] = torch.from_numpy(region.astype(np.float32))
