@@ -1,7 +1,7 @@
 """Clicks to a good mask: the refinement head with the field's simulated annotator.
 
     python benchmarks/clicks.py [--data DATA] [--new-task NEW] [--model MODEL] [--limit N]
-                                [--baseline OLD]
+                                [--baseline OLD] [--no-zoom --out benchmarks/results/clicks-no-zoom]
 
 For every us-universal task's test split (scans with a non-empty mask), clicks with the
 simulated annotator of :mod:`propl.interactive` (largest error region, its deepest interior
@@ -14,6 +14,8 @@ with no task prompt. Per set: NoC@85 and NoC@90 (clicks until IoU >= 0.85 / 0.90
 one that never gets there counts 20), NoF (share never there), mean IoU after 0, 1, 3 and 5
 clicks, and the brush baseline: the fewest pixels an annotator would repaint in the start mask
 to reach the same IoU (:func:`propl.interactive.brush_pixels`, at the scan's resolution).
+The refiner zooms in from the second click as in the plugin (:mod:`propl.interactive`);
+``--no-zoom`` refines every click on the whole frame, for comparison.
 
 Latency on the CPU (threads as the Predictor sets them): per-click refinement (the light head
 only; the frame encoded once) alternating with plain prediction of the same frame, repeated,
@@ -70,13 +72,13 @@ def bounding_box(truth: Any) -> tuple[int, int, int, int]:
 
 
 def click_run(
-    predictor: Any, frame: Any, truth: Any, task: str | None, start: Any
+    predictor: Any, frame: Any, truth: Any, task: str | None, start: Any, zoom: bool = True
 ) -> tuple[list[float], list[int]]:
     """IoU after 0..k clicks (until 0.90 and at least 5 clicks) and per-click milliseconds;
     ``start`` :data:`BOX`: from the box alone, the box kept with every click."""
     from propl.interactive import MAX_CLICKS, Refiner, simulate
 
-    refiner = Refiner(predictor, frame, task)
+    refiner = Refiner(predictor, frame, task, zoom=zoom)
     times: list[int] = []
     box = None
     if isinstance(start, str) and start == BOX:
@@ -118,6 +120,7 @@ def run_set(
     task: str | None,
     starts: dict[str, Callable[[Any], Any]],
     times: list[int],
+    zoom: bool = True,
 ) -> dict[str, Any]:
     """Every start of every scan of one set: the summary per start."""
     from propl.interactive import brush_pixels
@@ -127,7 +130,7 @@ def run_set(
         runs = []
         for sid, frame, truth in scans:
             start = start_of(frame)
-            ious, ms = click_run(predictor, frame, truth, task, start)
+            ious, ms = click_run(predictor, frame, truth, task, start, zoom)
             if name == BOX:
                 start = None  # the brush starts from nothing: a box is not a mask
             times.extend(ms)
@@ -156,8 +159,10 @@ def latency(
     frames: list[Any],
     tasks: list[str],
     repeats: int,
+    zoom: bool = True,
 ) -> dict[str, Any]:
-    """Per-click refinement vs plain prediction, alternating on the same frames (ms)."""
+    """Per-click refinement vs plain prediction, alternating on the same frames (ms); the
+    third click zooms in (a second encoding) unless ``zoom`` is False."""
     from propl.interactive import Click, Refiner
 
     stats: dict[str, list[float]] = {"refine_click": [], "encode_frame": []}
@@ -165,7 +170,7 @@ def latency(
     for frame, task in zip(frames, tasks, strict=True):
         h, w = frame.shape[:2]
         t0 = time.perf_counter()
-        refiner = Refiner(refiner_predictor, frame, task)
+        refiner = Refiner(refiner_predictor, frame, task, zoom=zoom)
         stats["encode_frame"].append(1e3 * (time.perf_counter() - t0))
         clicks = [Click(h / 2, w / 2, True), Click(h / 3, w / 3, False), Click(h / 2, w / 3)]
         mask = None
@@ -206,7 +211,12 @@ def markdown(doc: dict[str, Any]) -> str:
         f"`{doc['command']}` — model `{doc['model']}`, CPU, {doc['threads']} threads. Simulated "
         "annotator: largest error region, deepest interior point (Xu et al. 2016 / RITM "
         "protocol), at most 20 clicks; brush = fewest pixels repainted in the start mask to "
-        "reach the IoU. Test splits, scans with a non-empty mask.",
+        "reach the IoU. Test splits, scans with a non-empty mask. "
+        + (
+            "Zoom-in from the second click (the refiner's default)."
+            if doc.get("zoom", True)
+            else "No zoom-in: every click refined on the whole frame."
+        ),
         "",
         "| set | start | n | NoC@85 | NoC@90 | NoF@90 | mIoU@0 | @1 | @3 | @5 "
         "| brush px @85 | @90 | brush % area @90 |",
@@ -277,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", help="checkpoint whose automatic segmentation must be equal")
     ap.add_argument("--limit", type=int, help="at most N scans per set (quick runs)")
     ap.add_argument("--repeats", type=int, default=5, help="latency repeats per frame")
+    ap.add_argument(
+        "--no-zoom", action="store_true", help="refine on the whole frame at every click"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "clicks")
     args = ap.parse_args(argv)
 
@@ -299,13 +312,13 @@ def main(argv: list[str] | None = None) -> int:
             "empty": lambda frame: None,
             BOX: lambda frame: BOX,
         }
-        sets[task] = run_set(predictor, scans[task], task, starts, times)
+        sets[task] = run_set(predictor, scans[task], task, starts, times, not args.no_zoom)
     if args.new_task.is_dir():
         new = BenchmarkFolder(args.new_task)
         for task in new.task_ids():
             items = load_scans(new, task, args.limit)
             sets[f"{task} (unseen)"] = run_set(
-                predictor, items, None, {"empty": lambda frame: None}, times
+                predictor, items, None, {"empty": lambda frame: None}, times, not args.no_zoom
             )
     ms = np.array(times) / 1e6
     plain = {
@@ -318,10 +331,17 @@ def main(argv: list[str] | None = None) -> int:
         "command": COMMAND
         + (f" --model {args.model}" if args.model != "shipped" else "")
         + (f" --baseline {args.baseline}" if args.baseline else "")
-        + (f" --limit {args.limit}" if args.limit else ""),
+        + (f" --limit {args.limit}" if args.limit else "")
+        + (" --no-zoom" if args.no_zoom else "")
+        + (
+            f" --out {args.out.resolve().relative_to(ROOT)}"
+            if args.out.resolve() != RESULTS / "clicks"
+            else ""
+        ),
         "model": str(args.model),
         "threads": torch.get_num_threads(),
         "limit": args.limit,
+        "zoom": not args.no_zoom,
         "load_average": list(os.getloadavg()),
         "sets": sets,
         "click_latency_benchmark_runs": {
@@ -329,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             "p95_ms": float(np.percentile(ms, 95)),
             "n": int(len(ms)),
         },
-        "latency": latency(plain, predictor, lat_frames, lat_tasks, args.repeats),
+        "latency": latency(plain, predictor, lat_frames, lat_tasks, args.repeats, not args.no_zoom),
     }
     known = [sets[t] for t in tasks]
     unseen = [v for k, v in sets.items() if k.endswith("(unseen)")]

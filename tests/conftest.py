@@ -40,6 +40,20 @@ def data_root() -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def clicking_model():  # type: ignore[no-untyped-def]
+    """A tiny untrained ProPL network of one task ``"t"`` at 64 px, with a refinement head."""
+    import torch
+
+    from propl.models import build_model
+
+    torch.manual_seed(0)
+    refine = {"width": 8, "click_radius": 3.0}
+    return build_model(
+        "propl-small", tasks=("t",), input_size=64, pretrained=False, refine=refine
+    ).eval()
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A seeded NumPy generator; seeds Python's and torch's global generators too."""

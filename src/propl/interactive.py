@@ -4,6 +4,11 @@ The frame is encoded once when a :class:`Refiner` is made; each :meth:`Refiner.r
 the light refinement head (:mod:`propl.models.refine`). Coordinates are the frame's own pixels,
 ``(y, x)`` = (row, column), like napari's data coordinates of a 2-D layer.
 
+From the second click on, the refiner **zooms in** (RITM's zoom-in): it encodes once more a window
+around the mask and the clicks (:func:`zoom_window`) and refines inside it at the network's full
+input size, so a small structure's boundary is refined on finer features; the mask outside the
+window stays as it was. The window is encoded again only when the mask or the clicks leave it.
+
 The simulated annotator follows the field's protocol (Xu et al. 2016; RITM, SimpleClick): the
 next click goes to the largest error region of the current mask, at its interior point farthest
 from the region's boundary; positive for a missed region, negative for a false one.
@@ -29,6 +34,14 @@ MAX_CLICKS = 20
 """The field's cap on clicks per sample: one that never gets there counts 20."""
 NO_REFINE = "clicks need a newer model; this checkpoint has no refinement head"
 """The error of a model from before the refinement head (the message names the model)."""
+ZOOM_FROM_CLICK = 2
+"""The refiner zooms in from this click on (the first click sees the whole frame)."""
+ZOOM_MARGIN = 0.7
+"""Each side of the zoom window lies this share of the object's height (width) beyond it."""
+ZOOM_MIN_SIDE = 0.6
+"""The zoom window is at least this share of the frame's (imaging region's) height and width."""
+ZOOM_MAX_AREA = 0.7
+"""No zoom when the window would cover more than this share of the frame's area."""
 
 
 class RefineUnavailableError(CheckpointError):
@@ -65,6 +78,7 @@ class Refiner:
         region: the imaging region, as for :meth:`Predictor.predict`: the frame is encoded
             and refined on this crop, clicks and boxes are shifted into it, and the refined
             mask is zero outside it. None: the whole frame.
+        zoom: zoom in from the :data:`ZOOM_FROM_CLICK`-th click (see the module's notes).
 
     Raises:
         RefineUnavailableError: the model has no refinement head.
@@ -77,12 +91,16 @@ class Refiner:
         frame: np.ndarray,
         task: str | None = None,
         region: Region | None = None,
+        zoom: bool = True,
     ) -> None:
         model = predictor.model
         head = getattr(model, "refine", None)
         if head is None:
             raise RefineUnavailableError(f"{NO_REFINE} ({predictor.version or 'this model'})")
         self.predictor, self.task, self._head = predictor, task, head
+        self.zoom = zoom
+        self._frame = frame
+        self._zoomed: tuple[Region, Refiner] | None = None  # the window and its refiner
         frame = np.asarray(frame)
         if frame.ndim == 3 and frame.shape[-1] == 3:  # one RGB frame, not three grey ones
             frame = frame[None]
@@ -131,6 +149,24 @@ class Refiner:
         """
         if mask is not None and tuple(mask.shape) != self.shape:
             raise ValueError(f"mask must be {self.shape}, got {tuple(mask.shape)}")
+        if self.zoom and len(clicks) >= ZOOM_FROM_CLICK:
+            zoomed = self._zoom_refiner(mask, clicks, box)
+            if zoomed is not None:
+                window, refiner = zoomed
+                new, prob = refiner.refine(mask, clicks, box, threshold)
+                out = (
+                    np.zeros(self.shape, np.uint8) if mask is None else (mask > 0).astype(np.uint8)
+                )
+                whole = out.astype(np.float32)
+                out[window.slices], whole[window.slices] = new[window.slices], prob[window.slices]
+                if self.region is not None:  # zero outside the imaging region, as unzoomed
+                    out, whole = (
+                        paste(a[None][(slice(None), *self.region.slices)], self.region, self.shape)[
+                            0
+                        ]
+                        for a in (out, whole)
+                    )
+                return out, whole
         oy, ox = (self.region.y0, self.region.x0) if self.region is not None else (0, 0)
         if mask is not None and self.region is not None:
             mask = np.asarray(mask)[self.region.slices]
@@ -140,6 +176,21 @@ class Refiner:
         prob = self._refine_crop(mask, clicks, box)
         prob_np = paste(prob[None], self.region, self.shape)[0]
         return (prob_np > threshold).astype(np.uint8), prob_np
+
+    def _zoom_refiner(
+        self, mask: np.ndarray | None, clicks: Sequence[Click], box: Box | None
+    ) -> tuple[Region, Refiner] | None:
+        """The window to zoom into and its refiner (the last one while the new window fits in
+        it); None when the window would cover most of the frame."""
+        bounds = self.region or Region(0, 0, *self.shape)
+        window = zoom_window(mask, clicks, box, bounds)
+        if window is None:
+            return None
+        last = self._zoomed
+        if last is None or not _inside(window, last[0]):
+            refiner = Refiner(self.predictor, self._frame, self.task, window, zoom=False)
+            self._zoomed = last = (window, refiner)
+        return last
 
     def _refine_crop(
         self, mask: np.ndarray | None, clicks: Sequence[Click], box: Box | None
@@ -168,6 +219,48 @@ class Refiner:
         logits = head.decode(self._embedding, click_maps(m, points, radius, boxes))
         prob = torch.sigmoid(F.interpolate(logits, size=(h, w), mode="bilinear"))[0, 0]
         return prob.float().cpu().numpy()
+
+
+def zoom_window(
+    mask: np.ndarray | None, clicks: Sequence[Click], box: Box | None, bounds: Region
+) -> Region | None:
+    """The window a refiner zooms into: the box around the mask's foreground, the clicks and
+    the drawn box, grown by :data:`ZOOM_MARGIN` of its size on each side and to at least
+    :data:`ZOOM_MIN_SIDE` of ``bounds`` (the imaging region) a side, kept inside ``bounds``.
+    None when it would cover more than :data:`ZOOM_MAX_AREA` of ``bounds``' area."""
+    ys = [c.y for c in clicks] + [c.y + 1 for c in clicks]
+    xs = [c.x for c in clicks] + [c.x + 1 for c in clicks]
+    if mask is not None:
+        rows = np.flatnonzero(np.asarray(mask)[bounds.slices].any(axis=1))
+        cols = np.flatnonzero(np.asarray(mask)[bounds.slices].any(axis=0))
+        if rows.size:
+            ys += [bounds.y0 + rows[0], bounds.y0 + rows[-1] + 1]
+            xs += [bounds.x0 + cols[0], bounds.x0 + cols[-1] + 1]
+    if box is not None:
+        ys += [box[0], box[2]]
+        xs += [box[1], box[3]]
+    if not ys:
+        return None
+    (by0, by1), (bx0, bx1) = ((bounds.y0, bounds.y1), (bounds.x0, bounds.x1))
+    sides = []
+    for lo, hi, start, end in ((min(ys), max(ys), by0, by1), (min(xs), max(xs), bx0, bx1)):
+        span = end - start
+        size = min(span, max((hi - lo) * (1 + 2 * ZOOM_MARGIN), ZOOM_MIN_SIDE * span))
+        first = min(max((lo + hi - size) / 2, start), end - size)
+        sides.append((int(math.floor(first)), int(min(end, math.ceil(first + size)))))
+    (y0, y1), (x0, x1) = sides
+    if (y1 - y0) * (x1 - x0) > ZOOM_MAX_AREA * (by1 - by0) * (bx1 - bx0):
+        return None
+    return Region(y0, x0, y1, x1)  # a window of the frame, never stored
+
+
+def _inside(inner: Region, outer: Region) -> bool:
+    return (
+        outer.y0 <= inner.y0
+        and outer.x0 <= inner.x0
+        and inner.y1 <= outer.y1
+        and inner.x1 <= outer.x1
+    )
 
 
 def largest_region(errors: np.ndarray) -> tuple[np.ndarray, int]:

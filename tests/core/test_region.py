@@ -69,12 +69,8 @@ def write_dicom(path: Path, pixels: np.ndarray, regions: list[Dataset]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    refine = {"width": 8, "click_radius": 3.0}
-    return build_model(
-        "propl-small", tasks=("t",), input_size=64, pretrained=False, refine=refine
-    ).eval()
+def model(clicking_model: torch.nn.Module) -> torch.nn.Module:
+    return clicking_model
 
 
 class SpyPredictor(Predictor):
