@@ -160,12 +160,9 @@ class Refiner:
                 whole = out.astype(np.float32)
                 out[window.slices], whole[window.slices] = new[window.slices], prob[window.slices]
                 if self.region is not None:  # zero outside the imaging region, as unzoomed
-                    out, whole = (
-                        paste(a[None][(slice(None), *self.region.slices)], self.region, self.shape)[
-                            0
-                        ]
-                        for a in (out, whole)
-                    )
+                    outside = np.ones(self.shape, bool)
+                    outside[self.region.slices] = False
+                    out[outside], whole[outside] = 0, 0
                 return out, whole
         oy, ox = (self.region.y0, self.region.x0) if self.region is not None else (0, 0)
         if mask is not None and self.region is not None:
