@@ -2,6 +2,7 @@
 
     python benchmarks/refine_retrain.py [--data NERVE] [--labelled 10 30] [--seeds 0 1 2]
                                         [--limit 24] [--threads 2]
+                                        [--no-zoom --out benchmarks/results/refine-retrain-no-zoom]
 
 Project retraining tunes the click refinement head on the confirmed corrections after the rest
 of the model has trained (:func:`propl.train.refine.tune_on_corrections`, kept only if the
@@ -91,9 +92,12 @@ def one_run(args: argparse.Namespace, labelled: int, seed: int) -> dict[str, Any
             "pseudo-label": lambda frame, p=predictor, t=task: p.predict(frame, t).mask[0],
             "empty": lambda frame: None,
         }
-        out[name] = run_set(predictor, scans, task, starts, [])
+        zoom = not args.no_zoom
+        out[name] = run_set(predictor, scans, task, starts, [], zoom=zoom)
         no_prompt = {"empty": lambda frame: None}
-        out[name]["empty, no prompt"] = run_set(predictor, scans, None, no_prompt, [])["empty"]
+        out[name]["empty, no prompt"] = run_set(predictor, scans, None, no_prompt, [], zoom=zoom)[
+            "empty"
+        ]
     return out
 
 
@@ -108,7 +112,12 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{runs[0]['tune']['held_back_frames']} held-back scans it never trained on (kept "
         "only if they click no worse); then both heads click on the first "
         f"{runs[0]['scans']} test scans with a mask. Simulated annotator as in "
-        "`benchmarks/clicks.py` (NoC: clicks to IoU 0.85 / 0.90, at most 20).",
+        "`benchmarks/clicks.py` (NoC: clicks to IoU 0.85 / 0.90, at most 20); "
+        + (
+            "clicks zoom in from the second, as in the plugin."
+            if doc.get("zoom", True)
+            else "every click refined on the whole frame (`--no-zoom`)."
+        ),
         "",
         "| N | seed | start | NoC@85 shipped → tuned | NoC@90 | mIoU@1 | mIoU@3 | "
         "held-back click IoU | kept | tune s |",
@@ -145,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--held-back", type=int, default=8, help="validation scans that judge")
     ap.add_argument("--limit", type=int, default=24, help="test scans with a mask")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (a shared CPU: 1)")
+    ap.add_argument("--no-zoom", action="store_true", help="refine every click on the whole frame")
     ap.add_argument("--out", type=Path, default=RESULTS / "refine-retrain")
     args = ap.parse_args(argv)
 
@@ -156,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "command": " ".join(["python benchmarks/refine_retrain.py", *(argv or sys.argv[1:])]),
         "task": args.task,
+        "zoom": not args.no_zoom,
         "runs": runs,
         "threads": torch.get_num_threads(),
         "seconds": round(time.perf_counter() - t0, 1),
