@@ -309,3 +309,48 @@ def test_generic_objects_are_unlabelled_structures_clicked_with_no_task(
     assert np.isfinite(trainer.fit()["final_loss"])
     off = RefineTrainer(model, cache, RefineTrainConfig(steps=1, batch_size=4, generic_rate=0))
     assert off.regions is None  # no labels-free regions unless asked for
+
+
+def test_tuning_sees_each_corrected_frame_also_as_the_window_the_refiner_zooms_into() -> None:
+    """A head tuned on whole frames only clicks worse zoomed in, and the plugin zooms in from
+    the second click: the tuning (and its held-back judgement) add each frame's zoom window."""
+    from propl.interactive import zoom_window
+    from propl.region import Region
+    from propl.train.refine import with_zoomed_views
+
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    small = ((yy - 20) ** 2 + (xx - 40) ** 2 < 5**2).astype(np.uint8)  # zooms in
+    large = ((yy - 32) ** 2 + (xx - 32) ** 2 < 28**2).astype(np.uint8)  # window = whole frame
+    empty = np.zeros((SIZE, SIZE), np.uint8)
+    masks = np.stack([small, large, empty])
+    images = (60 + 120 * masks).astype(np.uint8)
+    data = ArraySet(images, masks, np.array([1, 0, 0]), ["a", "b", "c"], [(90, 120)] * 3)
+
+    out = with_zoomed_views(data)
+
+    assert out.ids == ["a", "b", "c", "a@zoom"] and list(out.task_index) == [1, 0, 0, 1]
+    assert out.orig_shapes[3] == (90, 120) and out.images.shape == (4, SIZE, SIZE)
+    np.testing.assert_array_equal(out.masks[:3], masks)  # the frames themselves unchanged
+    window = zoom_window(small, [], None, Region(0, 0, SIZE, SIZE))
+    assert window is not None
+    share = small.sum() / (window.y1 - window.y0) / (window.x1 - window.x0)
+    assert out.masks[3].mean() == pytest.approx(share, rel=0.15)  # the structure, blown up
+    assert out.masks[3].mean() > 2 * small.mean()  # a 39-px window of a 64-px frame
+    assert out.images[3][out.masks[3] == 1].min() > 120  # image and mask cut alike
+    assert with_zoomed_views(
+        ArraySet(images[1:], masks[1:], np.zeros(2, np.int64), ["b", "c"], [(SIZE, SIZE)] * 2)
+    ).ids == ["b", "c"]
+
+
+def test_tuning_reports_the_zoomed_views_it_added(rng: np.random.Generator) -> None:
+    from propl.interactive import zoom_window
+    from propl.region import Region
+    from propl.train.refine import tune_on_corrections
+
+    corrected = blobs(4, rng)
+    out = tune_on_corrections(tiny(), corrected, blobs(2, rng), steps=2)
+    assert out["frames"] == 4 and out["held_back_frames"] == 2
+    zoomable = sum(
+        zoom_window(m, [], None, Region(0, 0, SIZE, SIZE)) is not None for m in corrected.masks
+    )
+    assert out["zoomed_views"] == zoomable

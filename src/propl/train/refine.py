@@ -24,7 +24,10 @@ structures no task taught it, instead of marking nothing where it sees no struct
 Project retraining tunes the head on the annotator's confirmed corrections
 (:func:`tune_on_corrections`): a short run from where the head is, kept only if clicking on
 the held-back corrections goes no worse (:func:`click_iou`), so the head learns the project's
-structures (a new task above all) without ever getting worse on them.
+structures (a new task above all) without ever getting worse on them. Both the tuning and that
+judgement see each frame twice: whole, and cut to the window the refiner zooms into from the
+second click (:func:`with_zoomed_views`), so the tuned head learns, and is judged on, what it
+refines in the plugin.
 """
 
 from __future__ import annotations
@@ -158,6 +161,43 @@ def cache_frames(model: ProPLNet, data: ArraySet, batch_size: int = 32) -> Frame
         pseudo=cat["p"],
         truth=cat["y"],
         task_index=torch.from_numpy(data.task_index).long(),
+    )
+
+
+def with_zoomed_views(data: ArraySet) -> ArraySet:
+    """The frames, then for each frame with a structure the window the refiner zooms into
+    around it (:func:`propl.interactive.zoom_window` on the true mask, no clicks), cut out and
+    resized to the frames' size. Frames whose window would be the whole frame add nothing.
+
+    Why: a head tuned on whole frames only clicks worse zoomed in than on the whole frame
+    (``benchmarks/results/refine-retrain*.md``), and the plugin zooms in from the second click.
+    """
+    from ..interactive import zoom_window
+    from ..region import Region
+
+    size = data.images.shape[-2:]
+    bounds = Region(0, 0, size[0], size[1])
+    images, masks, picked = [], [], []
+    for i, mask in enumerate(data.masks):
+        window = zoom_window(mask, [], None, bounds) if mask.any() else None
+        if window is None:
+            continue
+        pair = torch.from_numpy(
+            np.stack([data.images[i], mask])[:, window.slices[0], window.slices[1]]
+        )
+        # one resampling for both, the mask thresholded, so the two stay aligned
+        both = F.interpolate(pair[None].float(), size=size, mode="bilinear", align_corners=False)
+        images.append(both[0, 0].round().clamp(0, 255).to(torch.uint8).numpy())
+        masks.append((both[0, 1] >= 0.5).to(torch.uint8).numpy())
+        picked.append(i)
+    if not picked:
+        return data
+    return ArraySet(
+        np.concatenate([data.images, np.stack(images)]),
+        np.concatenate([data.masks, np.stack(masks)]),
+        np.concatenate([data.task_index, data.task_index[picked]]),
+        [*data.ids, *(f"{data.ids[i]}@zoom" for i in picked)],
+        [*data.orig_shapes, *(data.orig_shapes[i] for i in picked)],
     )
 
 
@@ -484,9 +524,9 @@ def tune_on_corrections(
     start = time.perf_counter()
     was = copy.deepcopy(head.state_dict())
     grads = [p.requires_grad for p in model.parameters()]
-    judge = cache_frames(model, held_back)
+    judge = cache_frames(model, with_zoomed_views(held_back))
     before = click_iou(model, judge)
-    train = cache_frames(model, corrected)
+    train = cache_frames(model, with_zoomed_views(corrected))
     config = RefineTrainConfig(  # the project's own structures only: no generic objects
         steps=steps,
         batch_size=min(RETRAIN_BATCH, len(train)),
@@ -506,8 +546,9 @@ def tune_on_corrections(
         "trained": True,
         "kept": kept,
         "steps": steps,
-        "frames": len(train),
-        "held_back_frames": len(judge),
+        "frames": len(corrected),
+        "held_back_frames": len(held_back),
+        "zoomed_views": len(train) - len(corrected),
         "held_back_click_iou": {"before": round(before, 4), "after": round(after, 4)},
         "final_loss": summary["final_loss"],
         "seconds": round(time.perf_counter() - start, 1),
