@@ -172,23 +172,21 @@ def with_zoomed_views(data: ArraySet) -> ArraySet:
     Why: a head tuned on whole frames only clicks worse zoomed in than on the whole frame
     (``benchmarks/results/refine-retrain*.md``), and the plugin zooms in from the second click.
     """
+    from ..data.benchmark import resize_square
     from ..interactive import zoom_window
     from ..region import Region
 
-    size = data.images.shape[-2:]
-    bounds = Region(0, 0, size[0], size[1])
+    size = data.images.shape[-1]
+    bounds = Region(0, 0, size, size)
     images, masks, picked = [], [], []
     for i, mask in enumerate(data.masks):
-        window = zoom_window(mask, [], None, bounds) if mask.any() else None
+        window = zoom_window(mask, [], None, bounds)  # None for an empty mask
         if window is None:
             continue
-        pair = torch.from_numpy(
-            np.stack([data.images[i], mask])[:, window.slices[0], window.slices[1]]
-        )
-        # one resampling for both, the mask thresholded, so the two stay aligned
-        both = F.interpolate(pair[None].float(), size=size, mode="bilinear", align_corners=False)
-        images.append(both[0, 0].round().clamp(0, 255).to(torch.uint8).numpy())
-        masks.append((both[0, 1] >= 0.5).to(torch.uint8).numpy())
+        images.append(resize_square(data.images[i][window.slices], size, mask=False))
+        # the mask resampled as the image is, then thresholded, so the two stay aligned
+        blown = resize_square(mask[window.slices] * 255, size, mask=False)
+        masks.append((blown >= 128).astype(np.uint8))
         picked.append(i)
     if not picked:
         return data
