@@ -41,6 +41,30 @@ def data_root() -> Path:
 
 
 @pytest.fixture(scope="module")
+def load_benchmark():  # type: ignore[no-untyped-def]
+    """Load a script of ``benchmarks/`` (scripts, not part of the package) as a module by its
+    file name; it leaves ``sys.modules`` when the test module ends."""
+    import importlib.util
+
+    names: list[str] = []
+
+    def load(script: str):  # type: ignore[no-untyped-def]
+        path = REPO_ROOT / "benchmarks" / script
+        name = f"propl_benchmark_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None, path
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        names.append(name)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="module")
 def clicking_model():  # type: ignore[no-untyped-def]
     """A tiny untrained ProPL network of one task ``"t"`` at 64 px, with a refinement head."""
     import torch

@@ -4,25 +4,13 @@ agree exactly and worse the more they disagree."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "confidence_ceiling.py"
-
 
 @pytest.fixture(scope="module")
-def ceiling():
-    """benchmarks/confidence_ceiling.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("propl_confidence_ceiling", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+def ceiling(load_benchmark):
+    return load_benchmark("confidence_ceiling.py")
 
 
 def disc(radius: float, size: int = 96, centre: tuple[float, float] = (48, 48)) -> np.ndarray:

@@ -6,8 +6,6 @@ cases; this runs a few hundred in CI.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
 from pathlib import Path
 
@@ -16,18 +14,12 @@ import pytest
 from propl.data.readers import MAX_SCAN_BYTES_ENV, ReaderError, read_scan
 
 N_MUTATIONS = 500
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "robustness.py"
 
 
 @pytest.fixture(scope="module")
-def robustness():
-    """benchmarks/robustness.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("propl_robustness_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+def robustness(load_benchmark):
+    """benchmarks/robustness.py as a module."""
+    return load_benchmark("robustness.py")
 
 
 def read_outcome(path: Path) -> str | None:
