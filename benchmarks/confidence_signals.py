@@ -90,6 +90,8 @@ FOLDS = 5
 TEMPERATURE = 2.0
 #: the share of each task's scans, best segmented first, whose ranking is read on its own
 BULK = 0.8
+INTERVAL = 0.95  # bootstrap interval of each ρ
+RESAMPLES = 1000
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -274,6 +276,18 @@ def add_learnt(rows: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
                 r[name] = float(v)
 
 
+def interval(signal: list[float], dices: np.ndarray) -> list[float]:
+    """The ``INTERVAL`` bootstrap interval (percentile, ``RESAMPLES`` resamples of the scans,
+    rng 0) of the signal's Spearman ρ with the Dice: how much the scans decide."""
+    from scipy.stats import spearmanr
+
+    values, rng = np.asarray(signal), np.random.default_rng(0)
+    draws = [rng.integers(0, len(dices), len(dices)) for _ in range(RESAMPLES)]
+    rhos = [float(spearmanr(values[i], dices[i])[0]) for i in draws]
+    tail = 100 * (1 - INTERVAL) / 2
+    return [round(float(q), 4) for q in np.nanpercentile(rhos, [tail, 100 - tail])]
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per set: the Dice spread, each signal's ρ, and its ρ within the bulk (the ``BULK`` best
     segmented scans) and within the rest, to show where a ranking is lost."""
@@ -288,6 +302,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "scans": len(rows),
         "mean_dice": round(float(np.mean(dices)), 4),
+        "spearman_interval": {k: interval([r[k] for r in rows], dices) for k in SIGNALS},
         "dice_iqr": [round(float(q), 4) for q in np.percentile(dices, [25, 75])],
         "bulk_dice": [round(cut, 4), round(float(dices.max()), 4)],
         "spearman": {k: round(spearman([r[k] for r in rows], list(dices)), 4) for k in SIGNALS},
@@ -392,6 +407,18 @@ def reading(doc: dict[str, Any]) -> str:
             )
             + "."
         )
+    out.append(
+        f" How much the scans decide: {INTERVAL:.0%} bootstrap interval of the test ρ, shown "
+        "(own probabilities): "
+        + "; ".join(
+            f"{t} {test[t]['spearman_interval']['shown'][0]:.2f}-"
+            f"{test[t]['spearman_interval']['shown'][1]:.2f} "
+            f"({test[t]['spearman_interval']['own'][0]:.2f}-"
+            f"{test[t]['spearman_interval']['own'][1]:.2f})"
+            for t in test
+        )
+        + "."
+    )
     out.append(
         f" Where the ranking is lost: within the {BULK:.0%} best-segmented test scans of each "
         "task, ρ of own probabilities (of the task's best signal) and the Dice those scans span: "
