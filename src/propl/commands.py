@@ -422,9 +422,10 @@ def run_predict(args: argparse.Namespace) -> int:
         pred = predictor.predict(frames, args.task, region=region)
         written = write_prediction(pred, Path(args.out), Path(path).stem, args.format)
         conf = ", ".join(f"{c:.3f}" for c in pred.confidence[:5])
-        print(
+        tqdm.write(  # stdout, on a line of its own above the progress bar
             f"{path}: confidence {conf}{' ...' if len(pred.confidence) > 5 else ''} -> "
-            f"{', '.join(str(w) for w in written)}"
+            f"{', '.join(str(w) for w in written)}",
+            file=sys.stdout,
         )
         if warning := fit_warning(args.task, pred.task_fit):  # the scan is not the task's
             tqdm.write(f"propl predict: {path}: {warning}", file=sys.stderr)

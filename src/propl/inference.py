@@ -105,6 +105,11 @@ def frames_to_float(frames: np.ndarray) -> np.ndarray:
     return a
 
 
+#: Seed of the MC-dropout masks at prediction: a scan gets the same uncertainty map and
+#: confidence every time it is predicted, alone or batched with others.
+MC_DROPOUT_SEED = 0
+
+
 class Predictor:
     """Run a ProPL network on scans.
 
@@ -115,7 +120,8 @@ class Predictor:
         uncertainty: ``"mc"`` (MC dropout of decoder 1, T passes batched: its standard
             deviation, :func:`~propl.uncertainty.mc_uncertainty`), ``"disagreement"`` (one pass
             of each decoder: entropy of decoder 2 and the decoders' disagreement), or ``"none"``.
-        mc_samples: T for ``"mc"``.
+        mc_samples: T for ``"mc"``; the T dropout masks are drawn from ``MC_DROPOUT_SEED``
+            and shared by every frame, so a frame's result never varies between runs.
         task_fit: per-task feature statistics (:class:`~propl.task_fit.TaskFit`; read from the
             checkpoint folder by :meth:`from_checkpoint`); None: no task fit.
     """
@@ -264,7 +270,9 @@ class Predictor:
         if self.uncertainty == "disagreement":
             p1 = torch.sigmoid(model.decode(features, t, 1, size=size))
             return p2, uncertainty_map(p2, None, p1), p1
-        mean, var = mc_statistics(model.mc_decoder1(features, t, self.mc_samples, size=size))
+        draws = torch.Generator().manual_seed(MC_DROPOUT_SEED)  # same scan, same result
+        samples = model.mc_decoder1(features, t, self.mc_samples, size=size, generator=draws)
+        mean, var = mc_statistics(samples)
         return p2, mc_uncertainty(var), mean
 
 

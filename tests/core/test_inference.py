@@ -64,6 +64,38 @@ def test_batching_does_not_change_results(model):
     assert np.allclose(a.uncertainty, b.uncertainty, atol=1e-5)
 
 
+def test_mc_results_never_vary_between_runs_or_batches(model):
+    """The same frame gets the same uncertainty map and confidence every time it is predicted
+    (so a queue or an export never changes by chance), alone or batched with other frames, and
+    the global random stream is left as it was."""
+    frames = (np.random.default_rng(3).random((5, 40, 40)) * 255).astype(np.uint8)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = Predictor(model, device="cpu", batch_size=8, uncertainty="mc").predict(frames, "a")
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(7)  # another global stream: no effect
+    again = Predictor(model, device="cpu", batch_size=8, uncertainty="mc").predict(frames, "a")
+    alone = Predictor(model, device="cpu", batch_size=1, uncertainty="mc").predict(frames, "a")
+    for other in (again, alone):
+        assert np.allclose(other.uncertainty, first.uncertainty, atol=1e-5)
+        assert np.allclose(other.confidence, first.confidence, atol=1e-6)
+    assert first.uncertainty.max() > 0  # dropout still draws T different masks
+
+
+def test_shared_mc_masks_drop_like_dropout(model):
+    """The seeded masks keep each feature with probability 1 - p, scaled by 1 / (1 - p), as
+    dropout does: over many samples decoder 1's MC mean matches the unseeded one's."""
+    x = torch.rand(2, 1, 64, 64).expand(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.eval().encode(x)
+        t = torch.tensor([0, 1])
+        torch.manual_seed(0)
+        free = model.mc_decoder1(feats, t, 200).mean(0)
+        gen = torch.Generator().manual_seed(0)
+        shared = model.mc_decoder1(feats, t, 200, generator=gen).mean(0)
+    assert torch.allclose(free, shared, atol=0.02)
+
+
 def test_single_frame_colour_and_uint16(model):
     p = Predictor(model, device="cpu", uncertainty="none")
     rgb = np.zeros((2, 32, 48, 3), np.uint8)

@@ -396,6 +396,7 @@ class ProPLNet(nn.Module):
         task_ids: Tensor,
         samples: int,
         size: tuple[int, int] | None = None,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """``samples`` dropout passes of decoder 1 in one batched call → ``(T, B, 1, H, W)`` probs.
 
@@ -403,10 +404,24 @@ class ProPLNet(nn.Module):
         repeated T times along the batch; the decoder computes the skips' share once for all T
         samples (see :class:`~propl.models.decoder.UpFuse`). ``size`` defaults to the input
         size; pass the 1/4-scale size to get the decoder's native maps.
+
+        With a (CPU) ``generator`` the T dropout masks are drawn from it and shared by every
+        scan of the batch: a scan's result then depends on the generator's seed alone, not on
+        the global random stream (left untouched) or on the other scans batched with it, and
+        scans are compared under the same draws. Without one, each sample of each scan draws
+        its own mask from the global stream (training).
         """
         b = task_ids.shape[0]
-        rep = [*features[:-1], features[-1].repeat(samples, 1, 1, 1)]
-        logits = self.decode(rep, task_ids.repeat(samples), 1, mc=True, size=size)
+        deep = features[-1].repeat(samples, 1, 1, 1)
+        p = float(self.config.dropout)
+        shared = generator is not None and p > 0
+        if shared:
+            c, h, w = features[-1].shape[1:]
+            keep = torch.rand((samples, 1, c, h, w), generator=generator) >= p
+            scale = keep.to(device=deep.device, dtype=deep.dtype) / (1.0 - p)
+            deep = deep * scale.expand(samples, b, c, h, w).reshape(deep.shape)
+        rep = [*features[:-1], deep]
+        logits = self.decode(rep, task_ids.repeat(samples), 1, mc=not shared, size=size)
         return torch.sigmoid(logits).view(samples, b, *logits.shape[1:])
 
     def add_tasks(self, new_tasks: tuple[str, ...]) -> ProPLNet:
