@@ -12,6 +12,9 @@ same predictions:
 - ``expected Dice`` (``propl.uncertainty.confidence_score``, the plugin's since ``9b576f2``):
   the Dice the mask is expected to score against a truth drawn from decoder 1's MC-dropout
   mean;
+- ``own probabilities``: the same expected Dice against decoder 2's own probabilities
+  instead of decoder 1's MC mean (a candidate: it ranks the shipped model's test scans better
+  in ``benchmarks/confidence_signals.py``);
 - ``mean uncertainty`` (the plugin's before ``9b576f2``): 1 − the mean of the uncertainty map
   shown over the predicted foreground dilated by 3 pixels and every pixel above 0.5
   (``previous_score`` here);
@@ -50,7 +53,7 @@ from torch import Tensor
 
 from propl.data.benchmark import BenchmarkFolder, FirstScans
 from propl.data.readers import read_mask, read_scan
-from propl.inference import Predictor, frames_to_float, resolve_model
+from propl.inference import MC_DROPOUT_SEED, Predictor, frames_to_float, resolve_model
 from propl.metrics import dice
 from propl.results import provenance, write_json
 from propl.store import Project
@@ -63,7 +66,7 @@ from propl.uncertainty import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: score -> +1 (least first, like a confidence) or -1 (largest first)
-SCORES = {"expected Dice": 1, "mean uncertainty": 1, "expected error": -1}
+SCORES = {"expected Dice": 1, "own probabilities": 1, "mean uncertainty": 1, "expected error": -1}
 FIRST_PAGE = 10
 
 
@@ -98,7 +101,9 @@ def score_scans(model: Path, task: str, scans: list[tuple[np.ndarray, np.ndarray
         features, t = predictor.encode(x, net.task_index(task))
         size = (features[0].shape[-2], features[0].shape[-1])
         p2 = torch.sigmoid(net.decode(features, t, 2, size=size))
-        mean, var = mc_statistics(net.mc_decoder1(features, t, predictor.mc_samples, size=size))
+        draws = torch.Generator().manual_seed(MC_DROPOUT_SEED)  # as the plugin draws them
+        samples = net.mc_decoder1(features, t, predictor.mc_samples, size=size, generator=draws)
+        mean, var = mc_statistics(samples)
         h, w = truth.shape[-2:]
         full = F.interpolate(p2, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         shown, true = full.numpy() > 0.5, truth.reshape(h, w) > 0
@@ -107,6 +112,7 @@ def score_scans(model: Path, task: str, scans: list[tuple[np.ndarray, np.ndarray
         out["error_fraction"].append(float(wrong.mean()))
         out["error_pixels"].append(float(wrong.sum()))
         out["expected Dice"].append(float(confidence_score(p2, mean)[0]))
+        out["own probabilities"].append(float(confidence_score(p2, p2)[0]))
         out["mean uncertainty"].append(float(previous_score(p2, mc_uncertainty(var))[0]))
         out["expected error"].append(float(expected_error_fraction(p2, mean)[0]))
     return out
