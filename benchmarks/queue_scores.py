@@ -146,7 +146,7 @@ def pool_scans(project: Path, task: str, masks: dict[str, Path]) -> list:
     """The unreviewed scans of a simulated annotator's project, with their ground truth."""
     with Project.open(project, read_only=True) as p:
         return [
-            (p.image(i), read_mask(masks[str(Path(p.scan(i).source).resolve())]))
+            (p.image(i), read_mask(masks[p.scan(i).name]))  # the store keeps no paths
             for i in p.scan_ids()
             if p.review(i, task, with_mask=False) is None
         ]
@@ -157,7 +157,7 @@ def simulated_sets(data: Path, name: str, work: Path) -> dict[str, dict]:
     with Project.open(work / "round0.zarr", read_only=True) as p:
         (task,) = [t.id for t in p.tasks]
     folder = BenchmarkFolder(data)
-    masks = {str(s.image.resolve()): s.mask for s in folder.samples(task, "train")}
+    masks = {s.image.stem: s.mask for s in folder.samples(task, "train")}  # scans' names
     rows = {}
     for label, project in (("round 0", "round0.zarr"), ("last round", "uncertainty.zarr")):
         with Project.open(work / project, read_only=True) as p:
