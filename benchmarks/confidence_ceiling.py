@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from propl.metrics import dice
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 COMMAND = "python benchmarks/confidence_ceiling.py"
@@ -42,11 +44,6 @@ def spearman(a: Any, b: Any) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(a, b)[0])
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
 
 
 def signed_distance(mask: np.ndarray) -> np.ndarray:
@@ -211,9 +208,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from propl.data.benchmark import BenchmarkFolder
     from propl.inference import Predictor, resolve_model
-    from propl.results import provenance, write_json
+    from propl.results import provenance, write_results
 
-    torch.manual_seed(0)  # decoder 1's MC dropout, as the plugin
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     predictor = Predictor.from_checkpoint(resolve_model(None), device="cpu")
@@ -243,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - t0, 1),
         "provenance": provenance(),
     }
-    write_json(args.out, doc)
-    args.out.with_suffix(".md").write_text(table(doc))
-    print(table(doc))
+    print(write_results(args.out.with_suffix(""), doc, table(doc)))
     return 0
 
 

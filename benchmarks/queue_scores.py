@@ -53,16 +53,11 @@ from torch import Tensor
 
 from propl.data.benchmark import BenchmarkFolder, FirstScans
 from propl.data.readers import read_mask, read_scan
-from propl.inference import MC_DROPOUT_SEED, Predictor, frames_to_float, resolve_model
+from propl.inference import Predictor, frames_to_float, resolve_model
 from propl.metrics import dice
 from propl.results import provenance, write_json
 from propl.store import Project
-from propl.uncertainty import (
-    confidence_score,
-    expected_error_fraction,
-    mc_statistics,
-    mc_uncertainty,
-)
+from propl.uncertainty import confidence_score, expected_error_fraction
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: score -> +1 (least first, like a confidence) or -1 (largest first)
@@ -87,9 +82,7 @@ def previous_score(prob: Tensor, uncertainty: Tensor, threshold: float = 0.5) ->
 def score_scans(model: Path, task: str, scans: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     """``{"dice": [...], "error_fraction": [...], "error_pixels": [...], score: [...]}``: true
     Dice and wrong pixels (at the stored resolution) and each score."""
-    torch.manual_seed(0)
     predictor = Predictor.from_checkpoint(model, device="cpu")
-    net = predictor.model
     out: dict[str, list[float]] = {
         "dice": [],
         "error_fraction": [],
@@ -98,12 +91,8 @@ def score_scans(model: Path, task: str, scans: list[tuple[np.ndarray, np.ndarray
     }
     for frames, truth in scans:
         x = torch.from_numpy(frames_to_float(frames[:1]))
-        features, t = predictor.encode(x, net.task_index(task))
-        size = (features[0].shape[-2], features[0].shape[-1])
-        p2 = torch.sigmoid(net.decode(features, t, 2, size=size))
-        draws = torch.Generator().manual_seed(MC_DROPOUT_SEED)  # as the plugin draws them
-        samples = net.mc_decoder1(features, t, predictor.mc_samples, size=size, generator=draws)
-        mean, var = mc_statistics(samples)
+        features, t = predictor.encode(x, predictor.model.task_index(task))
+        p2, shown_map, mean = predictor._forward(features, t)  # as the plugin predicts
         h, w = truth.shape[-2:]
         full = F.interpolate(p2, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         shown, true = full.numpy() > 0.5, truth.reshape(h, w) > 0
@@ -113,7 +102,7 @@ def score_scans(model: Path, task: str, scans: list[tuple[np.ndarray, np.ndarray
         out["error_pixels"].append(float(wrong.sum()))
         out["expected Dice"].append(float(confidence_score(p2, mean)[0]))
         out["own probabilities"].append(float(confidence_score(p2, p2)[0]))
-        out["mean uncertainty"].append(float(previous_score(p2, mc_uncertainty(var))[0]))
+        out["mean uncertainty"].append(float(previous_score(p2, shown_map)[0]))
         out["expected error"].append(float(expected_error_fraction(p2, mean)[0]))
     return out
 
