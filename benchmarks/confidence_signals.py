@@ -53,6 +53,11 @@ SIGNALS: dict[str, tuple[str, int]] = {
     "own_x_solidity": ("own x solidity of the mask's largest component", 0),
     "own_x_largest": ("own x the largest component's share of the mask", 0),
     "narrow_band": ("minus the uncertain band (0.05 < p2 < 0.95) over the mask's size", 0),
+    "full_res": (
+        "confidence_score at the scan's own size: p2 and decoder 1's MC mean upsampled "
+        "(bilinear) before scoring, not at the decoders' 1/4 scale",
+        0,
+    ),
     "tempered": ("belief: p2 softened, sigmoid(logit(p2) / 2) (widens the belief at the edge)", 0),
     "click_head": (
         "belief: the click head's mask from the shown mask with no click (a second opinion "
@@ -196,6 +201,7 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
         "own_x_solidity": own * form["solidity"],
         "own_x_largest": own * form["largest"],
         "narrow_band": -float(((q > 0.05) & (q < 0.95)).sum() / (small.sum() + 1)),
+        "full_res": float(confidence_score(up(p2, (h, w)), up(mc_mean, (h, w)))[0]),
         "tempered": cs(torch.sigmoid(torch.logit(p2, eps=1e-6) / TEMPERATURE)),
         "click_head": cs(second),
         "features": features,
@@ -397,6 +403,7 @@ def reading(doc: dict[str, Any]) -> str:
         ("tta_mean", "own", "TTA mean vs own"),
         ("learnt_mlp", "own", "Learnt (network) vs own"),
         ("tempered", "own", "Tempered vs own"),
+        ("full_res", "shown", "Full resolution vs shown"),
     ):
         out.append(
             f" {what}, ρ change test / train: "
