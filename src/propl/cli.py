@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .bench.profiles import PROFILES
@@ -532,10 +534,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _file_warnings(command: str) -> Callable[..., None]:
+    """A :func:`warnings.showwarning` that prints a reader's warning about a file (it names
+    the file) as ``propl <command>: warning: <message>`` on a line of its own above any
+    progress bar, and leaves every other warning to Python's own display."""
+    from tqdm import tqdm
+
+    from .data.readers import ReaderWarning
+
+    shown = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> None:
+        if issubclass(category, ReaderWarning):
+            tqdm.write(f"propl {command}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import commands  # heavier imports only once the arguments are valid
+    from .data.readers import ReaderWarning
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ReaderWarning)  # one per file, however many files
+        warnings.showwarning = _file_warnings(args.command)
+        return _run(commands, args)
+
+
+def _run(commands: Any, args: argparse.Namespace) -> int:
     try:
         return int(getattr(commands, f"run_{args.command.replace('-', '_')}")(args) or 0)
     except KeyboardInterrupt:

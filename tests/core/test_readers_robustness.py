@@ -277,6 +277,63 @@ def test_tiff_with_too_many_pages_is_refused_before_decoding(tmp_path, monkeypat
     assert_error_names(path, match="too many pages")
 
 
+def test_tiff_of_images_of_different_shapes_says_what_it_left_out(tmp_path):
+    """tifffile splits such a file into series; reading only the first in silence would hide
+    the rest of the file from the annotator."""
+    path = tmp_path / "two.tif"
+    first = np.full((40, 40), 9, np.uint8)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(first)
+        tif.write(np.zeros((50, 30), np.uint8))
+    frames, _, said = read_warned(path)
+    np.testing.assert_array_equal(frames, first[None])
+    assert len(said) == 1 and "two.tif" in said[0] and "holds 2 images" in said[0]
+    assert "40 x 40" in said[0]
+
+
+def test_non_finite_float_pixels_read_as_black_with_a_warning(tmp_path):
+    path = tmp_path / "float.tif"
+    pixels = np.linspace(1.0, 2.0, 64 * 64, dtype=np.float32).reshape(64, 64)
+    pixels[:10, :10], pixels[-1, -1] = np.nan, np.inf
+    tifffile.imwrite(path, pixels)
+    frames, _, said = read_warned(path)
+    assert (frames[0, :10, :10] == 0).all() and frames[0, -1, -1] == 0
+    assert frames.max() == 65535  # the finite values still span the range
+    assert len(said) == 1 and "float.tif" in said[0] and "101 of 4,096" in said[0]
+    fine = tmp_path / "fine.tif"
+    tifffile.imwrite(fine, np.ones((8, 8), np.float32))
+    assert read_warned(fine)[2] == []
+
+
+def test_complex_pixels_are_refused(tmp_path):
+    path = tmp_path / "complex.tif"
+    tifffile.imwrite(path, np.ones((16, 16), np.complex64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not NumPy's "discards the imaginary part"
+        assert_error_names(path, match="complex")
+
+
+def test_cli_prints_a_file_warning_as_one_line_of_its_own(tmp_path, capsys):
+    """Not Python's display of a warning (the reader's source file and line of code)."""
+    from propl.cli import main
+    from propl.inference import default_model_path
+
+    if default_model_path() is None:
+        pytest.skip("this build has no shipped model")
+    path = tmp_path / "two.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(np.full((40, 40), 90, np.uint8))
+        tif.write(np.zeros((50, 30), np.uint8))
+    cmd = f"predict {path} {path.with_name('x.tif')} --task thyroid_nodule --model shipped"
+    path.with_name("x.tif").write_bytes(path.read_bytes())
+    assert main(shlex.split(f"{cmd} --out {tmp_path / 'out'} --device cpu")) == 0
+    lines = capsys.readouterr().err.splitlines()
+    said = [line for line in lines if "holds 2 images" in line]
+    assert [line.split(": warning: ")[0] for line in said] == ["propl predict"] * 2
+    assert {"two.tif", "x.tif"} == {Path(line.split("'")[1]).name for line in said}
+    assert not any("ReaderWarning" in line or "readers.py" in line for line in lines)
+
+
 # -- a bad file among good ones: the others are read, the bad one is named -----------------
 
 

@@ -377,6 +377,9 @@ def _read_tiff(path: Path, limits: SizeLimits) -> tuple[np.ndarray, ScanMeta]:
             _check_pages(path, tif, limits.max_pages)
             series = tif.series[0]
             shape, axes = tuple(series.shape), series.axes
+            if np.issubdtype(series.dtype, np.complexfloating):
+                raise ReaderError(path, f"complex pixel values ({series.dtype}): not an image")
+            others = len(tif.series) - 1
             n_pixels = int(np.prod([n for n, a in zip(shape, axes, strict=True) if a != "S"]))
             per_pixel = max(1, int(np.prod(shape)) // max(n_pixels, 1))
             limits.check(path, n_pixels, per_pixel * np.dtype(series.dtype).itemsize)
@@ -388,6 +391,19 @@ def _read_tiff(path: Path, limits: SizeLimits) -> tuple[np.ndarray, ScanMeta]:
         raise
     except Exception as exc:  # tifffile raises many types for broken files
         raise ReaderError(path, f"truncated or corrupt TIFF image ({exc})") from exc
+    if others:
+        warn_file(
+            path,
+            f"holds {others + 1} images of different shapes or types; read the first "
+            f"({' x '.join(map(str, shape))}) and left out "
+            + ("the other" if others == 1 else f"the other {others}"),
+        )
+    if np.issubdtype(arr.dtype, np.floating) and not (finite := np.isfinite(arr)).all():
+        warn_file(
+            path,
+            f"{arr.size - int(finite.sum()):,} of {arr.size:,} pixel values are not finite "
+            "numbers (NaN or infinite): read as black",
+        )
     frames = _tiff_to_frames(path, arr, axes)
     is_color = frames.ndim == 4
     frames = _rgb_to_uint8(frames, 16) if is_color else _to_storage_dtype(frames)

@@ -279,7 +279,7 @@ class RefineTrainer:
         self.regions: np.ndarray | None = None  # frame_regions, when generic objects are on
         self._small: np.ndarray | None = None  # the frames at the maps' size, for their echo
         if config.generic_rate > 0:
-            size = tuple(cache.truth.shape[-2:])
+            size = (int(cache.truth.shape[-2]), int(cache.truth.shape[-1]))
             self.regions = frame_regions(cache.image, size)
             self._small = F.interpolate(cache.image.float(), size=size, mode="area")[:, 0].numpy()
 
