@@ -9,9 +9,12 @@ Dice: this script predicts scans as the plugin does (decoder 2's mask, T = 4 MC-
 of decoder 1, one encoder pass, at the decoder's 1/4 scale) and scores two confidences on the
 same predictions:
 
-- ``expected Dice`` (``propl.uncertainty.confidence_score``, the plugin's since ``9b576f2``):
-  the Dice the mask is expected to score against a truth drawn from decoder 1's MC-dropout
-  mean;
+- ``expected Dice x shape`` (the plugin's): the expected Dice below, times the mask's shape
+  factor (``propl.task_shape``: its ellipse fit over the task's floor, when below it; the
+  model's own floors, refitted at each retraining from the confirmed masks);
+- ``expected Dice`` (``propl.uncertainty.confidence_score``, the plugin's from ``9b576f2`` to
+  the shape factor): the Dice the mask is expected to score against a truth drawn from
+  decoder 1's MC-dropout mean;
 - ``own probabilities``: the same expected Dice against decoder 2's own probabilities
   instead of decoder 1's MC mean (a candidate: it ranks the shipped model's test scans better
   in ``benchmarks/confidence_signals.py``);
@@ -61,7 +64,13 @@ from propl.uncertainty import confidence_score, expected_error_fraction
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: score -> +1 (least first, like a confidence) or -1 (largest first)
-SCORES = {"expected Dice": 1, "own probabilities": 1, "mean uncertainty": 1, "expected error": -1}
+SCORES = {
+    "expected Dice x shape": 1,
+    "expected Dice": 1,
+    "own probabilities": 1,
+    "mean uncertainty": 1,
+    "expected error": -1,
+}
 FIRST_PAGE = 10
 
 
@@ -101,6 +110,10 @@ def score_scans(model: Path, task: str, scans: list[tuple[np.ndarray, np.ndarray
         out["error_fraction"].append(float(wrong.mean()))
         out["error_pixels"].append(float(wrong.sum()))
         out["expected Dice"].append(float(confidence_score(p2, mean)[0]))
+        shape = None if predictor.task_shape is None else predictor.task_shape.factor(shown, task)
+        out["expected Dice x shape"].append(
+            out["expected Dice"][-1] * (1.0 if shape is None else float(shape[0]))
+        )
         out["own probabilities"].append(float(confidence_score(p2, p2)[0]))
         out["mean uncertainty"].append(float(previous_score(p2, shown_map)[0]))
         out["expected error"].append(float(expected_error_fraction(p2, mean)[0]))

@@ -199,7 +199,10 @@ with Project.open(path) as p:
         sid = ids[int(rng.integers(len(ids)))]
         mask = (rng.random((4, 64, 64)) > 0.5).astype(np.uint8)
         review = p.save_review(sid, "fetal_head", "corrected", mask)
-        print(sid, review.revision, hashlib.sha256(mask.tobytes()).hexdigest(), flush=True)
+        # one write per report: print's pieces, unbuffered, go one by one (a kill between
+        # them would leave half a line)
+        sys.stdout.write(f"{sid} {review.revision} {hashlib.sha256(mask.tobytes()).hexdigest()}\\n")
+        sys.stdout.flush()
 """
 
 

@@ -18,6 +18,7 @@ from .models import ProPLNet
 from .models.fuse import fuse_batchnorm
 from .region import Region, crop_window, paste
 from .task_fit import TaskFit, load_task_fit, pool_features
+from .task_shape import TaskShapes, load_task_shapes
 from .uncertainty import (
     confidence_score,
     expected_error_fraction,
@@ -61,7 +62,8 @@ class Prediction:
         probability: ``(F, H, W)`` float32 foreground probability of decoder 2.
         uncertainty: ``(F, H, W)`` float32 in [0, 1] (zeros when uncertainty is off).
         confidence: ``(F,)`` float32 per-frame confidence in [0, 1], read like a Dice: the
-            overlap the mask is expected to score (:func:`~propl.uncertainty.confidence_score`).
+            overlap the mask is expected to score (:func:`~propl.uncertainty.confidence_score`),
+            times ``shape_fit`` when there is one.
         expected_error: ``(F,)`` float32, the fraction of the frame's pixels the mask is
             expected to get wrong (:func:`~propl.uncertainty.expected_error_fraction`); 0
             without uncertainty. With a region, its pixels' expected errors over the whole
@@ -69,8 +71,11 @@ class Prediction:
         task_fit: ``(F,)`` float32 in [0, 1], how much each frame looks like the task's
             training scans (:mod:`propl.task_fit`); None when the model has no statistics for
             the task (old checkpoints). :func:`~propl.task_fit.fit_warning` words it.
-        agreement: ``(F,)`` float32, the network's self-agreement (the confidence); None when
-            there is no task fit.
+        agreement: ``(F,)`` float32, the network's self-agreement (the confidence before
+            ``shape_fit``); None when there is neither a task fit nor a shape fit.
+        shape_fit: ``(F,)`` float32 in (0, 1], 1 unless a mask is less elliptic than the
+            task's expert masks (:mod:`propl.task_shape`); None when the model has no floor for
+            the task or the confidence is not computed (``uncertainty="none"``).
     """
 
     mask: np.ndarray
@@ -80,6 +85,7 @@ class Prediction:
     expected_error: np.ndarray
     task_fit: np.ndarray | None = None
     agreement: np.ndarray | None = None
+    shape_fit: np.ndarray | None = None
 
 
 def frames_to_float(frames: np.ndarray) -> np.ndarray:
@@ -124,6 +130,8 @@ class Predictor:
             and shared by every frame, so a frame's result never varies between runs.
         task_fit: per-task feature statistics (:class:`~propl.task_fit.TaskFit`; read from the
             checkpoint folder by :meth:`from_checkpoint`); None: no task fit.
+        task_shape: per-task shape floors (:class:`~propl.task_shape.TaskShapes`; read from
+            the checkpoint folder by :meth:`from_checkpoint`); None: confidence unscaled.
     """
 
     def __init__(
@@ -134,6 +142,7 @@ class Predictor:
         uncertainty: str = "mc",
         mc_samples: int = 4,
         task_fit: TaskFit | None = None,
+        task_shape: TaskShapes | None = None,
     ) -> None:
         if uncertainty not in UNCERTAINTY_MODES:
             raise ValueError(f"uncertainty must be one of {UNCERTAINTY_MODES}, got {uncertainty!r}")
@@ -143,12 +152,15 @@ class Predictor:
         self.input_size = int(model.config.input_size)
         self.version: str | None = None
         self.task_fit = task_fit
+        self.task_shape = task_shape
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kw: object) -> Predictor:
         ckpt = load_checkpoint(path)
         if "task_fit" not in kw:  # the statistics beside the weights, when there are any
             kw["task_fit"] = load_task_fit(path)
+        if "task_shape" not in kw:
+            kw["task_shape"] = load_task_shapes(path)
         predictor = cls(ckpt.model, **kw)  # type: ignore[arg-type]
         predictor.version = str(ckpt.metadata.get("version", Path(path).name))
         return predictor
@@ -189,6 +201,7 @@ class Predictor:
             expected_error=cat("expected_error"),
             task_fit=None if parts[0].task_fit is None else cat("task_fit"),
             agreement=None if parts[0].agreement is None else cat("agreement"),
+            shape_fit=None if parts[0].shape_fit is None else cat("shape_fit"),
         )
 
     def iter_predict(
@@ -218,17 +231,23 @@ class Predictor:
         prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
         unc = F.interpolate(unc, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
         agreement = conf.float().cpu().numpy()
+        mask = (prob > threshold).to(torch.uint8).cpu().numpy()[:, 0]
         fit = self.score_fit(features, self.tasks[task_id])
+        shape = None
+        if belief is not None and self.task_shape is not None:
+            shape = self.task_shape.factor(mask, self.tasks[task_id])
         return Prediction(
-            mask=(prob > threshold).to(torch.uint8).cpu().numpy()[:, 0],
+            mask=mask,
             probability=prob.float().cpu().numpy()[:, 0],
             uncertainty=unc.float().cpu().numpy()[:, 0],
             # the fit is shown beside the confidence, not folded into it: it also flags scans
-            # of the task's own anatomy from other scanners and sites (see propl.task_fit)
-            confidence=agreement,
+            # of the task's own anatomy from other scanners and sites (see propl.task_fit);
+            # the shape is folded in: an outline unlike the task's expert masks is likely wrong
+            confidence=agreement if shape is None else agreement * shape,
             expected_error=error.float().cpu().numpy(),
             task_fit=fit,
-            agreement=None if fit is None else agreement,
+            agreement=None if fit is None and shape is None else agreement,
+            shape_fit=shape,
         )
 
     def score_fit(self, features: list[Tensor], task: str) -> np.ndarray | None:
@@ -289,4 +308,5 @@ def _pasted(pred: Prediction, region: Region | None, shape: tuple[int, int]) -> 
         expected_error=(pred.expected_error * inside).astype(np.float32),
         task_fit=pred.task_fit,
         agreement=pred.agreement,
+        shape_fit=pred.shape_fit,
     )

@@ -23,6 +23,7 @@ from propl.inference import Predictor
 from propl.metrics import dice
 from propl.models import build_model
 from propl.store import Project, StoreError
+from propl.task_shape import TaskShapes, load_task_shapes
 from propl.tasks import Task
 from propl.train.project import RetrainError
 from propl.train.verdict import gain_bound, select_held_back
@@ -145,6 +146,7 @@ def test_gain_bound_promotes_a_consistent_gain_but_not_a_lucky_mean():
 def test_retrain_learns_a_new_task_writes_a_version_and_promotes_it(tmp_path):
     """The parent knows only bright_blob; ten-odd corrected frames of dark_blob teach it."""
     parent = make_parent(tmp_path / "parent")
+    TaskShapes({"bright_blob": 0.9}, {"bright_blob": 50}).save(parent)
     project = make_project(tmp_path / "p.zarr", "dark_blob")
     events, code = propl_train(project, "--init", str(parent), "--lr", "1e-2")
     assert code == 0
@@ -171,6 +173,10 @@ def test_retrain_learns_a_new_task_writes_a_version_and_promotes_it(tmp_path):
         # ... and decoders of its own: the task the parent knew keeps its exact output
         assert ckpt.model.config.own_decoders == ("dark_blob",)
         assert current.record["resolved"]["new_tasks"] == ["dark_blob"]
+        # shape floors: the new task's from its 12 confirmed frames, the parent's kept
+        shapes = load_task_shapes(current.path)
+        assert shapes is not None and shapes.masks == {"bright_blob": 50, "dark_blob": 12}
+        assert shapes.floors["bright_blob"] == 0.9 and 0.5 < shapes.floors["dark_blob"] <= 1
         from safetensors.torch import load_file
 
         before = load_file(parent / "model.safetensors")
@@ -225,12 +231,15 @@ def test_an_imported_model_becomes_current_and_is_retrained_from(tmp_path):
     parent = make_parent(tmp_path / "lab-model")
     project = make_project(tmp_path / "p.zarr", "dark_blob")
 
-    # refused, naming the file, with nothing written: a pickle, a folder with no checkpoint
+    # refused, naming the file, with nothing written: a pickle, a folder with no checkpoint,
+    # a good checkpoint whose shape floors are invalid
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     (pickled / "model.safetensors").write_bytes(b"\x80\x04K\x01.")
     (pickled / "model.json").write_text((parent / "model.json").read_text())
-    for bad in (pickled, tmp_path / "nothing-here"):
+    bad_floors = make_parent(tmp_path / "bad-floors")
+    (bad_floors / "task_shape.json").write_text('{"kind": "propl-task-shape"}')
+    for bad in (pickled, tmp_path / "nothing-here", bad_floors):
         done = propl_models(project, "--add", str(bad))
         assert done.returncode == 2 and str(bad) in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
@@ -238,6 +247,7 @@ def test_an_imported_model_becomes_current_and_is_retrained_from(tmp_path):
         assert p.versions() == [] and p.current_version() is None
         assert not list((p.root / "models").glob(".staging-*"))
 
+    TaskShapes({"bright_blob": 0.9}, {"bright_blob": 50}).save(parent)
     done = propl_models(project, "--add", str(parent))
     assert done.returncode == 0, done.stderr
     assert "as v0001" in done.stdout and "bright_blob" in done.stdout
@@ -245,6 +255,7 @@ def test_an_imported_model_becomes_current_and_is_retrained_from(tmp_path):
         current = p.current_version()
         assert current is not None and current.name == "v0001" and current.outcome == "imported"
         assert current.usable and current.tasks == ["bright_blob"]
+        assert load_task_shapes(current.path).floors == {"bright_blob": 0.9}  # came along
         assert p.model_history()[-1]["version"] == "v0001"
         stored = load_checkpoint(current.path).model.state_dict()
     original = load_checkpoint(parent).model.state_dict()

@@ -230,7 +230,10 @@ while True:
     mask = (rng.random((4, 64, 64)) > 0.5).astype(np.uint8)
     review = p.save_review(scan_id, "fetal_head", "corrected", mask, seconds=1.0)
     digest = hashlib.sha256(mask.tobytes()).hexdigest()
-    print(scan_id, review.revision, digest, flush=True)
+    # one write (a pipe takes it whole): print's pieces, unbuffered, are written one by one,
+    # and a kill between them left half a line
+    sys.stdout.write(f"{scan_id} {review.revision} {digest}\\n")
+    sys.stdout.flush()
 """
 
 

@@ -203,7 +203,8 @@ def import_checkpoint(root: Path, source: str | Path, record: dict[str, Any]) ->
     only; a pickle, a missing file, a config value out of bounds, weights holding NaN or
     infinity or not matching their config, or a failing smoke prediction are refused, naming
     the file) and stored again in half precision, like every version, and that copy is verified
-    too; nothing is written when either check fails.
+    too; its task-fit statistics and shape floors come along when it has them (an invalid file
+    is refused, naming it); nothing is written when a check fails.
 
     Raises:
         CheckpointError: ``source`` is not a usable checkpoint.
@@ -211,9 +212,13 @@ def import_checkpoint(root: Path, source: str | Path, record: dict[str, Any]) ->
     import torch
 
     from ..checkpoint import save_checkpoint, verify_checkpoint
+    from ..task_fit import load_task_fit
+    from ..task_shape import load_task_shapes
 
     source = Path(source)
     checkpoint = verify_checkpoint(source)
+    # the statistics beside the weights come along (validated: a bad file is refused here)
+    beside = [load_task_fit(source), load_task_shapes(source)]
     tasks = list(checkpoint.model.config.tasks)
     staged = new_staging(root)
     try:
@@ -224,6 +229,9 @@ def import_checkpoint(root: Path, source: str | Path, record: dict[str, Any]) ->
             dtype=torch.float16,
         )
         _verify_half_copy(staged, source)
+        for side in beside:
+            if side is not None:
+                side.save(staged)
         return add_version(
             root,
             staged,

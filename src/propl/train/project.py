@@ -37,6 +37,7 @@ from ..promotion import promote_if_better
 from ..store import LABELLED, Project, StoreError
 from ..store import versions as ver
 from ..task_fit import refit_checkpoint
+from ..task_shape import refit_shapes
 from .methods import LOOP_OPTIONS, MethodOptions
 from .recipe import RECIPES, init_model, unknown_tasks
 from .refine import RETRAIN_STEPS as REFINE_STEPS
@@ -455,6 +456,8 @@ def retrain(
     refit_checkpoint(
         staged, [data.labelled, data.unlabelled], data.tasks, tasks, parent_path, config.device
     )
+    # the shape floors: from the masks the annotator confirmed (once there are enough)
+    refit_shapes(staged, [data.labelled, data.held_back], data.tasks, tasks, parent_path)
     score = judge(stored, data.held_back_frames, config.device)
     gain, bound = gain_bound(base["per_scan"], score["per_scan"], config.confidence)
     better = bound > config.min_gain
