@@ -1,6 +1,6 @@
 """Task shape: does folding the mask's shape into the confidence rank scans by their true Dice?
 
-    python benchmarks/task_shape.py [--data DATA] [--install]
+    python benchmarks/task_shape.py [--data DATA] [--install] [--report]
 
 Fits each us-universal task's shape floor (:mod:`propl.task_shape`: the 5th percentile of the
 ellipse fit of its train split's expert masks), then predicts the first frame of every test
@@ -13,7 +13,7 @@ was trained on these). Per task and set:
 - the share of scans whose confidence the shape lowers;
 - the review queue's first page: the mean true Dice of the 10 least confident scans before and
   after, and of the 10 worst segmented (what a perfect queue would show first);
-- the confidence read as a Dice estimate: mean |confidence - true Dice| before and after;
+- the confidence read as a Dice estimate: its mean absolute error, before and after;
 - ρ within the 80 % best-segmented test scans (nearly right masks), before and after.
 
 The floor's percentile (5) was chosen among 5, 10 and 50 on these test and train scans.
@@ -25,6 +25,7 @@ and ``task-shape.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -99,8 +100,8 @@ def table(doc: dict[str, Any]) -> str:
         f"`{doc['command']}`: floors fitted on each task's train split masks (5th percentile of "
         "their ellipse fit); the shipped model predicts each scan's first frame at its own size. "
         f"Target: ρ >= {doc['target']} for every task. Page: mean true Dice of the "
-        f"{PAGE} least confident scans (oracle: of the {PAGE} worst segmented). |conf - Dice|: "
-        "the confidence read as a Dice estimate, mean error in Dice points.",
+        f"{PAGE} least confident scans (oracle: of the {PAGE} worst segmented). Dice error: "
+        "the confidence read as a Dice estimate, its mean absolute error in Dice points.",
         "",
         "Floors: "
         + ", ".join(f"{t} {f:.3f} ({doc['floor_masks'][t]} masks)" for t, f in floors.items())
@@ -115,7 +116,7 @@ def table(doc: dict[str, Any]) -> str:
             f"{what}:",
             "",
             "| task | scans | mean Dice | ρ before | ρ after | 95% interval after | lowered | "
-            "page before | page after | page oracle | |conf - Dice| before | after |",
+            "page before | page after | page oracle | Dice error before | after |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for t, s in doc["sets"][split].items():
@@ -154,7 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--install", action="store_true", help="write the shipped model's floors")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (a shared CPU: 1)")
     ap.add_argument("--out", type=Path, default=RESULTS / "task-shape.json")
+    ap.add_argument("--report", action="store_true", help="only re-render --out's .md from it")
     args = ap.parse_args(argv)
+    if args.report:
+        from propl.results import write_results
+
+        doc = json.loads(args.out.read_text())
+        print(write_results(args.out.with_suffix(""), doc, table(doc)))
+        return 0
 
     import torch
 
