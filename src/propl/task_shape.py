@@ -71,8 +71,7 @@ def ellipse_fit(masks: np.ndarray) -> np.ndarray:
     if m.ndim != 3:
         raise ValueError(f"masks must be (H, W) or (F, H, W), got shape {m.shape}")
     out = np.ones(m.shape[0], np.float32)
-    rows = np.arange(m.shape[1], dtype=np.float64)
-    cols = np.arange(m.shape[2], dtype=np.float64)
+    h, w = m.shape[1:]
     for f, frame in enumerate(m != 0):
         n = int(frame.sum())
         if n < MIN_PIXELS:
@@ -83,9 +82,14 @@ def ellipse_fit(masks: np.ndarray) -> np.ndarray:
         s_rr, s_cc = dr @ dr / n + 1 / 12, dc @ dc / n + 1 / 12
         s_rc = dr @ dc / n
         det = s_rr * s_cc - s_rc * s_rc
-        y, x = (rows - mu_r)[:, None], (cols - mu_c)[None, :]
+        # the ellipse lies within mu ± 2·sqrt(diagonal of Σ): test only that box's pixels
+        r0, r1 = max(0, int(mu_r - 2 * s_rr**0.5) - 1), min(h, int(mu_r + 2 * s_rr**0.5) + 2)
+        c0, c1 = max(0, int(mu_c - 2 * s_cc**0.5) - 1), min(w, int(mu_c + 2 * s_cc**0.5) + 2)
+        y = (np.arange(r0, r1, dtype=np.float64) - mu_r)[:, None]
+        x = (np.arange(c0, c1, dtype=np.float64) - mu_c)[None, :]
         inside = (s_cc * y * y - 2 * s_rc * y * x + s_rr * x * x) <= 4 * det
-        out[f] = 2 * np.count_nonzero(inside & frame) / (np.count_nonzero(inside) + n)
+        both = np.count_nonzero(inside & frame[r0:r1, c0:c1])
+        out[f] = 2 * both / (np.count_nonzero(inside) + n)
     return out
 
 
