@@ -624,6 +624,8 @@ class ReviewWidget(SessionMember, QWidget):
                 text += f" ({BURNED_IN})"
             if view.fit_warning:
                 text += f"; {view.fit_warning}"
+            if view.shape_note:
+                text += f"; {view.shape_note}"
             if view.status == "draft":
                 text += " (edited, not confirmed: Accept or Save correction makes it a label)"
             if view.worst_frame is not None:  # a cine opens at its least confident frame

@@ -41,6 +41,7 @@ from propl.task_fit import (
     rank_tasks_of_scan,
     task_fit_path,
 )
+from propl.task_shape import shape_note
 from propl.tasks import DEFAULT_TASKS, task_colour
 from propl.uncertainty import OUTLINE_THRESHOLD
 
@@ -425,6 +426,7 @@ class SegmentWidget(SessionMember, QWidget):
         )
         conf = np.empty(job.count, np.float32)
         fits: list[np.ndarray] = []  # task fit per chunk (none when the model has no statistics)
+        shapes: list[np.ndarray] = []  # shape factor per chunk (none without a shape floor)
         done = 0
         yield (0, job.count)
         chosen = job.frames[job.first : job.first + job.count]
@@ -436,6 +438,8 @@ class SegmentWidget(SessionMember, QWidget):
             conf[done : done + n] = part.confidence
             if part.task_fit is not None:
                 fits.append(part.task_fit)
+            if part.shape_fit is not None:
+                shapes.append(part.shape_fit)
             done += n
             yield (done, job.count)
         whole = job.count == len(job.frames)
@@ -444,7 +448,10 @@ class SegmentWidget(SessionMember, QWidget):
             assert job.scan_id is not None
             version = predictor.version or "?"
             fit = np.concatenate(fits) if fits else None
-            session.core.save_prediction(job.scan_id, job.task, mask, unc, conf, version, fit)
+            shape_fit = np.concatenate(shapes) if shapes else None
+            session.core.save_prediction(
+                job.scan_id, job.task, mask, unc, conf, version, fit, shape_fit
+            )
         first: int | None = job.first
         if not job.in_place and not whole:  # new layers: the scan's size, this frame filled
             mask, unc, low = (_padded(a, job.first, len(job.frames)) for a in (mask, unc, low))
@@ -462,6 +469,7 @@ class SegmentWidget(SessionMember, QWidget):
             "first": job.first,
             "confidence": conf,
             "task_fit": np.concatenate(fits) if fits else None,
+            "shape_fit": np.concatenate(shapes) if shapes else None,
             "updates": updates,
             "device": str(predictor.device),
             "saved": saved,
@@ -503,6 +511,8 @@ class SegmentWidget(SessionMember, QWidget):
             text += f" (lowest {float(conf[worst]):.2f} at frame {first + worst})"
         if warning := fit_warning(task, r.get("task_fit")):
             text += f"; {warning}"
+        if note := shape_note(task, r.get("shape_fit"), first):
+            text += f"; {note}"
         self.result_label.setText(text)
         show_info(text)
         self._idle()

@@ -386,6 +386,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .export import write_prediction
     from .inference import Predictor, resolve_model
     from .task_fit import fit_warning
+    from .task_shape import shape_note
     from .train.distributed import rank_device, ranks_from_env
 
     first_with_stem: dict[str, Path] = {}
@@ -429,6 +430,8 @@ def run_predict(args: argparse.Namespace) -> int:
         )
         if warning := fit_warning(args.task, pred.task_fit):  # the scan is not the task's
             tqdm.write(f"propl predict: {path}: {warning}", file=sys.stderr)
+        if note := shape_note(args.task, pred.shape_fit):  # the mask is an odd shape
+            tqdm.write(f"propl predict: {path}: {note}", file=sys.stderr)
     if failures:  # the batch went on; list what failed where the user looks last
         print(f"propl predict: {len(failures)} of {len(files)} files failed:", file=sys.stderr)
         for failure in failures:

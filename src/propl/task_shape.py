@@ -53,6 +53,8 @@ MIN_MASKS = 10
 """Fewer non-empty masks of a task than this: no floor for it (its masks are not judged)."""
 MIN_PIXELS = 16
 """Masks with fewer foreground pixels are not judged (fit 1)."""
+NOTE_BELOW = 0.9
+"""A frame whose shape factor is below this is named to the annotator (:func:`shape_note`)."""
 
 
 def ellipse_fit(masks: np.ndarray) -> np.ndarray:
@@ -91,6 +93,24 @@ def ellipse_fit(masks: np.ndarray) -> np.ndarray:
         both = np.count_nonzero(inside & frame[r0:r1, c0:c1])
         out[f] = 2 * both / (np.count_nonzero(inside) + n)
     return out
+
+
+def shape_note(
+    task: str, shape_fit: np.ndarray | None, first: int = 0, below: float | None = None
+) -> str | None:
+    """What to tell the annotator when a frame's outline is unlike the task's masks (its shape
+    factor below ``below``, default :data:`NOTE_BELOW`; for several frames, the lowest,
+    numbered from ``first``), or None."""
+    if shape_fit is None or len(shape_fit) == 0:
+        return None
+    f = int(np.argmin(shape_fit))
+    if float(shape_fit[f]) >= (NOTE_BELOW if below is None else below):
+        return None
+    where = "the outline" if len(shape_fit) == 1 else f"frame {first + f}'s outline"
+    return (
+        f"{where} is unlike the {task} masks (shape {float(shape_fit[f]):.2f}, confidence "
+        "lowered): check its edges"
+    )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from propl.task_shape import (
     fit_shapes,
     load_task_shapes,
     refit_shapes,
+    shape_note,
 )
 
 
@@ -226,3 +227,53 @@ def test_polygon_masks_fit_less_as_they_get_ragged():
         m[polygon(60 + radius * np.sin(angles), 60 + radius * np.cos(angles), (120, 120))] = 1
         fits.append(float(ellipse_fit(m)[0]))
     assert fits[0] > fits[1] > fits[2]
+
+
+def test_the_note_names_the_frame_whose_outline_is_odd():
+    assert shape_note("fetal_head", None) is None
+    assert shape_note("fetal_head", np.array([0.95, 0.97], np.float32)) is None
+    still = shape_note("fetal_head", np.array([0.8], np.float32))
+    assert still is not None and still.startswith("the outline is unlike the fetal_head masks")
+    assert "0.80" in still
+    cine = shape_note("fetal_head", np.array([1.0, 0.85, 0.7, 0.95], np.float32), first=10)
+    assert cine is not None and cine.startswith("frame 12's outline")
+
+
+def test_cli_predict_and_the_store_carry_the_shape(checkpoint, tmp_path, capsys, monkeypatch):
+    """The factor and its note reach what the annotator reads: the stored prediction (the
+    Review panel's line) and ``propl predict``'s output."""
+    import shlex
+
+    from PIL import Image
+
+    from propl.annotation.rules import predict_scan, read_scan
+    from propl.cli import main
+    from propl.store import Project
+    from propl.tasks import Task
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in checkpoint.iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    TaskShapes({"a": 1.0}, {"a": 50}).save(model)  # any outline short of an ellipse is odd
+    predictor = Predictor.from_checkpoint(model, device="cpu")
+    image = frames(1)[0]
+    pred = predictor.predict(image, "a")
+    assert pred.shape_fit is not None and pred.shape_fit[0] < 0.99  # short of an ellipse
+    monkeypatch.setattr("propl.task_shape.NOTE_BELOW", 0.99)  # ... and so worth a note
+    note = shape_note("a", pred.shape_fit)
+    assert note is not None
+
+    Image.fromarray(image).save(tmp_path / "scan.png")
+    cmd = f"predict {tmp_path / 'scan.png'} --task a --model {model} --out {tmp_path / 'o'}"
+    assert main(shlex.split(f"{cmd} --device cpu")) == 0
+    assert f"scan.png: {note}" in capsys.readouterr().err
+
+    with Project.create(tmp_path / "p.zarr", tasks=[Task("a")]) as project:
+        scan_id = project.add_scan(image[None], "scan")
+        predict_scan(project, predictor, scan_id, "a")
+        stored = project.prediction(scan_id, "a")
+        assert stored is not None and stored.shape_fit is not None
+        np.testing.assert_allclose(stored.shape_fit, pred.shape_fit, rtol=1e-6)
+        view = read_scan(project, scan_id, "a")
+        assert view.shape_note == note and note in view.warnings

@@ -88,6 +88,7 @@ class ScanView:
         status: the review's status, or ``"unreviewed"``.
         prediction: the stored prediction, or None.
         fit_warning: "does not look like the task's training scans", or None.
+        shape_note: "the outline is unlike the task's masks", or None.
         worst_frame: ``(frame, confidence)`` of a cine's least confident frame; None for a
             still or without a prediction.
     """
@@ -102,12 +103,13 @@ class ScanView:
     prediction: StoredPrediction | None = field(default=None, repr=False)
     fit_warning: str | None = None
     worst_frame: tuple[int, float] | None = None
+    shape_note: str | None = None
 
     @property
     def warnings(self) -> list[str]:
         """What the annotator must be told about this scan."""
         out = [BURNED_IN] if self.scan.burned_in_annotation else []
-        return out + ([self.fit_warning] if self.fit_warning else [])
+        return out + [w for w in (self.fit_warning, self.shape_note) if w]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..task_fit import fit_warning
+from ..task_shape import shape_note
 from .records import ScanView
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ def predict_scan(project: Project, predictor: Predictor, scan_id: str, task: str
         pred.confidence,
         predictor.version or "?",
         task_fit=pred.task_fit,
+        shape_fit=pred.shape_fit,
     )
     return pred
 
@@ -74,6 +76,7 @@ def read_scan(project: Project, scan_id: str, task: str) -> ScanView:
         status=review.status if review is not None else "unreviewed",
         prediction=pred,
         fit_warning=fit_warning(task, pred.task_fit) if pred is not None else None,
+        shape_note=shape_note(task, pred.shape_fit) if pred is not None else None,
         worst_frame=worst,
     )
 

@@ -373,10 +373,11 @@ class AnnotationSession:
         confidence: np.ndarray,
         version: str,
         task_fit: np.ndarray | None = None,
+        shape_fit: np.ndarray | None = None,
     ) -> None:
         """Store a prediction made elsewhere (e.g. chunk by chunk in a view's worker)."""
         self.require_project().save_prediction(
-            scan_id, task, mask, uncertainty, confidence, version, task_fit=task_fit
+            scan_id, task, mask, uncertainty, confidence, version, task_fit, shape_fit
         )
         self.predictions_changed.emit()
 

@@ -385,9 +385,12 @@ class Project:
         confidence: np.ndarray,
         model_version: str,
         task_fit: np.ndarray | None = None,
+        shape_fit: np.ndarray | None = None,
     ) -> None:
         """Store a task's prediction for a scan, replacing the previous one (``task_fit``: per
-        frame, how much it looks like the task's training scans; see :mod:`propl.task_fit`)."""
+        frame, how much it looks like the task's training scans, :mod:`propl.task_fit`;
+        ``shape_fit``: per frame, the factor the mask's shape put on the confidence,
+        :mod:`propl.task_shape`)."""
         self._writable()
         shape = self._frame_shape(scan_id)
         for what, a in (("mask", mask), ("uncertainty", uncertainty)):
@@ -404,6 +407,7 @@ class Project:
             "time": time.time(),
             "confidence": [float(c) for c in np.asarray(confidence)],
             "task_fit": None if task_fit is None else [float(f) for f in np.asarray(task_fit)],
+            "shape_fit": None if shape_fit is None else [float(f) for f in np.asarray(shape_fit)],
         }
         with self._mutex:
             # the previous revision stays until the next save: a reader that is reading it
@@ -428,6 +432,9 @@ class Project:
                 task_fit=None
                 if attrs.get("task_fit") is None
                 else np.asarray(attrs["task_fit"], np.float32),
+                shape_fit=None
+                if attrs.get("shape_fit") is None
+                else np.asarray(attrs["shape_fit"], np.float32),
             )
 
         return self._read_current(scan_id, "pred", task, read)

@@ -47,6 +47,7 @@ class StoredPrediction:
     model_version: str
     time: float
     task_fit: np.ndarray | None = None  # (F,) float; None: the model had no statistics
+    shape_fit: np.ndarray | None = None  # (F,) float; None: the model had no shape floor
 
     @property
     def scan_confidence(self) -> float:
