@@ -8,7 +8,8 @@ frame of each scan: the Dice of decoder 2's mask (upsampled to the scan's size) 
 expert mask, and per signal the expected Dice :func:`propl.uncertainty.confidence_score` of
 decoder 2's probabilities ``p2`` against a belief, at the decoders' native 1/4 scale:
 
-- shown: the MC-dropout mean of decoder 1 (``Predictor._forward``, the plugin's today);
+- agreement: the MC-dropout mean of decoder 1 (``Predictor._forward``), the self-agreement;
+  shown: that times the mask's shape factor (``propl.task_shape``), the plugin's confidence;
 - own probabilities (``p2`` itself); decoder 1's single pass;
 - test-time augmentation: ``p2`` of the horizontally flipped frame flipped back, of the frame
   zero-padded by 10% each side (cropped back), of the frame under gamma 0.8, and the mean of
@@ -43,7 +44,16 @@ COMMAND = "python benchmarks/confidence_signals.py"
 TARGET = 0.7
 #: signal -> (what it is, extra encoder passes per frame)
 SIGNALS: dict[str, tuple[str, int]] = {
-    "shown": ("confidence_score(p2, decoder 1's MC-dropout mean): the plugin's today", 0),
+    "shown": (
+        "the plugin's confidence: confidence_score(p2, decoder 1's MC-dropout mean) times the "
+        "mask's shape factor (propl.task_shape)",
+        0,
+    ),
+    "agreement": (
+        "confidence_score(p2, decoder 1's MC-dropout mean) alone: the self-agreement, the "
+        "plugin's before the shape factor",
+        0,
+    ),
     "own": ("confidence_score(p2, p2): own probabilities", 0),
     "decoder1": ("confidence_score(p2, decoder 1's single pass)", 0),
     "flip": ("belief: p2 of the horizontally flipped frame, flipped back", 1),
@@ -169,6 +179,8 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
         zoom = up(q[..., qh : n - qh, qw : n - qw], size)
         gamma = decoder2(x.clamp(0, 1) ** 0.8)
         mask = (up(p2, (h, w)) > 0.5).numpy()[0, 0]
+    factor = None if predictor.task_shape is None else predictor.task_shape.factor(mask, task)
+    outline = 1.0 if factor is None else float(factor[0])
     second = torch.from_numpy(Refiner(predictor, frames[0], task).refine(mask, [])[1])
     second = F.interpolate(second[None, None], size=size, mode="area")
 
@@ -191,7 +203,8 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
     }
     return {
         "dice": dice(mask.astype(np.uint8), truth),
-        "shown": cs(mc_mean),
+        "shown": cs(mc_mean) * outline,
+        "agreement": cs(mc_mean),
         "own": own,
         "decoder1": cs(p1),
         "flip": cs(flip),
@@ -327,8 +340,9 @@ def table(doc: dict[str, Any]) -> str:
         "per task, on each task's whole test split and on a fixed random subset of "
         f"{doc['train_scans']} scans of its train split (rng 0; **the model was trained on "
         "these**, so they show whether a choice made on the test scans holds elsewhere). "
-        f"Target: ρ >= {TARGET} for every task. All signals but the shape, band and learnt ones "
-        "are `confidence_score(p2, belief)` with the belief named; extra = encoder passes per "
+        f"Target: ρ >= {TARGET} for every task. All signals but shown, the shape, band and "
+        "learnt ones are `confidence_score(p2, belief)` with the belief named; extra = encoder "
+        "passes per "
         "frame beyond the one the plugin runs. The learnt estimators see every signal with no "
         "extra pass, the task and these features of the prediction: "
         + ", ".join(FEATURES)
@@ -398,12 +412,13 @@ def reading(doc: dict[str, Any]) -> str:
         + "."
     )
     for a, b, what in (
-        ("own", "shown", "Own probabilities vs shown"),
+        ("shown", "agreement", "Shown (with the shape) vs the self-agreement"),
+        ("own", "agreement", "Own probabilities vs the self-agreement"),
         ("own_x_solidity", "own", "Shape (x solidity) vs own"),
         ("tta_mean", "own", "TTA mean vs own"),
         ("learnt_mlp", "own", "Learnt (network) vs own"),
         ("tempered", "own", "Tempered vs own"),
-        ("full_res", "shown", "Full resolution vs shown"),
+        ("full_res", "agreement", "Full resolution vs the self-agreement"),
     ):
         out.append(
             f" {what}, ρ change test / train: "
