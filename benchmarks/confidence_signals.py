@@ -8,8 +8,9 @@ frame of each scan: the Dice of decoder 2's mask (upsampled to the scan's size) 
 expert mask, and per signal the expected Dice :func:`propl.uncertainty.confidence_score` of
 decoder 2's probabilities ``p2`` against a belief, at the decoders' native 1/4 scale:
 
-- agreement: the MC-dropout mean of decoder 1 (``Predictor._forward``), the self-agreement;
-  shown: that times the mask's shape factor (``propl.task_shape``), the plugin's confidence;
+- mc_mean: the MC-dropout mean of decoder 1 (``Predictor._forward``), the plugin's belief
+  before; shown: own probabilities (below) times the mask's shape factor
+  (``propl.task_shape``), the plugin's confidence;
 - own probabilities (``p2`` itself); decoder 1's single pass;
 - test-time augmentation: ``p2`` of the horizontally flipped frame flipped back, of the frame
   zero-padded by 10% each side (cropped back), of the frame under gamma 0.8, and the mean of
@@ -45,13 +46,13 @@ TARGET = 0.7
 #: signal -> (what it is, extra encoder passes per frame)
 SIGNALS: dict[str, tuple[str, int]] = {
     "shown": (
-        "the plugin's confidence: confidence_score(p2, decoder 1's MC-dropout mean) times the "
-        "mask's shape factor (propl.task_shape)",
+        "the plugin's confidence: confidence_score(p2, p2) times the mask's shape factor "
+        "(propl.task_shape)",
         0,
     ),
-    "agreement": (
-        "confidence_score(p2, decoder 1's MC-dropout mean) alone: the self-agreement, the "
-        "plugin's before the shape factor",
+    "mc_mean": (
+        "confidence_score(p2, decoder 1's MC-dropout mean): the plugin's confidence before "
+        "(no shape factor)",
         0,
     ),
     "own": ("confidence_score(p2, p2): own probabilities", 0),
@@ -203,8 +204,8 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
     }
     return {
         "dice": dice(mask.astype(np.uint8), truth),
-        "shown": cs(mc_mean) * outline,
-        "agreement": cs(mc_mean),
+        "shown": own * outline,
+        "mc_mean": cs(mc_mean),
         "own": own,
         "decoder1": cs(p1),
         "flip": cs(flip),
@@ -412,13 +413,13 @@ def reading(doc: dict[str, Any]) -> str:
         + "."
     )
     for a, b, what in (
-        ("shown", "agreement", "Shown (with the shape) vs the self-agreement"),
-        ("own", "agreement", "Own probabilities vs the self-agreement"),
+        ("shown", "own", "Shown (own x shape) vs own probabilities"),
+        ("own", "mc_mean", "Own probabilities vs decoder 1's MC mean"),
         ("own_x_solidity", "own", "Shape (x solidity) vs own"),
         ("tta_mean", "own", "TTA mean vs own"),
         ("learnt_mlp", "own", "Learnt (network) vs own"),
         ("tempered", "own", "Tempered vs own"),
-        ("full_res", "agreement", "Full resolution vs the self-agreement"),
+        ("full_res", "mc_mean", "Full resolution vs the MC mean"),
     ):
         out.append(
             f" {what}, ρ change test / train: "

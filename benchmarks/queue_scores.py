@@ -6,18 +6,17 @@
 The review queue shows the least confident scans first, so that an annotator's corrections go
 where the model is most wrong. A confidence does that job when it ranks scans by their true
 Dice: this script predicts scans as the plugin does (decoder 2's mask, T = 4 MC-dropout passes
-of decoder 1, one encoder pass, at the decoder's 1/4 scale) and scores two confidences on the
+of decoder 1, one encoder pass, at the decoder's 1/4 scale) and scores per-scan scores on the
 same predictions:
 
-- ``expected Dice x shape`` (the plugin's): the expected Dice below, times the mask's shape
-  factor (``propl.task_shape``: its ellipse fit over the task's floor, when below it; the
-  model's own floors, refitted at each retraining from the confirmed masks);
-- ``expected Dice`` (``propl.uncertainty.confidence_score``, the plugin's from ``9b576f2`` to
-  the shape factor): the Dice the mask is expected to score against a truth drawn from
-  decoder 1's MC-dropout mean;
+- ``expected Dice`` (``propl.uncertainty.confidence_score``, the plugin's from ``9b576f2``):
+  the Dice the mask is expected to score against a truth drawn from decoder 1's MC-dropout
+  mean; ``expected Dice x shape``: that times the mask's shape factor (``propl.task_shape``:
+  its ellipse fit over the task's floor, when below it; the model's own floors, refitted at
+  each retraining from the confirmed masks);
 - ``own probabilities``: the same expected Dice against decoder 2's own probabilities
-  instead of decoder 1's MC mean (a candidate: it ranks the shipped model's test scans better
-  in ``benchmarks/confidence_signals.py``);
+  instead of decoder 1's MC mean; ``own probabilities x shape`` (the plugin's today): that
+  times the shape factor;
 - ``mean uncertainty`` (the plugin's before ``9b576f2``): 1 − the mean of the uncertainty map
   shown over the predicted foreground dilated by 3 pixels and every pixel above 0.5
   (``previous_score`` here);
@@ -68,6 +67,7 @@ SCORES = {
     "expected Dice x shape": 1,
     "expected Dice": 1,
     "own probabilities": 1,
+    "own probabilities x shape": 1,
     "mean uncertainty": 1,
     "expected error": -1,
 }
@@ -115,6 +115,9 @@ def score_scans(model: Path, task: str, scans: list[tuple[np.ndarray, np.ndarray
             out["expected Dice"][-1] * (1.0 if shape is None else float(shape[0]))
         )
         out["own probabilities"].append(float(confidence_score(p2, p2)[0]))
+        out["own probabilities x shape"].append(
+            out["own probabilities"][-1] * (1.0 if shape is None else float(shape[0]))
+        )
         out["mean uncertainty"].append(float(previous_score(p2, shown_map)[0]))
         out["expected error"].append(float(expected_error_fraction(p2, mean)[0]))
     return out

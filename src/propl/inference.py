@@ -226,7 +226,9 @@ class Predictor:
         if belief is None:
             conf, error = torch.ones(b), torch.zeros(b)
         else:
-            conf = confidence_score(prob, belief, threshold)
+            # the expected Dice against the probabilities the mask was cut from (a better
+            # queue order than against decoder 1's MC mean: see confidence_score)
+            conf = confidence_score(prob, prob, threshold)
             error = expected_error_fraction(prob, belief, threshold)
         prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
         unc = F.interpolate(unc, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
@@ -274,7 +276,7 @@ class Predictor:
         return self.model.encode(x_in), t
 
     def _forward(self, features: list[Tensor], t: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Probabilities, uncertainty and the second opinion the confidence is scored against
+        """Probabilities, uncertainty and the second opinion the expected error is scored against
         (decoder 1: its MC mean, or its single pass; None without uncertainty), all at the
         decoder's native 1/4 scale, ``(B, 1, S/4, S/4)``.
 

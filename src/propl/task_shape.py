@@ -17,7 +17,7 @@ masks: its confidence is multiplied by ``fit / floor``. Fetal heads, outlined as
 ones. Masks of fewer than :data:`MIN_PIXELS` pixels (and empty masks) are not judged.
 
 On the shipped model this lifts the Spearman ρ of the confidence with the true Dice on fetal
-heads from 0.60 to 0.73 and leaves the other tasks within 0.01
+heads from 0.62 to 0.75 and leaves the other tasks within 0.02
 (``benchmarks/results/task-shape.md``).
 
 The floors live in the checkpoint folder as ``task_shape.json`` (plain JSON, validated on

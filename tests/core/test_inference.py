@@ -37,7 +37,7 @@ def test_mc_uncertainty_is_decoder_1s_spread_not_the_probabilitys_entropy():
     """An untrained network's probabilities sit near 0.5 everywhere, so an entropy map would
     flag the whole scan; the MC map shows the dropout spread: none without dropout, some with
     it. The confidence is not the map's: it asks whether the mask would match a truth drawn
-    from decoder 1's probabilities, and for an untrained network they hover near 0.5."""
+    from the probabilities it was cut from, and for an untrained network they hover near 0.5."""
     torch.manual_seed(0)
     frames = (np.random.default_rng(2).random((2, 48, 48)) * 255).astype(np.uint8)
     still = build_model("propl-small", tasks=("a",), input_size=64, pretrained=False, dropout=0.0)
@@ -50,6 +50,22 @@ def test_mc_uncertainty_is_decoder_1s_spread_not_the_probabilitys_entropy():
     noisy = build_model("propl-small", tasks=("a",), input_size=64, pretrained=False, dropout=0.5)
     pred = Predictor(noisy, device="cpu", uncertainty="mc").predict(frames, "a")
     assert pred.uncertainty.max() > 0 and np.all(pred.confidence < 1.0)
+
+
+@pytest.mark.parametrize("mode", ["mc", "disagreement"])
+def test_confidence_is_the_expected_dice_against_the_masks_own_probabilities(model, mode):
+    """Not against decoder 1 (its MC mean or single pass): the same in both modes, whatever
+    decoder 1's dropout draws."""
+    from propl.uncertainty import confidence_score
+
+    frames = (np.random.default_rng(3).random((2, 40, 40)) * 255).astype(np.uint8)
+    predictor = Predictor(model, device="cpu", uncertainty=mode)
+    pred = predictor.predict(frames, "a")
+    with torch.inference_mode():
+        features, t = predictor.encode(torch.from_numpy(frames_to_float(frames)), 0)
+        p2, _, belief = predictor._forward(features, t)
+    assert belief is not None and not torch.allclose(belief, p2)
+    np.testing.assert_allclose(pred.confidence, confidence_score(p2, p2).numpy(), rtol=1e-5)
 
 
 def test_batching_does_not_change_results(model):
