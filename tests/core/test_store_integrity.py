@@ -283,3 +283,49 @@ def test_a_deleted_pointer_is_damage_not_a_scan_never_reviewed(damaged, capsys) 
     assert main(["check", "--project", str(path), "--repair"]) == 0
     with Project.open(path, read_only=True) as p:
         assert p.review(ids[0], TASK).revision == "r000002"  # the newest intact one
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("confidence", [float("nan"), 0.5, 0.5]),  # JSON NaN: zarr reads it back as a number
+        ("confidence", [0.5, 0.5]),  # one frame short
+        ("confidence", ["high", "high", "high"]),
+        ("confidence", [0.5, 1.5, 0.5]),
+        ("shape_fit", [0.9, -1.0, 0.9]),
+        ("task_fit", [0.1]),
+    ],
+)
+def test_an_edited_per_frame_score_is_damage_not_a_queue_order(damaged, key, value) -> None:
+    """The queue is ordered by the stored confidence: an edited one must not decide it."""
+    path, ids = damaged
+    bad = ids[2]
+    meta = current(path, bad, "pred") / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"][key] = value
+    meta.write_text(json.dumps(doc))
+    with Project.open(path, read_only=True) as p:
+        with pytest.raises(DamagedError) as exc:
+            p.prediction(bad, TASK)
+        assert_damage_named(exc, bad, "pred")
+        assert key in str(exc.value)
+        queue = {q.scan_id: q for q in p.queue(TASK, include_reviewed=True)}
+        if key == "confidence":  # the queue reads only the confidence
+            assert queue[bad].status == "damaged"
+        assert queue[ids[0]].status == queue[ids[1]].status == "corrected"
+
+
+def test_scores_that_are_not_one_number_in_0_1_per_frame_are_refused_at_save(tmp_path) -> None:
+    with Project.create(tmp_path / "p.zarr") as p:
+        sid = p.add_scan(frames(0), "s0")
+        mask, unc = np.zeros((3, 32, 40), np.uint8), np.zeros((3, 32, 40))
+        for bad in (
+            {"confidence": np.array([0.5, np.nan, 0.5])},
+            {"confidence": np.full(2, 0.5)},
+            {"confidence": np.full(3, 0.5), "shape_fit": np.full(3, 1.2)},
+            {"confidence": np.full(3, 0.5), "task_fit": np.full(4, 0.5)},
+        ):
+            conf = bad.pop("confidence")
+            with pytest.raises(StoreError, match="one per frame"):
+                p.save_prediction(sid, TASK, mask, unc, conf, "v1", **bad)
+        assert p.prediction(sid, TASK) is None  # nothing written

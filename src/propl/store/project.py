@@ -82,6 +82,22 @@ def _read(group: Any, name: str) -> np.ndarray:
     return np.asarray(group[name][...])
 
 
+def _per_frame(attrs: dict[str, Any], key: str, frames: int) -> np.ndarray | None:
+    """A prediction's per-frame score (confidence, task fit, shape factor): ``frames`` finite
+    numbers in [0, 1], float32; None when absent. Anything else is damage (ValueError)."""
+    value = attrs.get(key)
+    if value is None:
+        return None
+    wrong = f"'{key}' is not {frames} numbers in [0, 1], one per frame"
+    try:
+        a = np.asarray(value, np.float64)
+    except (TypeError, ValueError) as exc:  # text, nested lists
+        raise ValueError(f"{wrong} ({exc})") from exc
+    if a.shape != (frames,) or not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        raise ValueError(wrong)
+    return a.astype(np.float32)
+
+
 def _task_from_dict(d: dict[str, Any]) -> Task:
     return Task(**{k: d[k] for k in ("id", "organ", "target", "prompt", "colour") if k in d})
 
@@ -396,8 +412,14 @@ class Project:
         for what, a in (("mask", mask), ("uncertainty", uncertainty)):
             if a.shape != shape:
                 raise StoreError(f"{what} of shape {a.shape} does not fit scan {scan_id} {shape}")
-        if np.asarray(confidence).shape != (shape[0],):
-            raise StoreError(f"need one confidence per frame ({shape[0]}) for scan {scan_id}")
+        scores = {"confidence": confidence, "task_fit": task_fit, "shape_fit": shape_fit}
+        for key, value in scores.items():
+            if value is None and key != "confidence":
+                continue
+            try:
+                _per_frame({key: np.asarray(value, np.float64).tolist()}, key, shape[0])
+            except (TypeError, ValueError) as exc:
+                raise StoreError(f"{key} for scan {scan_id}: {exc}") from exc
         arrays: dict[str, np.ndarray] = {
             "mask": np.asarray(mask, np.uint8),
             "uncertainty": np.asarray(uncertainty, np.float16),
@@ -423,18 +445,18 @@ class Project:
 
         def read(group: zarr.Group, path: str) -> StoredPrediction:
             attrs = _attrs(group)
+            mask = self._array(scan_id, path, group, "mask")
+            confidence = _per_frame(attrs, "confidence", len(mask))
+            if confidence is None:
+                raise KeyError("confidence")
             return StoredPrediction(
-                mask=self._array(scan_id, path, group, "mask"),
+                mask=mask,
                 uncertainty=self._array(scan_id, path, group, "uncertainty"),
-                confidence=np.asarray(attrs["confidence"], np.float32),
+                confidence=confidence,
                 model_version=str(attrs["model_version"]),
                 time=float(attrs["time"]),
-                task_fit=None
-                if attrs.get("task_fit") is None
-                else np.asarray(attrs["task_fit"], np.float32),
-                shape_fit=None
-                if attrs.get("shape_fit") is None
-                else np.asarray(attrs["shape_fit"], np.float32),
+                task_fit=_per_frame(attrs, "task_fit", len(mask)),
+                shape_fit=_per_frame(attrs, "shape_fit", len(mask)),
             )
 
         return self._read_current(scan_id, "pred", task, read)
@@ -442,8 +464,13 @@ class Project:
     def prediction_confidence(self, scan_id: str, task: str) -> float | None:
         """Mean per-frame confidence of the current prediction (without reading masks)."""
 
+        frames = self._frame_shape(scan_id)[0]
+
         def read(group: zarr.Group, _path: str) -> float:
-            return float(np.mean([float(c) for c in _attrs(group)["confidence"]]))
+            confidence = _per_frame(_attrs(group), "confidence", frames)
+            if confidence is None:
+                raise KeyError("confidence")
+            return float(np.mean(confidence))
 
         return self._read_current(scan_id, "pred", task, read)
 
