@@ -78,6 +78,22 @@ def clicking_model():  # type: ignore[no-untyped-def]
     ).eval()
 
 
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """An untrained small network's checkpoint folder (tasks "a" and "b", 64² input, seed 0);
+    copy it before writing beside its weights."""
+    import torch
+
+    from propl.checkpoint import save_checkpoint
+    from propl.models import build_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ckpt")
+    model = build_model("propl-small", tasks=("a", "b"), input_size=64, pretrained=False)
+    save_checkpoint(model, folder)
+    return folder
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A seeded NumPy generator; seeds Python's and torch's global generators too."""

@@ -1,10 +1,15 @@
-"""Atomic file writes, free of heavy imports (the project store and the exports use them)."""
+"""Atomic file writes and the JSON files beside a checkpoint's weights, free of heavy imports
+(the project store, the exports and the per-task statistics use them)."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -20,3 +25,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def beside_weights(checkpoint: str | Path, name: str) -> Path:
+    """The file ``name`` beside a checkpoint's weights (``checkpoint``: its folder or its
+    weights file)."""
+    p = Path(checkpoint)
+    return (p if p.is_dir() else p.parent) / name
+
+
+def read_json_beside_weights(
+    checkpoint: str | Path, name: str, what: str
+) -> tuple[Path, Any] | None:
+    """``(path, parsed JSON)`` of the file ``name`` beside a checkpoint's weights, or None when
+    there is none.
+
+    Raises:
+        CheckpointError: the file exists but cannot be read or parsed; the message names it
+            and ``what`` it holds.
+    """
+    path = beside_weights(checkpoint, name)
+    if not path.is_file():
+        return None
+    try:
+        return path, json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable {what}: {exc}") from exc

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CheckpointError
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, beside_weights, read_json_beside_weights
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -316,8 +316,7 @@ def task_fit_from_json(doc: Any, source: Path | None = None) -> TaskFit:
 
 def task_fit_path(checkpoint: str | Path) -> Path:
     """Where a checkpoint's statistics live: beside its weights."""
-    p = Path(checkpoint)
-    return (p if p.is_dir() else p.parent) / FILE_NAME
+    return beside_weights(checkpoint, FILE_NAME)
 
 
 def load_task_fit(checkpoint: str | Path) -> TaskFit | None:
@@ -326,14 +325,8 @@ def load_task_fit(checkpoint: str | Path) -> TaskFit | None:
     Raises:
         CheckpointError: the file exists but is unreadable or invalid; the message names it.
     """
-    path = task_fit_path(checkpoint)
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable task fit statistics: {exc}") from exc
-    return task_fit_from_json(doc, path)
+    found = read_json_beside_weights(checkpoint, FILE_NAME, "task fit statistics")
+    return None if found is None else task_fit_from_json(found[1], found[0])
 
 
 def fit_features(

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CheckpointError
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, read_json_beside_weights
 
 if TYPE_CHECKING:
     from .data.benchmark import ArraySet
@@ -205,26 +205,14 @@ def task_shapes_from_json(doc: Any, source: Path | None = None) -> TaskShapes:
     return TaskShapes(floors, counts, metadata, source)
 
 
-def task_shape_path(checkpoint: str | Path) -> Path:
-    """Where a checkpoint's floors live: beside its weights."""
-    p = Path(checkpoint)
-    return (p if p.is_dir() else p.parent) / FILE_NAME
-
-
 def load_task_shapes(checkpoint: str | Path) -> TaskShapes | None:
     """A checkpoint's floors (folder or weights path), or None when it has none.
 
     Raises:
         CheckpointError: the file exists but is unreadable or invalid; the message names it.
     """
-    path = task_shape_path(checkpoint)
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable task shape floors: {exc}") from exc
-    return task_shapes_from_json(doc, path)
+    found = read_json_beside_weights(checkpoint, FILE_NAME, "task shape floors")
+    return None if found is None else task_shapes_from_json(found[1], found[0])
 
 
 def refit_shapes(

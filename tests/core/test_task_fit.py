@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from propl.checkpoint import save_checkpoint
@@ -158,19 +157,10 @@ def stripes() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("ckpt")
-    model = build_model("propl-small", tasks=("a", "b"), input_size=64, pretrained=False)
-    save_checkpoint(model, folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def fitted(checkpoint, tmp_path_factory):
+def fitted(tiny_checkpoint, tmp_path_factory):
     """The checkpoint with statistics for task "a" fitted on speckle frames."""
     folder = tmp_path_factory.mktemp("fitted")
-    for f in checkpoint.iterdir():
+    for f in tiny_checkpoint.iterdir():
         (folder / f.name).write_bytes(f.read_bytes())
     fit_features({"a": encode_pooled(folder, scans(40, 1))}).save(folder)
     return folder
@@ -193,7 +183,7 @@ def test_predictor_flags_a_scan_unlike_the_tasks(fitted):
     assert other.task_fit is None and other.agreement is None
 
 
-def test_a_scan_ranks_the_task_it_looks_like_first(fitted, checkpoint):
+def test_a_scan_ranks_the_task_it_looks_like_first(fitted, tiny_checkpoint):
     predictor = Predictor.from_checkpoint(fitted, device="cpu")
     cine = scans(9, 3)
     [match] = rank_tasks_of_scan(predictor, cine)  # statistics for "a" only
@@ -201,11 +191,11 @@ def test_a_scan_ranks_the_task_it_looks_like_first(fitted, checkpoint):
     assert best_task(rank_tasks_of_scan(predictor, stripes())) is None  # nothing like it
     colour = np.repeat(cine[:2, ..., None], 3, axis=-1)  # (F, H, W, 3) as napari holds it
     assert rank_tasks_of_scan(predictor, colour)[0].task == "a"
-    assert rank_tasks_of_scan(Predictor.from_checkpoint(checkpoint, device="cpu"), cine) == []
+    assert rank_tasks_of_scan(Predictor.from_checkpoint(tiny_checkpoint, device="cpu"), cine) == []
 
 
-def test_old_checkpoint_without_statistics_still_predicts(checkpoint):
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+def test_old_checkpoint_without_statistics_still_predicts(tiny_checkpoint):
+    predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu")
     assert predictor.task_fit is None
     pred = predictor.predict(stripes(), "a")
     assert pred.task_fit is None and pred.agreement is None
@@ -232,8 +222,10 @@ def test_cli_predict_warns_per_file(fitted, tmp_path, capsys):
     assert f"{good}: does not look" not in err
 
 
-def test_refit_keeps_untrained_tasks_when_the_encoder_is_unchanged(fitted, checkpoint, tmp_path):
-    for f in checkpoint.iterdir():  # a "new version": same weights, no statistics yet
+def test_refit_keeps_untrained_tasks_when_the_encoder_is_unchanged(
+    fitted, tiny_checkpoint, tmp_path
+):
+    for f in tiny_checkpoint.iterdir():  # a "new version": same weights, no statistics yet
         (tmp_path / f.name).write_bytes(f.read_bytes())
     frames = scans(30, 4)
     labelled = SimpleNamespace(images=frames[:10], task_index=np.ones(10, np.int64))
@@ -252,5 +244,5 @@ def test_refit_keeps_untrained_tasks_when_the_encoder_is_unchanged(fitted, check
     # too few frames and nothing to keep: no file
     none = tmp_path / "none"
     save_checkpoint(model, none)
-    assert refit_checkpoint(none, [labelled], ("a", "b"), ["b"], parent=checkpoint) is None
+    assert refit_checkpoint(none, [labelled], ("a", "b"), ["b"], parent=tiny_checkpoint) is None
     assert not (none / FILE_NAME).exists()

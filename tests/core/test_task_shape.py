@@ -5,13 +5,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from skimage.draw import disk, ellipse, polygon
 
-from propl.checkpoint import save_checkpoint
 from propl.errors import CheckpointError
 from propl.inference import Predictor
-from propl.models import build_model
 from propl.task_shape import (
     FILE_NAME,
     MIN_MASKS,
@@ -130,15 +127,6 @@ def test_unreadable_or_foreign_files_are_refused(tmp_path):
         load_task_shapes(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("ckpt")
-    model = build_model("propl-small", tasks=("a", "b"), input_size=64, pretrained=False)
-    save_checkpoint(model, folder)
-    return folder
-
-
 def frames(n: int = 3) -> np.ndarray:
     rng = np.random.default_rng(1)
     out = rng.integers(0, 60, (n, 64, 64)).astype(np.uint8)
@@ -148,11 +136,11 @@ def frames(n: int = 3) -> np.ndarray:
     return out
 
 
-def test_predictor_folds_the_shape_into_the_confidence(checkpoint):
+def test_predictor_folds_the_shape_into_the_confidence(tiny_checkpoint):
     strict = TaskShapes({"a": 1.0}, {"a": 50})  # every mask short of an ellipse is lowered
-    plain = Predictor.from_checkpoint(checkpoint, device="cpu")
+    plain = Predictor.from_checkpoint(tiny_checkpoint, device="cpu")
     assert plain.task_shape is None  # no file: confidence as before
-    shaped = Predictor.from_checkpoint(checkpoint, device="cpu", task_shape=strict)
+    shaped = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", task_shape=strict)
     before, after = plain.predict(frames(), "a"), shaped.predict(frames(), "a")
     np.testing.assert_array_equal(before.mask, after.mask)
     assert before.shape_fit is None and before.agreement is None
@@ -167,8 +155,8 @@ def test_predictor_folds_the_shape_into_the_confidence(checkpoint):
     assert none.predict(frames(1), "a").confidence[0] == 1.0  # no confidence computed at all
 
 
-def test_predictor_reads_the_floors_beside_the_weights(checkpoint, tmp_path):
-    for f in checkpoint.iterdir():
+def test_predictor_reads_the_floors_beside_the_weights(tiny_checkpoint, tmp_path):
+    for f in tiny_checkpoint.iterdir():
         (tmp_path / f.name).write_bytes(f.read_bytes())
     TaskShapes({"a": 0.97}, {"a": 40}).save(tmp_path)
     predictor = Predictor.from_checkpoint(tmp_path, device="cpu")
@@ -239,7 +227,7 @@ def test_the_note_names_the_frame_whose_outline_is_odd():
     assert cine is not None and cine.startswith("frame 12's outline")
 
 
-def test_cli_predict_and_the_store_carry_the_shape(checkpoint, tmp_path, capsys, monkeypatch):
+def test_cli_predict_and_the_store_carry_the_shape(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     """The factor and its note reach what the annotator reads: the stored prediction (the
     Review panel's line) and ``propl predict``'s output."""
     import shlex
@@ -253,7 +241,7 @@ def test_cli_predict_and_the_store_carry_the_shape(checkpoint, tmp_path, capsys,
 
     model = tmp_path / "model"
     model.mkdir()
-    for f in checkpoint.iterdir():
+    for f in tiny_checkpoint.iterdir():
         (model / f.name).write_bytes(f.read_bytes())
     TaskShapes({"a": 1.0}, {"a": 50}).save(model)  # any outline short of an ellipse is odd
     predictor = Predictor.from_checkpoint(model, device="cpu")

@@ -414,11 +414,10 @@ class Project:
                 raise StoreError(f"{what} of shape {a.shape} does not fit scan {scan_id} {shape}")
         scores = {"confidence": confidence, "task_fit": task_fit, "shape_fit": shape_fit}
         for key, value in scores.items():
-            if value is None and key != "confidence":
-                continue
             try:
-                _per_frame({key: np.asarray(value, np.float64).tolist()}, key, shape[0])
-            except (TypeError, ValueError) as exc:
+                if _per_frame({key: value}, key, shape[0]) is None and key == "confidence":
+                    raise ValueError("'confidence' is missing")
+            except ValueError as exc:
                 raise StoreError(f"{key} for scan {scan_id}: {exc}") from exc
         arrays: dict[str, np.ndarray] = {
             "mask": np.asarray(mask, np.uint8),
