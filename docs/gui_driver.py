@@ -57,3 +57,15 @@ def menu_action(viewer: Any, *path: str) -> Any:
 def dock(viewer: Any, title: str) -> Any:
     """The plugin widget docked under ``title``."""
     return next(w for k, w in viewer.window.dock_widgets.items() if k.startswith(title))
+
+
+def dock_frame(viewer: Any, title: str) -> Any:
+    """The dock (the QDockWidget with its title bar and tab) holding ``title``'s widget."""
+    from qtpy.QtWidgets import QDockWidget
+
+    frame = dock(viewer, title)
+    while frame is not None and not isinstance(frame, QDockWidget):
+        frame = frame.parent()
+    if frame is None:
+        raise LookupError(f"no dock holds {title!r}")
+    return frame

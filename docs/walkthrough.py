@@ -22,7 +22,7 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from gui_driver import dock, menu_action, new_viewer, pump, wait  # docs/gui_driver.py
+from gui_driver import dock, dock_frame, menu_action, new_viewer, pump, wait  # docs/gui_driver.py
 from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
 
@@ -43,18 +43,14 @@ def show_the_layout(viewer) -> None:
     of Review), the Review tab in front; the window at 1600x1000 shows them whole."""
     menu_action(viewer, "Plugins", "ProPL", "Retrain (ProPL)").trigger()
     pump()
-    review_dock = next(
-        d for k, d in viewer.window._dock_widgets.items() if k.startswith("Review (ProPL)")
-    )
+    review_dock = dock_frame(viewer, "Review (ProPL)")
     review_dock.raise_()
     window, canvas = viewer.window._qt_window, viewer.window._qt_viewer.canvas.native
     pump()
     print(f"layout: window {window.width()}x{window.height()}, canvas {canvas.width()} px wide")
     assert window.frameGeometry().height() <= 1000 and canvas.width() >= 800
     shot(viewer, "1600x1000", prefix="layout-")
-    retrain_dock = next(
-        d for k, d in viewer.window._dock_widgets.items() if k.startswith("Retrain (ProPL)")
-    )
+    retrain_dock = dock_frame(viewer, "Retrain (ProPL)")
     retrain_dock.raise_()  # its tab: the compact form and the plot fit the same column
     shot(viewer, "1600x1000-retrain", prefix="layout-")
     review_dock.raise_()

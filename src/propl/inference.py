@@ -219,8 +219,18 @@ class Predictor:
 
     @torch.inference_mode()
     def _predict_batch(self, x: Tensor, task_id: int, threshold: float) -> Prediction:
-        b, h, w = x.shape
         features, t = self.encode(x, task_id)
+        return self.predict_encoded(features, t, (x.shape[1], x.shape[2]), threshold)
+
+    @torch.inference_mode()
+    def predict_encoded(
+        self, features: list[Tensor], t: Tensor, size: tuple[int, int], threshold: float = 0.5
+    ) -> Prediction:
+        """The :class:`Prediction` of frames already encoded (:meth:`encode`), ``t`` holding
+        one task's id per frame, at the frames' ``size`` ``(H, W)``: what :meth:`predict`
+        shows, without encoding again (one encoding can serve several tasks)."""
+        h, w = size
+        b = t.shape[0]
         prob, unc, belief = self._forward(features, t)
         # confidence on the decoder's native 1/4-scale maps (cheap); maps resized once to the scan
         if belief is None:
@@ -234,10 +244,11 @@ class Predictor:
         unc = F.interpolate(unc, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
         agreement = conf.float().cpu().numpy()
         mask = (prob > threshold).to(torch.uint8).cpu().numpy()[:, 0]
-        fit = self.score_fit(features, self.tasks[task_id])
+        task = self.tasks[int(t[0])]
+        fit = self.score_fit(features, task)
         shape = None
         if belief is not None and self.task_shape is not None:
-            shape = self.task_shape.factor(mask, self.tasks[task_id])
+            shape = self.task_shape.factor(mask, task)
         return Prediction(
             mask=mask,
             probability=prob.float().cpu().numpy()[:, 0],

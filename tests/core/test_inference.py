@@ -68,6 +68,25 @@ def test_confidence_is_the_expected_dice_against_the_masks_own_probabilities(mod
     np.testing.assert_allclose(pred.confidence, confidence_score(p2, p2).numpy(), rtol=1e-5)
 
 
+def test_one_encoding_serves_every_task_as_predict_would(model):
+    """predict_encoded on frames encoded once gives each task what predict gives it."""
+    frames = (np.random.default_rng(4).random((2, 50, 30)) * 255).astype(np.uint8)
+    predictor = Predictor(model, device="cpu")
+    with torch.inference_mode():
+        features, _ = predictor.encode(torch.from_numpy(frames_to_float(frames)), 0)
+    for task_id, task in enumerate(("a", "b")):
+        t = torch.full((2,), task_id, dtype=torch.long)
+        once = predictor.predict_encoded(features, t, (50, 30))
+        full = predictor.predict(frames, task)
+        assert np.array_equal(once.mask, full.mask)
+        np.testing.assert_allclose(once.probability, full.probability, atol=1e-6)
+        np.testing.assert_allclose(once.confidence, full.confidence, atol=1e-6)
+        np.testing.assert_allclose(once.uncertainty, full.uncertainty, atol=1e-6)
+    assert not np.allclose(  # the task ids decide: the two tasks' decoders differ
+        predictor.predict(frames, "a").probability, predictor.predict(frames, "b").probability
+    )
+
+
 def test_batching_does_not_change_results(model):
     frames = (np.random.default_rng(1).random((5, 40, 40)) * 255).astype(np.uint8)
     a = Predictor(model, device="cpu", batch_size=2, uncertainty="disagreement").predict(
