@@ -19,7 +19,12 @@ decoder 2's probabilities ``p2`` against a belief, at the decoders' native 1/4 s
   component's share of the mask;
 - the click head's second opinion: its mask from the shown mask with no click (the head is
   trained to correct the decoder's masks);
-- own probabilities softened (temperature 2), which spreads the belief at the mask's edge.
+- own probabilities softened (temperature 2), which spreads the belief at the mask's edge;
+- the mask widened by decoder 1's MC spread (the uncertainty map shown): is the error where the
+  map marks it?
+- the mask's edge as the scan shows it (contrast across the outline, inside, outside): own
+  probabilities lowered where that edge is unlike the task's expert masks' (a mask stopping
+  at the wrong wall), and the same four statistics as features of the learnt estimators.
 
 Beside each ρ over a task's scans it reports ρ within the 80 % best-segmented scans and
 within the rest: where in the range of Dice a signal's ranking is lost.
@@ -70,6 +75,17 @@ SIGNALS: dict[str, tuple[str, int]] = {
         0,
     ),
     "tempered": ("belief: p2 softened, sigmoid(logit(p2) / 2) (widens the belief at the edge)", 0),
+    "mc_spread": (
+        "belief: the mask widened by the uncertainty map shown (decoder 1's MC spread): "
+        "m(1 - u) + (1 - m)u, so the error the spread marks counts in full",
+        0,
+    ),
+    "edge_typical": (
+        "own x how typical the mask's edge looks for the task: the Mahalanobis distance of "
+        "its four edge statistics (below) from those of the task's expert masks on the train "
+        "subset; beyond the experts' 95th percentile d², own x exp(-(d² - q95) / q95)",
+        0,
+    ),
     "click_head": (
         "belief: the click head's mask from the shown mask with no click (a second opinion "
         "trained to correct it; it can reuse the frame's encoding, this script encodes again)",
@@ -87,6 +103,12 @@ SIGNALS: dict[str, tuple[str, int]] = {
     ),
 }
 LEARNT = ("learnt_linear", "learnt_mlp")
+#: the mask's edge as the scan shows it, intensities over the scan's standard deviation: the
+#: band just inside the outline minus the band just outside; the core (inside the inner band)
+#: minus the inner band; the core and the outer band minus the scan's mean. Bands are 8 % of
+#: the mask's equivalent radius wide (at least 2 pixels)
+EDGE = ("edge_in_out", "edge_core_in", "edge_core", "edge_out")
+EDGE_BAND = 0.08
 #: per-scan features the learnt estimators see beside the cheap signals (and the task)
 FEATURES = (
     "log_area",
@@ -100,6 +122,7 @@ FEATURES = (
     "ellipse",
     "extent",
     "on_edge",
+    *EDGE,
 )
 FOLDS = 5
 #: the tempered belief's temperature
@@ -141,6 +164,24 @@ def shape(mask: np.ndarray) -> dict[str, float]:
     return {k: float(v) for k, v in zip(keys, values, strict=True)}
 
 
+def edge(image: np.ndarray, mask: np.ndarray) -> list[float] | None:
+    """The ``EDGE`` statistics of ``mask`` on ``image`` (both at the scan's size), or None for a
+    mask under 20 pixels."""
+    from scipy import ndimage as ndi
+
+    m = mask.astype(bool)
+    if m.sum() < 20:
+        return None
+    width = max(2.0, EDGE_BAND * float(np.sqrt(m.sum() / np.pi)))
+    inside, outside = ndi.distance_transform_edt(m), ndi.distance_transform_edt(~m)
+    inner, core = (inside > 0) & (inside <= width), inside > width
+    outer = (outside > 0) & (outside <= width)
+    mean, sd = float(image.mean()), float(image.std()) + 1e-6
+    m_in, m_out = float(image[inner].mean()), float(image[outer].mean())
+    m_core = float(image[core].mean()) if core.any() else m_in
+    return [(m_in - m_out) / sd, (m_core - m_in) / sd, (m_core - mean) / sd, (m_out - mean) / sd]
+
+
 def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dict[str, float]:
     """The true Dice of the shown mask and every signal for one scan's first frame."""
     import torch
@@ -151,7 +192,7 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
     from propl.inference import frames_to_float
     from propl.interactive import Refiner
     from propl.metrics import dice
-    from propl.uncertainty import confidence_score, mc_statistics
+    from propl.uncertainty import confidence_score, mc_statistics, mc_uncertainty
 
     net, task_id = predictor.model, predictor.model.task_index(task)
 
@@ -170,6 +211,7 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
         size = (feats[0].shape[-2], feats[0].shape[-1])
         p2, _, mc_mean = predictor._forward(feats, t)
         mc_var = mc_statistics(net.mc_decoder1(feats, t, predictor.mc_samples, size=size))[1]
+        spread = mc_uncertainty(mc_var)
         fit = predictor.score_fit(feats, task)
         p1 = torch.sigmoid(net.decode(feats, t, 1, size=size))
         flip = torch.flip(decoder2(torch.flip(x, dims=[-1])), dims=[-1])
@@ -193,6 +235,9 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
     small = q > 0.5  # the mask at the decoders' native scale
     union = small | (q1 > 0.5)
     form = shape(small)
+    scan = x[0].numpy()
+    edges, expert_edges = edge(scan, mask), edge(scan, truth > 0)
+    m2 = (p2 > 0.5).float()
     features = {
         "log_area": float(np.log(small.mean() + 1e-4)),
         "inside": float(q[small].mean()) if small.any() else 0.0,
@@ -201,6 +246,7 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
         "task_fit": 1.0 if fit is None else float(fit[0]),
         **{k: form[k] for k in ("components", "largest", "ellipse", "extent", "on_edge")},
         "solidity": form["solidity"],
+        **dict(zip(EDGE, edges or [0.0] * len(EDGE), strict=True)),
     }
     return {
         "dice": dice(mask.astype(np.uint8), truth),
@@ -217,8 +263,12 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
         "narrow_band": -float(((q > 0.05) & (q < 0.95)).sum() / (small.sum() + 1)),
         "full_res": float(confidence_score(up(p2, (h, w)), up(mc_mean, (h, w)))[0]),
         "tempered": cs(torch.sigmoid(torch.logit(p2, eps=1e-6) / TEMPERATURE)),
+        "mc_spread": cs(m2 * (1 - spread) + (1 - m2) * spread),
+        "edge_typical": own,  # x the typicality, once every task's expert edges are known
         "click_head": cs(second),
         "features": features,
+        "edge": edges,
+        "expert_edge": expert_edges,
     }
 
 
@@ -294,6 +344,25 @@ def add_learnt(rows: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
         for t in tasks:
             for r, v in zip(rows["test"][t], full(inputs(rows["test"][t], t, tasks)), strict=True):
                 r[name] = float(v)
+
+
+def add_edge_typical(rows: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
+    """Multiply every row's edge_typical (own probabilities) by its edge's typicality: a
+    Gaussian of each task's expert-mask edge statistics on the train subset; a mask whose
+    Mahalanobis d² passes the experts' 95th percentile q95 gets exp(-(d² - q95) / q95)."""
+    for task in rows["train"]:
+        experts = np.array([r["expert_edge"] for r in rows["train"][task] if r["expert_edge"]])
+        mean = experts.mean(0)
+        inverse = np.linalg.inv(np.cov(experts.T) + 1e-6 * np.eye(len(EDGE)))
+
+        def d2(v: Any, mean: np.ndarray = mean, inverse: np.ndarray = inverse) -> float:
+            return float((np.asarray(v) - mean) @ inverse @ (np.asarray(v) - mean))
+
+        q95 = float(np.percentile([d2(e) for e in experts], 95))
+        for split in rows:
+            for r in rows[split][task]:
+                excess = 0.0 if r["edge"] is None else max(0.0, d2(r["edge"]) - q95)
+                r["edge_typical"] *= float(np.exp(-excess / q95))
 
 
 def interval(signal: list[float], dices: np.ndarray) -> list[float]:
@@ -420,6 +489,8 @@ def reading(doc: dict[str, Any]) -> str:
         ("learnt_mlp", "own", "Learnt (network) vs own"),
         ("tempered", "own", "Tempered vs own"),
         ("full_res", "mc_mean", "Full resolution vs the MC mean"),
+        ("mc_spread", "own", "MC spread vs own"),
+        ("edge_typical", "own", "Edge typicality vs own"),
     ):
         out.append(
             f" {what}, ρ change test / train: "
@@ -490,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             rows[split][task] = score_rows(predictor, task, choose(folder.samples(task, split)))
             print(split, task, len(rows[split][task]), flush=True)
+    add_edge_typical(rows)
     add_learnt(rows)
     sets = {split: {t: summarise(rows[split][t]) for t in tasks} for split in rows}
     doc = {
