@@ -1,9 +1,13 @@
 """Which order of the review queue teaches the model most? One table from simulate runs.
 
     propl simulate --data DATA --task thyroid_nodule --seed N \
-        --strategies uncertainty random error --out DIR/simulate-thyroid_nodule-seedN.json
-    python benchmarks/queue_order.py [--dir benchmarks/results/queue-order]
+        --strategies uncertainty random error \
+        --out benchmarks/results/simulate-thyroid_nodule-seedN.json    (seed 0: no suffix)
+    python benchmarks/queue_order.py [--dir DIR]
         (writes benchmarks/results/queue-order.md, or --out)
+
+The same per-seed results files as ``simulate_seeds.py`` (one run per seed serves both
+tables); ``--dir`` reads every ``simulate-TASK*.json`` of another folder instead.
 
 Strategies: ``uncertainty`` (the plugin's queue: least expected Dice first), ``error`` (most
 pixels expected wrong first, ``Prediction.expected_error``) and ``random``. A seed's strategies
@@ -23,7 +27,8 @@ import json
 import statistics
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "queue-order"
+from simulate_seeds import RESULTS, seed_files  # benchmarks/simulate_seeds.py
+
 ORDER = ("uncertainty", "error", "random")
 
 
@@ -95,13 +100,18 @@ def table(task: str, seeds: dict[int, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=RESULTS, help="the simulate results")
-    parser.add_argument("--out", type=Path, default=RESULTS.parent / "queue-order.md")
+    parser.add_argument(
+        "--dir", type=Path, help="a folder of simulate results (default: the seeds')"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "queue-order.md")
     parser.add_argument("--task", default="thyroid_nodule")
     args = parser.parse_args()
-    files = sorted(args.dir.glob(f"simulate-{args.task}*.json"))
+    if args.dir is None:
+        files, where = seed_files(args.task), RESULTS
+    else:
+        files, where = sorted(args.dir.glob(f"simulate-{args.task}*.json")), args.dir
     if not files:
-        raise SystemExit(f"no simulate-{args.task}*.json in {args.dir}")
+        raise SystemExit(f"no simulate-{args.task}*.json in {where}")
     seeds = merge([json.loads(f.read_text()) for f in files])
     args.out.write_text(table(args.task, seeds))
     print(args.out.read_text(), end="")
