@@ -226,9 +226,11 @@ class Predictor:
     def predict_encoded(
         self, features: list[Tensor], t: Tensor, size: tuple[int, int], threshold: float = 0.5
     ) -> Prediction:
-        """The :class:`Prediction` of frames already encoded (:meth:`encode`), ``t`` holding
-        one task's id per frame, at the frames' ``size`` ``(H, W)``: what :meth:`predict`
-        shows, without encoding again (one encoding can serve several tasks)."""
+        """The :class:`Prediction` of frames already encoded (:meth:`encode`) for one task,
+        ``t`` holding its id once per frame, at the frames' ``size`` ``(H, W)``: what
+        :meth:`predict` shows, without encoding again (one encoding can serve several tasks)."""
+        if t.numel() == 0 or bool((t != t[0]).any()):
+            raise ValueError(f"t must hold one task's id for every frame, got {t.tolist()}")
         h, w = size
         b = t.shape[0]
         prob, unc, belief = self._forward(features, t)

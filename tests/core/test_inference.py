@@ -85,6 +85,8 @@ def test_one_encoding_serves_every_task_as_predict_would(model):
     assert not np.allclose(  # the task ids decide: the two tasks' decoders differ
         predictor.predict(frames, "a").probability, predictor.predict(frames, "b").probability
     )
+    with pytest.raises(ValueError, match="one task"):  # the shape factor is one task's
+        predictor.predict_encoded(features, torch.tensor([0, 1]), (50, 30))
 
 
 def test_batching_does_not_change_results(model):
