@@ -51,3 +51,21 @@ def read_json_beside_weights(
         return path, json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable {what}: {exc}") from exc
+
+
+def beside_weights_header(doc: Any, kind: str, schema: int, what: str) -> tuple[dict, dict]:
+    """The ``tasks`` and ``metadata`` objects of a parsed JSON file beside a checkpoint's
+    weights (a ``what`` file: "task fit"), once its ``kind`` and ``schema`` are checked.
+
+    Raises:
+        ValueError: a wrong kind or schema, or ``tasks``/``metadata`` not objects (the caller
+            names the file).
+    """
+    if not isinstance(doc, dict) or doc.get("kind") != kind:
+        raise ValueError(f"not a {what} file (kind must be {kind!r})")
+    if doc.get("schema") != schema:
+        raise ValueError(f"schema {doc.get('schema')!r} is not {schema}")
+    tasks, metadata = doc.get("tasks"), doc.get("metadata", {})
+    if not isinstance(tasks, dict) or not isinstance(metadata, dict):
+        raise ValueError("'tasks' and 'metadata' must be objects")
+    return tasks, metadata

@@ -44,7 +44,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CheckpointError
-from .files import atomic_write_bytes, beside_weights, read_json_beside_weights
+from .files import (
+    atomic_write_bytes,
+    beside_weights,
+    beside_weights_header,
+    read_json_beside_weights,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -292,10 +297,7 @@ def task_fit_from_json(doc: Any, source: Path | None = None) -> TaskFit:
     """
     name = str(source or FILE_NAME)
     try:
-        if not isinstance(doc, dict) or doc.get("kind") != KIND:
-            raise ValueError(f"not a task fit file (kind must be {KIND!r})")
-        if doc.get("schema") != SCHEMA:
-            raise ValueError(f"schema {doc.get('schema')!r} is not {SCHEMA}")
+        tasks, metadata = beside_weights_header(doc, KIND, SCHEMA, "task fit")
         levels = doc.get("levels")
         if (
             not isinstance(levels, list)
@@ -305,9 +307,6 @@ def task_fit_from_json(doc: Any, source: Path | None = None) -> TaskFit:
             )
         ):
             raise ValueError("'levels' must be a list of encoder levels 0-3")
-        tasks, metadata = doc.get("tasks"), doc.get("metadata", {})
-        if not isinstance(tasks, dict) or not isinstance(metadata, dict):
-            raise ValueError("'tasks' and 'metadata' must be objects")
         stats = {str(t): _stats_from_json(s, f"task {t!r}") for t, s in tasks.items()}
     except ValueError as exc:
         raise CheckpointError(f"{name}: invalid task fit statistics: {exc}") from exc

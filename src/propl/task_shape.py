@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CheckpointError
-from .files import atomic_write_bytes, read_json_beside_weights
+from .files import atomic_write_bytes, beside_weights_header, read_json_beside_weights
 
 if TYPE_CHECKING:
     from .data.benchmark import ArraySet
@@ -179,13 +179,7 @@ def task_shapes_from_json(doc: Any, source: Path | None = None) -> TaskShapes:
     """
     name = str(source or FILE_NAME)
     try:
-        if not isinstance(doc, dict) or doc.get("kind") != KIND:
-            raise ValueError(f"not a task shape file (kind must be {KIND!r})")
-        if doc.get("schema") != SCHEMA:
-            raise ValueError(f"schema {doc.get('schema')!r} is not {SCHEMA}")
-        tasks, metadata = doc.get("tasks"), doc.get("metadata", {})
-        if not isinstance(tasks, dict) or not isinstance(metadata, dict):
-            raise ValueError("'tasks' and 'metadata' must be objects")
+        tasks, metadata = beside_weights_header(doc, KIND, SCHEMA, "task shape")
         floors: dict[str, float] = {}
         counts: dict[str, int] = {}
         for task, entry in tasks.items():
