@@ -24,7 +24,14 @@ decoder 2's probabilities ``p2`` against a belief, at the decoders' native 1/4 s
   map marks it?
 - the mask's edge as the scan shows it (contrast across the outline, inside, outside): own
   probabilities lowered where that edge is unlike the task's expert masks' (a mask stopping
-  at the wrong wall), and the same four statistics as features of the learnt estimators.
+  at the wrong wall), and the same four statistics as features of the learnt estimators;
+- the outline's typicality: how close the mask, moved to its centre and scaled by its size, is
+  to its nearest expert masks of the task (a richer shape than the ellipse fit, for a heart's
+  chambers and valve notches);
+- the neighbours' Dice: the true Dice the model scored on the train scans that look most like
+  this one to its encoder (scans like those it got wrong);
+- own probabilities softened to the task's calibrated temperature: the one at which the mean
+  confidence on the train subset equals the mean Dice there (the confidence read as a Dice).
 
 Beside each ρ over a task's scans it reports ρ within the 80 % best-segmented scans and
 within the rest: where in the range of Dice a signal's ranking is lost.
@@ -86,6 +93,25 @@ SIGNALS: dict[str, tuple[str, int]] = {
         "subset; beyond the experts' 95th percentile d², own x exp(-(d² - q95) / q95)",
         0,
     ),
+    "outline_typical": (
+        "own x how typical the outline is for the task: the mask sampled on a 32 x 32 grid "
+        "spanning its centre ± 2 sqrt(area) (position and size taken out, orientation kept: "
+        "ultrasound shows the probe at the top), its mean soft Dice with its 5 nearest expert "
+        "masks of the train subset; below the experts' 5th percentile (each against the other "
+        "experts), own x typicality / that floor",
+        0,
+    ),
+    "neighbour_dice": (
+        "the mean true Dice of the shown masks on the 10 train-subset scans nearest to this one "
+        "in pooled encoder features (standardised, 20 principal components; train rows leave "
+        "themselves out)",
+        0,
+    ),
+    "calibrated": (
+        "belief: p2 softened to the task's temperature T (grid 1-6) at which the mean of "
+        "confidence x shape factor on the train subset is nearest its mean Dice",
+        0,
+    ),
     "click_head": (
         "belief: the click head's mask from the shown mask with no click (a second opinion "
         "trained to correct it; it can reuse the frame's encoding, this script encodes again)",
@@ -127,6 +153,12 @@ FEATURES = (
 FOLDS = 5
 #: the tempered belief's temperature
 TEMPERATURE = 2.0
+#: the calibrated belief's candidate temperatures
+TEMPERATURES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
+#: the outline's canonical grid: GRID x GRID samples over its centre ± OUTLINE_SPAN sqrt(area)
+GRID, OUTLINE_SPAN, OUTLINE_NEAREST, OUTLINE_FLOOR = 32, 2.0, 5, 5.0
+#: the neighbours' Dice: this many nearest train scans, in this many principal components
+NEIGHBOURS, NEIGHBOUR_COMPONENTS = 10, 20
 #: the share of each task's scans, best segmented first, whose ranking is read on its own
 BULK = 0.8
 INTERVAL = 0.95  # bootstrap interval of each ρ
@@ -182,6 +214,21 @@ def edge(image: np.ndarray, mask: np.ndarray) -> list[float] | None:
     return [(m_in - m_out) / sd, (m_core - m_in) / sd, (m_core - mean) / sd, (m_out - mean) / sd]
 
 
+def outline(mask: np.ndarray) -> np.ndarray | None:
+    """The mask on the canonical ``GRID`` x ``GRID`` grid over its centre ± ``OUTLINE_SPAN``
+    sqrt(area) (bilinear, flattened), or None for a mask under 16 pixels."""
+    from scipy.ndimage import map_coordinates
+
+    m = mask.astype(np.float32)
+    n = float(m.sum())
+    if n < 16:
+        return None
+    r, c = np.nonzero(mask)
+    g = np.linspace(-OUTLINE_SPAN, OUTLINE_SPAN, GRID) * np.sqrt(n)
+    yy, xx = np.meshgrid(r.mean() + g, c.mean() + g, indexing="ij")
+    return np.asarray(map_coordinates(m, [yy, xx], order=1, mode="constant")).ravel()
+
+
 def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dict[str, float]:
     """The true Dice of the shown mask and every signal for one scan's first frame."""
     import torch
@@ -192,6 +239,7 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
     from propl.inference import frames_to_float
     from propl.interactive import Refiner
     from propl.metrics import dice
+    from propl.task_fit import pool_features
     from propl.uncertainty import confidence_score, mc_statistics, mc_uncertainty
 
     net, task_id = predictor.model, predictor.model.task_index(task)
@@ -213,6 +261,7 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
         mc_var = mc_statistics(net.mc_decoder1(feats, t, predictor.mc_samples, size=size))[1]
         spread = mc_uncertainty(mc_var)
         fit = predictor.score_fit(feats, task)
+        pooled = pool_features(feats, range(len(feats)))[0]
         p1 = torch.sigmoid(net.decode(feats, t, 1, size=size))
         flip = torch.flip(decoder2(torch.flip(x, dims=[-1])), dims=[-1])
         ph, pw = int(h * 0.1), int(w * 0.1)
@@ -223,7 +272,7 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
         gamma = decoder2(x.clamp(0, 1) ** 0.8)
         mask = (up(p2, (h, w)) > 0.5).numpy()[0, 0]
     factor = None if predictor.task_shape is None else predictor.task_shape.factor(mask, task)
-    outline = 1.0 if factor is None else float(factor[0])
+    outline_factor = 1.0 if factor is None else float(factor[0])
     second = torch.from_numpy(Refiner(predictor, frames[0], task).refine(mask, [])[1])
     second = F.interpolate(second[None, None], size=size, mode="area")
 
@@ -250,7 +299,7 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
     }
     return {
         "dice": dice(mask.astype(np.uint8), truth),
-        "shown": own * outline,
+        "shown": own * outline_factor,
         "mc_mean": cs(mc_mean),
         "own": own,
         "decoder1": cs(p1),
@@ -265,6 +314,16 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
         "tempered": cs(torch.sigmoid(torch.logit(p2, eps=1e-6) / TEMPERATURE)),
         "mc_spread": cs(m2 * (1 - spread) + (1 - m2) * spread),
         "edge_typical": own,  # x the typicality, once every task's expert edges are known
+        "outline_typical": own,  # x the typicality, once every task's expert outlines are known
+        "neighbour_dice": 0.0,  # once every train scan's Dice is known
+        "calibrated": 0.0,  # once the task's temperature is chosen
+        "tempered_grid": [
+            cs(torch.sigmoid(torch.logit(p2, eps=1e-6) / temp)) * outline_factor
+            for temp in TEMPERATURES
+        ],
+        "pooled": pooled,
+        "outline": outline(mask),
+        "expert_outline": outline(truth > 0),
         "click_head": cs(second),
         "features": features,
         "edge": edges,
@@ -363,6 +422,66 @@ def add_edge_typical(rows: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
             for r in rows[split][task]:
                 excess = 0.0 if r["edge"] is None else max(0.0, d2(r["edge"]) - q95)
                 r["edge_typical"] *= float(np.exp(-excess / q95))
+
+
+def add_outline_typical(rows: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
+    """Multiply every row's outline_typical (own probabilities) by its outline's typicality:
+    the mean soft Dice of its canonical outline with the ``OUTLINE_NEAREST`` nearest expert
+    outlines of the task's train subset (a train row's own expert left out), over the floor
+    (the experts' ``OUTLINE_FLOOR``-th percentile against each other), at most 1."""
+
+    def nearest(a: np.ndarray, bank: np.ndarray, skip: int | None) -> float:
+        d = 2 * (bank @ a) / (bank.sum(1) + a.sum() + 1e-6)
+        if skip is not None:
+            d[skip] = -1.0
+        return float(np.sort(d)[-OUTLINE_NEAREST:].mean())
+
+    for task, train in rows["train"].items():
+        keep = [i for i, r in enumerate(train) if r["expert_outline"] is not None]
+        bank = np.array([train[i]["expert_outline"] for i in keep])
+        floor = float(
+            np.percentile([nearest(bank[j], bank, j) for j in range(len(bank))], OUTLINE_FLOOR)
+        )
+        for split in rows:
+            for i, r in enumerate(rows[split][task]):
+                if r["outline"] is None:
+                    continue
+                own_expert = keep.index(i) if split == "train" and i in keep else None
+                r["outline_typical"] *= min(1.0, nearest(r["outline"], bank, own_expert) / floor)
+
+
+def add_neighbour_dice(rows: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
+    """Every row's neighbour_dice: the mean true Dice of the ``NEIGHBOURS`` train-subset scans of
+    its task nearest in pooled encoder features (standardised on the train subset, projected on
+    its ``NEIGHBOUR_COMPONENTS`` principal components); a train row leaves itself out."""
+    for task, train in rows["train"].items():
+        feats = np.array([r["pooled"] for r in train])
+        mean, sd = feats.mean(0), feats.std(0) + 1e-6
+        basis = np.linalg.svd((feats - mean) / sd, full_matrices=False)[2][:NEIGHBOUR_COMPONENTS]
+        bank = ((feats - mean) / sd) @ basis.T
+        dices = np.array([r["dice"] for r in train])
+        for split in rows:
+            for i, r in enumerate(rows[split][task]):
+                d2 = (((r["pooled"] - mean) / sd @ basis.T - bank) ** 2).sum(1)
+                if split == "train":
+                    d2[i] = np.inf
+                r["neighbour_dice"] = float(dices[np.argsort(d2)[:NEIGHBOURS]].mean())
+
+
+def add_calibrated(rows: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, float]:
+    """Every row's calibrated confidence: at the task's temperature, the one of
+    ``TEMPERATURES`` whose mean confidence on the train subset is nearest its mean Dice.
+    Returns task -> temperature."""
+    chosen: dict[str, float] = {}
+    for task, train in rows["train"].items():
+        grid = np.array([r["tempered_grid"] for r in train])
+        gap = np.abs(grid.mean(0) - np.mean([r["dice"] for r in train]))
+        k = int(gap.argmin())
+        chosen[task] = TEMPERATURES[k]
+        for split in rows:
+            for r in rows[split][task]:
+                r["calibrated"] = float(r["tempered_grid"][k])
+    return chosen
 
 
 def interval(signal: list[float], dices: np.ndarray) -> list[float]:
@@ -491,6 +610,9 @@ def reading(doc: dict[str, Any]) -> str:
         ("full_res", "mc_mean", "Full resolution vs the MC mean"),
         ("mc_spread", "own", "MC spread vs own"),
         ("edge_typical", "own", "Edge typicality vs own"),
+        ("outline_typical", "shown", "Outline typicality vs shown"),
+        ("neighbour_dice", "shown", "Neighbours' Dice vs shown"),
+        ("calibrated", "shown", "Calibrated temperature vs shown"),
     ):
         out.append(
             f" {what}, ρ change test / train: "
@@ -501,6 +623,11 @@ def reading(doc: dict[str, Any]) -> str:
             )
             + "."
         )
+    out.append(
+        " Calibrated temperatures (train subsets): "
+        + ", ".join(f"{t} {v:g}" for t, v in doc["calibrated_temperature"].items())
+        + "."
+    )
     out.append(
         f" How much the scans decide: {INTERVAL:.0%} bootstrap interval of the test ρ, shown "
         "(own probabilities): "
@@ -562,12 +689,16 @@ def main(argv: list[str] | None = None) -> int:
             rows[split][task] = score_rows(predictor, task, choose(folder.samples(task, split)))
             print(split, task, len(rows[split][task]), flush=True)
     add_edge_typical(rows)
+    add_outline_typical(rows)
+    add_neighbour_dice(rows)
+    temperatures = add_calibrated(rows)
     add_learnt(rows)
     sets = {split: {t: summarise(rows[split][t]) for t in tasks} for split in rows}
     doc = {
         "command": COMMAND,
         "target": TARGET,
         "train_scans": args.train_scans,
+        "calibrated_temperature": temperatures,
         "signals": {k: {"what": w, "extra_encoder_passes": e} for k, (w, e) in SIGNALS.items()},
         "sets": sets,
         "min": {
