@@ -31,7 +31,10 @@ decoder 2's probabilities ``p2`` against a belief, at the decoders' native 1/4 s
 - the neighbours' Dice: the true Dice the model scored on the train scans that look most like
   this one to its encoder (scans like those it got wrong);
 - own probabilities softened to the task's calibrated temperature: the one at which the mean
-  confidence on the train subset equals the mean Dice there (the confidence read as a Dice).
+  confidence on the train subset equals the mean Dice there (the confidence read as a Dice);
+- a learnt belief: a small convolutional head on decoder 2's last feature map and its logits,
+  trained (binary cross-entropy) to give the expert's mask on the train subsets: where does
+  the expert differ from a mask like this one?
 
 Beside each ρ over a task's scans it reports ρ within the 80 % best-segmented scans and
 within the rest: where in the range of Dice a signal's ranking is lost.
@@ -112,6 +115,14 @@ SIGNALS: dict[str, tuple[str, int]] = {
         "confidence x shape factor on the train subset is nearest its mean Dice",
         0,
     ),
+    "learnt_belief": (
+        "belief: a 4-layer convolutional head (32 channels, dilations 1, 2, 4) on decoder 2's "
+        "last feature map and logits at 1/4 scale, trained with binary cross-entropy to give "
+        "the expert's mask on the train subsets of every task (600 steps of 32); times the "
+        "shape factor; test rows from the head fitted on every train row, train rows out of "
+        "fold",
+        0,
+    ),
     "click_head": (
         "belief: the click head's mask from the shown mask with no click (a second opinion "
         "trained to correct it; it can reuse the frame's encoding, this script encodes again)",
@@ -128,7 +139,9 @@ SIGNALS: dict[str, tuple[str, int]] = {
         0,
     ),
 }
-LEARNT = ("learnt_linear", "learnt_mlp")
+LEARNT = ("learnt_linear", "learnt_mlp", "learnt_belief")
+#: the learnt belief's training: steps, batch, learning rate (one cycle)
+BELIEF_STEPS, BELIEF_BATCH, BELIEF_LR = 600, 32, 2e-3
 #: the mask's edge as the scan shows it, intensities over the scan's standard deviation: the
 #: band just inside the outline minus the band just outside; the core (inside the inner band)
 #: minus the inner band; the core and the outer band minus the scan's mean. Bands are 8 % of
@@ -257,6 +270,8 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
     with torch.inference_mode():
         feats, t = predictor.encode(x, task_id)
         size = (feats[0].shape[-2], feats[0].shape[-1])
+        logit2 = net.decode(feats, t, 2, size=size)
+        hidden = HIDDEN["decoder"]  # decoder 2's last feature map (the hook below)
         p2, _, mc_mean = predictor._forward(feats, t)
         mc_var = mc_statistics(net.mc_decoder1(feats, t, predictor.mc_samples, size=size))[1]
         spread = mc_uncertainty(mc_var)
@@ -322,6 +337,13 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
             for temp in TEMPERATURES
         ],
         "pooled": pooled,
+        "shape_factor": outline_factor,
+        "p2": p2[0].numpy(),
+        "belief_input": torch.cat([hidden[0], logit2[0] / 5]).half().numpy(),
+        "belief_target": F.interpolate(
+            torch.from_numpy((truth > 0).astype(np.float32))[None, None], size=size, mode="area"
+        )[0].numpy(),
+        "learnt_belief": 0.0,  # once the head is trained on the train rows
         "outline": outline(mask),
         "expert_outline": outline(truth > 0),
         "click_head": cs(second),
@@ -329,6 +351,91 @@ def score_scan(predictor: Any, image: Path, truth: np.ndarray, task: str) -> dic
         "edge": edges,
         "expert_edge": expert_edges,
     }
+
+
+HIDDEN: dict[str, Any] = {}
+
+
+def hook_decoders(net: Any) -> None:
+    """Keep each decoder's last feature map (its 1x1 head's input) in ``HIDDEN``."""
+    from propl.models.decoder import PromptedDecoder
+
+    def keep(module: Any, args: tuple[Any, ...]) -> None:
+        HIDDEN["decoder"] = args[0].detach()
+
+    for m in net.modules():
+        if isinstance(m, PromptedDecoder):
+            m.head.register_forward_pre_hook(keep)
+
+
+def belief_head(channels: int) -> Any:
+    from torch import nn
+
+    def conv(c_in: int, dilation: int) -> list[Any]:
+        return [nn.Conv2d(c_in, 32, 3, padding=dilation, dilation=dilation), nn.ReLU()]
+
+    return nn.Sequential(*conv(channels, 1), *conv(32, 2), *conv(32, 4), nn.Conv2d(32, 1, 1))
+
+
+def fit_belief(
+    x: np.ndarray, y: np.ndarray, steps: int = BELIEF_STEPS
+) -> Callable[[np.ndarray], Any]:
+    """Train the learnt belief's head on inputs ``x`` (N, C, h, w) and soft expert masks ``y``
+    (N, 1, h, w); returns inputs -> probabilities (a tensor)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    xs, ys = torch.from_numpy(x).float(), torch.from_numpy(y)
+    head = belief_head(xs.shape[1])
+    opt = torch.optim.AdamW(head.parameters(), BELIEF_LR / 2, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, BELIEF_LR, total_steps=steps)
+    draws = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        i = torch.randint(0, len(xs), (BELIEF_BATCH,), generator=draws)
+        loss = F.binary_cross_entropy_with_logits(head(xs[i]), ys[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+
+    def predict(x2: np.ndarray) -> Any:
+        with torch.no_grad():
+            return torch.sigmoid(head(torch.from_numpy(x2).float()))
+
+    return predict
+
+
+def add_learnt_belief(
+    rows: dict[str, dict[str, list[dict[str, Any]]]], steps: int = BELIEF_STEPS
+) -> None:
+    """Score every row's learnt_belief: confidence_score(p2, the head's belief) x shape factor;
+    the head is fitted on every train row for the test rows, out of fold for the train rows."""
+    import torch
+
+    from propl.uncertainty import confidence_score
+
+    def score(r: dict[str, Any], q: Any) -> float:
+        p2 = torch.from_numpy(r["p2"])[None]
+        return float(confidence_score(p2, q[None])[0]) * r["shape_factor"]
+
+    train = [r for t in rows["train"] for r in rows["train"][t]]
+    x = np.stack([r["belief_input"] for r in train])
+    y = np.stack([r["belief_target"] for r in train])
+    fold = np.random.default_rng(0).integers(0, FOLDS, len(train))
+    for k in range(FOLDS):
+        predict = fit_belief(x[fold != k], y[fold != k], steps)
+        for r, q in zip(
+            [r for r, f in zip(train, fold, strict=True) if f == k],
+            predict(x[fold == k]),
+            strict=True,
+        ):
+            r["learnt_belief"] = score(r, q)
+    predict = fit_belief(x, y, steps)
+    for task_rows in rows["test"].values():
+        beliefs = predict(np.stack([r["belief_input"] for r in task_rows]))
+        for r, q in zip(task_rows, beliefs, strict=True):
+            r["learnt_belief"] = score(r, q)
 
 
 def score_rows(predictor: Any, task: str, samples: list[Any]) -> list[dict[str, Any]]:
@@ -514,6 +621,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "dice_iqr": [round(float(q), 4) for q in np.percentile(dices, [25, 75])],
         "bulk_dice": [round(cut, 4), round(float(dices.max()), 4)],
         "spearman": {k: round(spearman([r[k] for r in rows], list(dices)), 4) for k in SIGNALS},
+        "mean": {k: round(float(np.mean([r[k] for r in rows])), 4) for k in SIGNALS},
         "spearman_bulk": {k: rho(k, bulk) for k in SIGNALS},
         "spearman_rest": {k: rho(k, ~bulk) for k in SIGNALS},
     }
@@ -613,6 +721,7 @@ def reading(doc: dict[str, Any]) -> str:
         ("outline_typical", "shown", "Outline typicality vs shown"),
         ("neighbour_dice", "shown", "Neighbours' Dice vs shown"),
         ("calibrated", "shown", "Calibrated temperature vs shown"),
+        ("learnt_belief", "shown", "Learnt belief vs shown"),
     ):
         out.append(
             f" {what}, ρ change test / train: "
@@ -623,6 +732,18 @@ def reading(doc: dict[str, Any]) -> str:
             )
             + "."
         )
+    out.append(
+        " Read as a Dice (mean over the test scans: true Dice / shown / calibrated / learnt "
+        "belief): "
+        + ", ".join(
+            f"{t} {100 * test[t]['mean_dice']:.1f} / "
+            + " / ".join(
+                f"{100 * test[t]['mean'][k]:.1f}" for k in ("shown", "calibrated", "learnt_belief")
+            )
+            for t in test
+        )
+        + "."
+    )
     out.append(
         " Calibrated temperatures (train subsets): "
         + ", ".join(f"{t} {v:g}" for t, v in doc["calibrated_temperature"].items())
@@ -673,6 +794,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     predictor = Predictor.from_checkpoint(resolve_model(None), device="cpu")
+    hook_decoders(predictor.model)
     folder = BenchmarkFolder(args.data)
     tasks = [t for t in folder.task_ids() if t in predictor.tasks]
     rng = np.random.default_rng(0)
@@ -693,6 +815,7 @@ def main(argv: list[str] | None = None) -> int:
     add_neighbour_dice(rows)
     temperatures = add_calibrated(rows)
     add_learnt(rows)
+    add_learnt_belief(rows)
     sets = {split: {t: summarise(rows[split][t]) for t in tasks} for split in rows}
     doc = {
         "command": COMMAND,

@@ -87,3 +87,38 @@ def test_calibrated_temperature_matches_the_mean_confidence_to_the_mean_dice(ben
     chosen = bench.add_calibrated(rows)
     assert chosen == {"t": bench.TEMPERATURES[want]}
     assert rows["test"]["t"][0]["calibrated"] == pytest.approx(grid[want] - 0.1)
+
+
+def test_learnt_belief_lowers_the_confidence_where_the_expert_differs_from_such_masks(bench):
+    """Train rows whose expert adds the region a feature channel marks: the head learns it, and a
+    test mask that leaves such a region out scores lower than one that does not."""
+    size = 12
+    mask = np.zeros((size, size), np.float32)
+    mask[3:9, 3:9] = 1
+    extra = np.zeros_like(mask)
+    extra[3:9, 9:12] = 1
+    p2 = np.where(mask > 0, 0.99, 0.01).astype(np.float32)[None]
+    logit = np.log(p2 / (1 - p2)) / 5
+
+    def row(marked: bool) -> dict:
+        hint = extra if marked else np.zeros_like(extra)
+        return {
+            "p2": p2,
+            "shape_factor": 1.0,
+            "belief_input": np.concatenate([hint[None], logit]).astype(np.float16),
+            "belief_target": np.maximum(mask, hint)[None],
+            "learnt_belief": 0.0,
+        }
+
+    rows = {
+        "train": {"t": [row(i % 2 == 0) for i in range(40)]},
+        "test": {"t": [row(False), row(True)]},
+    }
+    bench.add_learnt_belief(rows, steps=60)
+    plain, marked = (r["learnt_belief"] for r in rows["test"]["t"])
+    assert plain > 0.9 and marked < plain - 0.1
+    train = rows["train"]["t"]
+    assert all(0 < r["learnt_belief"] <= 1 for r in train)
+    assert np.mean([r["learnt_belief"] for r in train[::2]]) < np.mean(
+        [r["learnt_belief"] for r in train[1::2]]
+    )
