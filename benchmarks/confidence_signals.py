@@ -229,12 +229,15 @@ def edge(image: np.ndarray, mask: np.ndarray) -> list[float] | None:
 
 def outline(mask: np.ndarray) -> np.ndarray | None:
     """The mask on the canonical ``GRID`` x ``GRID`` grid over its centre ± ``OUTLINE_SPAN``
-    sqrt(area) (bilinear, flattened), or None for a mask under 16 pixels."""
+    sqrt(area) (bilinear, flattened), or None for a mask too small to judge (the task shape's
+    ``MIN_PIXELS``)."""
     from scipy.ndimage import map_coordinates
+
+    from propl.task_shape import MIN_PIXELS
 
     m = mask.astype(np.float32)
     n = float(m.sum())
-    if n < 16:
+    if n < MIN_PIXELS:
         return None
     r, c = np.nonzero(mask)
     g = np.linspace(-OUTLINE_SPAN, OUTLINE_SPAN, GRID) * np.sqrt(n)
@@ -388,7 +391,7 @@ def fit_belief(
     torch.manual_seed(0)
     xs, ys = torch.from_numpy(x).float(), torch.from_numpy(y)
     head = belief_head(xs.shape[1])
-    opt = torch.optim.AdamW(head.parameters(), BELIEF_LR / 2, weight_decay=1e-4)
+    opt = torch.optim.AdamW(head.parameters(), BELIEF_LR, weight_decay=1e-4)  # one cycle sets it
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, BELIEF_LR, total_steps=steps)
     draws = torch.Generator().manual_seed(0)
     for _ in range(steps):
@@ -545,6 +548,7 @@ def add_outline_typical(rows: dict[str, dict[str, list[dict[str, Any]]]]) -> Non
 
     for task, train in rows["train"].items():
         keep = [i for i, r in enumerate(train) if r["expert_outline"] is not None]
+        in_bank = {i: j for j, i in enumerate(keep)}  # train row -> its expert's place in bank
         bank = np.array([train[i]["expert_outline"] for i in keep])
         floor = float(
             np.percentile([nearest(bank[j], bank, j) for j in range(len(bank))], OUTLINE_FLOOR)
@@ -553,7 +557,7 @@ def add_outline_typical(rows: dict[str, dict[str, list[dict[str, Any]]]]) -> Non
             for i, r in enumerate(rows[split][task]):
                 if r["outline"] is None:
                     continue
-                own_expert = keep.index(i) if split == "train" and i in keep else None
+                own_expert = in_bank.get(i) if split == "train" else None
                 r["outline_typical"] *= min(1.0, nearest(r["outline"], bank, own_expert) / floor)
 
 

@@ -98,6 +98,14 @@ def _per_frame(attrs: dict[str, Any], key: str, frames: int) -> np.ndarray | Non
     return a.astype(np.float32)
 
 
+def _confidence(attrs: dict[str, Any], frames: int) -> np.ndarray:
+    """The per-frame confidence every prediction has (:func:`_per_frame`; missing: ValueError)."""
+    confidence = _per_frame(attrs, "confidence", frames)
+    if confidence is None:
+        raise ValueError("'confidence' is missing")
+    return confidence
+
+
 def _task_from_dict(d: dict[str, Any]) -> Task:
     return Task(**{k: d[k] for k in ("id", "organ", "target", "prompt", "colour") if k in d})
 
@@ -413,12 +421,12 @@ class Project:
             if a.shape != shape:
                 raise StoreError(f"{what} of shape {a.shape} does not fit scan {scan_id} {shape}")
         scores = {"confidence": confidence, "task_fit": task_fit, "shape_fit": shape_fit}
-        for key, value in scores.items():
-            try:
-                if _per_frame({key: value}, key, shape[0]) is None and key == "confidence":
-                    raise ValueError("'confidence' is missing")
-            except ValueError as exc:
-                raise StoreError(f"{key} for scan {scan_id}: {exc}") from exc
+        try:
+            _confidence(scores, shape[0])
+            for key in ("task_fit", "shape_fit"):
+                _per_frame(scores, key, shape[0])
+        except ValueError as exc:
+            raise StoreError(f"scan {scan_id}: {exc}") from exc
         arrays: dict[str, np.ndarray] = {
             "mask": np.asarray(mask, np.uint8),
             "uncertainty": np.asarray(uncertainty, np.float16),
@@ -445,13 +453,10 @@ class Project:
         def read(group: zarr.Group, path: str) -> StoredPrediction:
             attrs = _attrs(group)
             mask = self._array(scan_id, path, group, "mask")
-            confidence = _per_frame(attrs, "confidence", len(mask))
-            if confidence is None:
-                raise KeyError("confidence")
             return StoredPrediction(
                 mask=mask,
                 uncertainty=self._array(scan_id, path, group, "uncertainty"),
-                confidence=confidence,
+                confidence=_confidence(attrs, len(mask)),
                 model_version=str(attrs["model_version"]),
                 time=float(attrs["time"]),
                 task_fit=_per_frame(attrs, "task_fit", len(mask)),
@@ -466,10 +471,7 @@ class Project:
         frames = self._frame_shape(scan_id)[0]
 
         def read(group: zarr.Group, _path: str) -> float:
-            confidence = _per_frame(_attrs(group), "confidence", frames)
-            if confidence is None:
-                raise KeyError("confidence")
-            return float(np.mean(confidence))
+            return float(np.mean(_confidence(_attrs(group), frames)))
 
         return self._read_current(scan_id, "pred", task, read)
 
