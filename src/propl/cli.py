@@ -397,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
         "echo, found without labels) clicked with no task, so clicks work on structures no "
         "task taught (default 0.2)",
     )
+    r.add_argument(
+        "--zoomed-views",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also train on each frame cut to the window the refiner zooms into from the "
+        "second click (default: whole frames only)",
+    )
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     r.add_argument("--cache", type=Path, help="folder to keep the resized arrays between runs")
     r.add_argument(

@@ -489,6 +489,7 @@ def run_train_refine(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         box_rate=args.box_rate,
         generic_rate=args.generic_rate,
+        zoomed_views=args.zoomed_views,
         seed=args.seed,
     )
     cache = None if args.cache is None else str(args.cache)

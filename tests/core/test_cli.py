@@ -265,6 +265,23 @@ def test_the_refine_steps_default_is_the_cores():
     assert f"(default {RetrainConfig.refine_steps}; 0: leave the head as it is)" in text
 
 
+@pytest.mark.parametrize("views, more", [("--zoomed-views", True), ("--no-zoomed-views", False)])
+def test_train_refine_zoomed_views_add_the_refiners_windows(run_dir, folder, tmp_path, views, more):
+    """With --zoomed-views the head also trains on each train frame cut to the window the
+    refiner zooms into (the structures here are small, so nearly every frame has one); the
+    checkpoint records the setting."""
+    out = tmp_path / "head"
+    cmd = f"train-refine --data {folder} --model {run_dir / 'best'} --out {out}"
+    assert propl(f"{cmd} --steps 1 --batch-size 2 {views}") == 0
+    refine = json.loads((out / "model.json").read_text())["metadata"]["refine"]
+    assert refine["settings"]["zoomed_views"] is more
+    train_scans = 2 * 12  # two tasks, 12 train scans each
+    if more:
+        assert train_scans < refine["frames"] <= 2 * train_scans
+    else:
+        assert refine["frames"] == train_scans
+
+
 def test_train_refine_defaults_are_the_trainers():
     """`propl train-refine` with no options trains the head the way the shipped one was."""
     from propl.cli import build_parser
@@ -272,10 +289,12 @@ def test_train_refine_defaults_are_the_trainers():
 
     args = build_parser().parse_args(["train-refine", "--data", "d", "--out", "o"])
     config = RefineTrainConfig()
-    assert (args.steps, args.batch_size, args.box_rate, args.generic_rate, args.seed) == (
+    given = (args.steps, args.batch_size, args.box_rate, args.generic_rate, args.zoomed_views)
+    assert (*given, args.seed) == (
         config.steps,
         config.batch_size,
         config.box_rate,
         config.generic_rate,
+        config.zoomed_views,
         config.seed,
     )

@@ -60,6 +60,7 @@ class RefineTrainConfig:
     prompt_drop: float = 0.3
     box_rate: float = 0.25
     generic_rate: float = 0.2
+    zoomed_views: bool = False
     seed: int = 0
 
 
@@ -443,6 +444,8 @@ def train_refine_head(
     arrays = load_arrays(
         samples, size, model.tasks, cache_dir=Path(cache_dir) if cache_dir else None
     )
+    if config.zoomed_views:  # also each frame's window the refiner zooms into
+        arrays = with_zoomed_views(arrays)
     t0 = time.perf_counter()
     cache = cache_frames(model, arrays)
     seconds = time.perf_counter() - t0
