@@ -12,7 +12,8 @@
 # REFINE_STEPS=N trains N steps (default 3000), REFINE_BOX_RATE=F boxes that share of the
 # training frames (default 0.25), REFINE_GENERIC_RATE=F gives that share of the frames a region
 # of the frame itself as the object, with no task (default: the trainer's, 0.2),
-# REFINE_ZOOMED_VIEWS=1 also trains on each frame cut to the refiner's zoom window; CLICKS_LIMIT=N
+# REFINE_ZOOMED_VIEWS=0 trains on whole frames only (default: also each frame cut to the window
+# the refiner zooms into from the second click); CLICKS_LIMIT=N
 # benchmarks the first N test scans per set (the committed results: every test scan, ~5 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +23,8 @@ run=runs/refine
 steps=${REFINE_STEPS:-3000}
 box_rate=${REFINE_BOX_RATE:-0.25}
 generic_rate=${REFINE_GENERIC_RATE:-}
-views=()
-[[ "${REFINE_ZOOMED_VIEWS:-0}" == 1 ]] && views=(--zoomed-views)
+views=(--zoomed-views)
+[[ "${REFINE_ZOOMED_VIEWS:-1}" == 0 ]] && views=(--no-zoomed-views)
 make -s env
 mkdir -p "$run"
 rm -rf "$run/base" && cp -r src/propl/weights/universal "$run/base"  # the model as shipped now
@@ -31,6 +32,11 @@ nice -n 5 .venv/bin/propl train-refine --data "$data" --model "$run/base" --out 
   --steps "$steps" --box-rate "$box_rate" ${generic_rate:+--generic-rate "$generic_rate"} \
   "${views[@]}" --seed 0 --cache .cache/arrays
 .venv/bin/propl pack "$run/head" --out "$run/packed" --version universal-192-s0
+# the files beside the weights (task fit, task shape) describe the encoder, decoders and expert
+# masks, which the head's training leaves as they are: the packed model keeps them
+for side in "$run"/base/*.json; do
+  [[ $(basename "$side") == model.json ]] || cp "$side" "$run/packed/"
+done
 nice -n 5 .venv/bin/python benchmarks/clicks.py --data "$data" --new-task "$new" \
   --model "$run/packed" --baseline "$run/base" ${CLICKS_LIMIT:+--limit "$CLICKS_LIMIT"} \
   --out "$run/clicks"

@@ -400,9 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--zoomed-views",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=True,
         help="also train on each frame cut to the window the refiner zooms into from the "
-        "second click (default: whole frames only)",
+        "second click (default: on; --no-zoomed-views: whole frames only)",
     )
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     r.add_argument("--cache", type=Path, help="folder to keep the resized arrays between runs")

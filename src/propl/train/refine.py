@@ -60,7 +60,7 @@ class RefineTrainConfig:
     prompt_drop: float = 0.3
     box_rate: float = 0.25
     generic_rate: float = 0.2
-    zoomed_views: bool = False
+    zoomed_views: bool = True
     seed: int = 0
 
 
