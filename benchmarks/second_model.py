@@ -1,7 +1,7 @@
 """Second model: does a second, independently trained network see the errors the shipped one
 cannot see in itself?
 
-    benchmarks/second_model.sh [DATA]    (trains the second model, ~25 min on a 2-core CPU)
+    benchmarks/second_model.sh [DATA]    (trains the second model, ~20 min on a 2-core CPU)
     python benchmarks/second_model.py --second runs/second-model/best [--data DATA]
 
 Two networks trained on the same scans from different seeds (a deep ensemble of two) disagree

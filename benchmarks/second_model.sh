@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train a second universal model like the shipped one (benchmarks/shipped_model.sh) from seed 1
-# (~25 min on a 2-core CPU; resumable), then score how its disagreement with the shipped model
+# (~20 min on a 2-core CPU; resumable), then score how its disagreement with the shipped model
 # ranks the test scans.
 #   benchmarks/second_model.sh [DATA]
 # Writes runs/second-model/ (git-ignored), benchmarks/results/second-model.json and .md.
