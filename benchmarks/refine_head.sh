@@ -32,11 +32,6 @@ nice -n 5 .venv/bin/propl train-refine --data "$data" --model "$run/base" --out 
   --steps "$steps" --box-rate "$box_rate" ${generic_rate:+--generic-rate "$generic_rate"} \
   "${views[@]}" --seed 0 --cache .cache/arrays
 .venv/bin/propl pack "$run/head" --out "$run/packed" --version universal-192-s0
-# the files beside the weights (task fit, task shape) describe the encoder, decoders and expert
-# masks, which the head's training leaves as they are: the packed model keeps them
-for side in "$run"/base/*.json; do
-  [[ $(basename "$side") == model.json ]] || cp "$side" "$run/packed/"
-done
 nice -n 5 .venv/bin/python benchmarks/clicks.py --data "$data" --new-task "$new" \
   --model "$run/packed" --baseline "$run/base" ${CLICKS_LIMIT:+--limit "$CLICKS_LIMIT"} \
   --out "$run/clicks"

@@ -88,6 +88,30 @@ def save_checkpoint(
     return weights
 
 
+def keep_side_files(source: str | Path, directory: str | Path) -> list[Path]:
+    """Copy the files beside ``source``'s weights that describe its encoder, decoders and
+    tasks (task fit statistics, task shape floors) to ``directory``, each checked on the way.
+    For a checkpoint saved from ``source`` with those parts as they were: a new click head,
+    a cast to float16. Returns the files written.
+
+    Raises:
+        CheckpointError: a side file of ``source`` is unreadable or invalid (it names it).
+    """
+    from .files import beside_weights
+    from .task_fit import FILE_NAME as FIT_FILE
+    from .task_fit import load_task_fit
+    from .task_shape import FILE_NAME as SHAPE_FILE
+    from .task_shape import load_task_shapes
+
+    loaders = ((FIT_FILE, load_task_fit), (SHAPE_FILE, load_task_shapes))
+    names = [name for name, load in loaders if load(source) is not None]  # all checked first
+    for name in names:
+        atomic_write_bytes(
+            beside_weights(directory, name), beside_weights(source, name).read_bytes()
+        )
+    return [beside_weights(directory, name) for name in names]
+
+
 def _resolve(path: str | Path) -> tuple[Path, Path]:
     p = Path(path)
     if p.suffix.lower() in PICKLE_SUFFIXES:

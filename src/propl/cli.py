@@ -416,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pack",
         help="store a checkpoint in half precision (the shipped model's format)",
         description="Cast a checkpoint's floating weights to float16 (safetensors + JSON): "
-        "half the size, same predictions up to rounding.",
+        "half the size, same predictions up to rounding. The task fit and task shape files beside "
+        "the weights come along.",
     )
     k.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. RUN/best")
     k.add_argument("--out", required=True, type=Path, help="folder to write")

@@ -503,7 +503,7 @@ def run_train_refine(args: argparse.Namespace) -> int:
 def run_pack(args: argparse.Namespace) -> int:
     import torch
 
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .checkpoint import keep_side_files, load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
     metadata = ckpt.metadata | {
@@ -512,7 +512,10 @@ def run_pack(args: argparse.Namespace) -> int:
         "dtype": "float16",
     }
     weights = save_checkpoint(ckpt.model, args.out, metadata, dtype=torch.float16)
+    kept = [p.name for p in keep_side_files(args.checkpoint, args.out)]
     print(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB, float16)")
+    if kept:
+        print(f"kept {', '.join(kept)} beside it")
     return 0
 
 

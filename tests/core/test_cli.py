@@ -282,6 +282,47 @@ def test_train_refine_zoomed_views_add_the_refiners_windows(run_dir, folder, tmp
         assert refine["frames"] == train_scans
 
 
+@pytest.fixture
+def with_side_files(run_dir, tmp_path):
+    """The trained run's checkpoint with task shape floors and task fit statistics beside it."""
+    import shutil
+
+    from propl.inference import resolve_model
+    from propl.task_shape import fit_shapes
+
+    source = tmp_path / "source"
+    shutil.copytree(run_dir / "best", source)
+    yy, xx = np.mgrid[:32, :32]
+    discs = [((yy - 16) ** 2 + (xx - 16) ** 2 < r * r).astype(np.uint8) for r in range(5, 15)]
+    fit_shapes({"bright_blob": discs}).save(source)
+    shutil.copy(resolve_model(None) / "task_fit.json", source / "task_fit.json")
+    return source
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "pack {src} --out {out}",
+        "train-refine --data {data} --model {src} --out {out} --steps 1 --batch-size 2",
+    ],
+)
+def test_pack_and_train_refine_keep_the_side_files(with_side_files, folder, tmp_path, command):
+    """Packing and a new click head leave the encoder and decoders as they were, so the task
+    fit statistics and shape floors that describe them come along, byte for byte."""
+    out = tmp_path / "out"
+    cmd = command.format(src=with_side_files, out=out, data=folder)
+    assert propl(cmd) == 0
+    for name in ("task_fit.json", "task_shape.json"):
+        assert (out / name).read_bytes() == (with_side_files / name).read_bytes()
+
+
+def test_pack_refuses_a_damaged_side_file_and_names_it(with_side_files, tmp_path, capsys):
+    (with_side_files / "task_shape.json").write_text("{not json")
+    assert propl(f"pack {with_side_files} --out {tmp_path / 'out'}") != 0
+    assert "task_shape.json" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "task_shape.json").exists()
+
+
 def test_train_refine_defaults_are_the_trainers():
     """`propl train-refine` with no options trains the head the way the shipped one was."""
     from propl.cli import build_parser

@@ -427,7 +427,7 @@ def train_refine_head(
     """
     from pathlib import Path
 
-    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..checkpoint import keep_side_files, load_checkpoint, save_checkpoint
     from ..data.benchmark import BenchmarkFolder, load_arrays
     from ..inference import resolve_model
 
@@ -458,6 +458,7 @@ def train_refine_head(
     summary = RefineTrainer(model, cache, config).fit(progress)
     summary |= {"from": str(path), "data": str(folder.root), "tasks": tasks}
     save_checkpoint(model, out, ckpt.metadata | {"refine": summary})
+    keep_side_files(path, out)  # the encoder and decoders they describe are unchanged
     log(f"wrote {out}")
     return summary
 
