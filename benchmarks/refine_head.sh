@@ -12,9 +12,10 @@
 # REFINE_STEPS=N trains N steps (default 3000), REFINE_BOX_RATE=F boxes that share of the
 # training frames (default 0.25), REFINE_GENERIC_RATE=F gives that share of the frames a region
 # of the frame itself as the object, with no task (default: the trainer's, 0.2),
-# REFINE_ZOOMED_VIEWS=0 trains on whole frames only (default: also each frame cut to the window
-# the refiner zooms into from the second click); CLICKS_LIMIT=N
-# benchmarks the first N test scans per set (the committed results: every test scan, ~5 min).
+# REFINE_MAX_ROUNDS=N lets the head run up to N click rounds on its own output before the round
+# it learns from (default: the trainer's, 3), REFINE_ZOOMED_VIEWS=0 trains on whole frames only
+# (default: also each frame cut to the window the refiner zooms into from the second click);
+# CLICKS_LIMIT=N benchmarks the first N test scans per set (the committed results: every test scan, ~5 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-${PROPL_DATA:-../shared/datasets/us-universal}}
@@ -23,6 +24,7 @@ run=runs/refine
 steps=${REFINE_STEPS:-3000}
 box_rate=${REFINE_BOX_RATE:-0.25}
 generic_rate=${REFINE_GENERIC_RATE:-}
+max_rounds=${REFINE_MAX_ROUNDS:-}
 views=(--zoomed-views)
 [[ "${REFINE_ZOOMED_VIEWS:-1}" == 0 ]] && views=(--no-zoomed-views)
 make -s env
@@ -30,6 +32,7 @@ mkdir -p "$run"
 rm -rf "$run/base" && cp -r src/propl/weights/universal "$run/base"  # the model as shipped now
 nice -n 5 .venv/bin/propl train-refine --data "$data" --model "$run/base" --out "$run/head" \
   --steps "$steps" --box-rate "$box_rate" ${generic_rate:+--generic-rate "$generic_rate"} \
+  ${max_rounds:+--max-rounds "$max_rounds"} \
   "${views[@]}" --seed 0 --cache .cache/arrays
 .venv/bin/propl pack "$run/head" --out "$run/packed" --version universal-192-s0
 nice -n 5 .venv/bin/python benchmarks/clicks.py --data "$data" --new-task "$new" \

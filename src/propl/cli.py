@@ -398,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
         "task taught (default 0.2)",
     )
     r.add_argument(
+        "--max-rounds",
+        type=int,
+        default=3,
+        help="most click rounds the head runs on its own output before the round it learns "
+        "from, so it learns to use later clicks (default 3)",
+    )
+    r.add_argument(
         "--zoomed-views",
         action=argparse.BooleanOptionalAction,
         default=True,

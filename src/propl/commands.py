@@ -489,6 +489,7 @@ def run_train_refine(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         box_rate=args.box_rate,
         generic_rate=args.generic_rate,
+        max_rounds=args.max_rounds,
         zoomed_views=args.zoomed_views,
         seed=args.seed,
     )

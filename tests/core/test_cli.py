@@ -330,12 +330,13 @@ def test_train_refine_defaults_are_the_trainers():
 
     args = build_parser().parse_args(["train-refine", "--data", "d", "--out", "o"])
     config = RefineTrainConfig()
-    given = (args.steps, args.batch_size, args.box_rate, args.generic_rate, args.zoomed_views)
-    assert (*given, args.seed) == (
+    given = (args.steps, args.batch_size, args.box_rate, args.generic_rate, args.max_rounds)
+    assert (*given, args.zoomed_views, args.seed) == (
         config.steps,
         config.batch_size,
         config.box_rate,
         config.generic_rate,
+        config.max_rounds,
         config.zoomed_views,
         config.seed,
     )
