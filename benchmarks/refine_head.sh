@@ -9,11 +9,11 @@
 #   benchmarks/refine_head.sh [DATA] [NEW]   (2-core CPU: ~4 min encoding + ~0.3 s per step
 #   alone, more on a shared machine; the benchmark ~0.5 s per scan and start; run it alone: it times
 #   the clicks)
-# REFINE_STEPS=N trains N steps (default 3000), REFINE_BOX_RATE=F boxes that share of the
+# REFINE_STEPS=N trains N steps (default 6000), REFINE_BOX_RATE=F boxes that share of the
 # training frames (default 0.25), REFINE_GENERIC_RATE=F gives that share of the frames a region
 # of the frame itself as the object, with no task (default: the trainer's, 0.2),
 # REFINE_MAX_ROUNDS=N lets the head run up to N click rounds on its own output before the round
-# it learns from (default: the trainer's, 3), REFINE_ZOOMED_VIEWS=0 trains on whole frames only
+# it learns from (default: the trainer's, 6), REFINE_ZOOMED_VIEWS=0 trains on whole frames only
 # (default: also each frame cut to the window the refiner zooms into from the second click);
 # CLICKS_LIMIT=N benchmarks the first N test scans per set (the committed results: every test scan, ~5 min).
 set -euo pipefail
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 data=${1:-${PROPL_DATA:-../shared/datasets/us-universal}}
 new=${2:-../shared/datasets/us-new-task-dev}
 run=runs/refine
-steps=${REFINE_STEPS:-3000}
+steps=${REFINE_STEPS:-6000}
 box_rate=${REFINE_BOX_RATE:-0.25}
 generic_rate=${REFINE_GENERIC_RATE:-}
 max_rounds=${REFINE_MAX_ROUNDS:-}

@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", required=True, type=Path, help="us-universal-style data folder")
     r.add_argument("--model", default="shipped", help="checkpoint folder (default: shipped)")
     r.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
-    r.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
+    r.add_argument("--steps", type=int, default=6000, help="training steps (default 6000)")
     r.add_argument("--batch-size", type=int, default=16, help="frames per step (default 16)")
     r.add_argument(
         "--box-rate",
@@ -400,9 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--max-rounds",
         type=int,
-        default=3,
+        default=6,
         help="most click rounds the head runs on its own output before the round it learns "
-        "from, so it learns to use later clicks (default 3)",
+        "from, so it learns to use later clicks (default 6)",
     )
     r.add_argument(
         "--zoomed-views",

@@ -49,6 +49,19 @@ def test_shipped_model_is_small_fp16_and_knows_the_five_tasks() -> None:
     assert predictor.version and predictor.version != "universal"  # a real version name
 
 
+def test_shipped_click_head_is_what_train_refine_trains_by_default() -> None:
+    """The shipped head is reproducible by the committed command: `propl train-refine` with
+    no options (as benchmarks/refine_head.sh runs it) trains with the settings it records."""
+    from dataclasses import asdict
+
+    from propl.train.refine import RefineTrainConfig
+
+    shipped = default_model_path()
+    assert shipped is not None
+    meta = json.loads((shipped / "model.json").read_text())["metadata"]
+    assert meta["refine"]["settings"] == asdict(RefineTrainConfig())
+
+
 def test_resolve_model_defaults_to_the_shipped_one(tmp_path, monkeypatch) -> None:
     from propl import inference
 

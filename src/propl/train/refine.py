@@ -51,11 +51,11 @@ from ..models.refine import RefineConfig, click_maps
 class RefineTrainConfig:
     """Settings of :class:`RefineTrainer` (saved in the checkpoint's metadata)."""
 
-    steps: int = 3000
+    steps: int = 6000
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    max_rounds: int = 3
+    max_rounds: int = 6
     empty_start: float = 0.4
     prompt_drop: float = 0.3
     box_rate: float = 0.25
