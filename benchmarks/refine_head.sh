@@ -6,16 +6,16 @@
 # automatic segmentation is bit-identical to the shipped model's, the weights stay <= 15 MB
 # and the clicks are no worse than the committed results' (NoC@90 from the pseudo-label and
 # NoC@85 from an empty mask, means over the five tasks).
-#   benchmarks/refine_head.sh [DATA] [NEW]   (2-core CPU: ~4 min encoding + ~0.3 s per step
-#   alone, more on a shared machine; the benchmark ~0.5 s per scan and start; run it alone: it times
-#   the clicks)
+#   benchmarks/refine_head.sh [DATA] [NEW]   (2-core CPU: ~1 min encoding + ~0.2 s per step
+#   alone, more on a shared machine; the benchmark ~6 min; run it alone: it times the clicks)
 # REFINE_STEPS=N trains N steps (default 6000), REFINE_BOX_RATE=F boxes that share of the
 # training frames (default 0.25), REFINE_GENERIC_RATE=F gives that share of the frames a region
 # of the frame itself as the object, with no task (default: the trainer's, 0.2),
 # REFINE_MAX_ROUNDS=N lets the head run up to N click rounds on its own output before the round
 # it learns from (default: the trainer's, 6), REFINE_ZOOMED_VIEWS=0 trains on whole frames only
 # (default: also each frame cut to the window the refiner zooms into from the second click);
-# CLICKS_LIMIT=N benchmarks the first N test scans per set (the committed results: every test scan, ~5 min).
+# CLICKS_LIMIT=N benchmarks the first N test scans per set (the committed results: every test
+# scan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-${PROPL_DATA:-../shared/datasets/us-universal}}

@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from propl.data.benchmark import BenchmarkFolder
     from propl.inference import Predictor, resolve_model
-    from propl.results import provenance, write_json
+    from propl.results import provenance, write_results
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -205,9 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["signals"] = SIGNALS
     doc["seconds"] = round(time.perf_counter() - t0, 1)
     doc["provenance"] = provenance()
-    write_json(args.out, doc)
-    args.out.with_suffix(".md").write_text(table(doc))
-    print(table(doc))
+    print(write_results(args.out.with_suffix(""), doc, table(doc)))
     return 0
 
 
