@@ -398,6 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
         "task taught (default 0.2)",
     )
     r.add_argument(
+        "--generic-prior",
+        type=float,
+        help="share of those region frames that start from a rough mask of the region "
+        "(grown, shrunk, spilling over or missing a part) instead of an empty one, so a mask "
+        "brushed around a structure no task taught is kept and tightened by clicks, not erased "
+        "(default: the trainer's)",
+    )
+    r.add_argument(
         "--max-rounds",
         type=int,
         default=6,

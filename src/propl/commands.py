@@ -484,6 +484,7 @@ def run_train_refine(args: argparse.Namespace) -> int:
     # every core unless the environment says how many (OMP_NUM_THREADS on a shared machine)
     given = os.environ.get("OMP_NUM_THREADS", "")
     torch.set_num_threads(int(given) if given.isdigit() and int(given) > 0 else os.cpu_count() or 1)
+    given_prior = {} if args.generic_prior is None else {"generic_prior": args.generic_prior}
     config = RefineTrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -492,6 +493,7 @@ def run_train_refine(args: argparse.Namespace) -> int:
         max_rounds=args.max_rounds,
         zoomed_views=args.zoomed_views,
         seed=args.seed,
+        **given_prior,
     )
     cache = None if args.cache is None else str(args.cache)
     log = functools.partial(print, flush=True)

@@ -311,6 +311,44 @@ def test_generic_objects_are_unlabelled_structures_clicked_with_no_task(
     assert off.regions is None  # no labels-free regions unless asked for
 
 
+def test_generic_objects_can_start_from_a_rough_mask_of_the_region(
+    rng: np.random.Generator,
+) -> None:
+    """A mask brushed around a structure no task taught must be kept and tightened, not erased:
+    with ``generic_prior`` 1 the region objects start from a rough mask of the region (it
+    overlaps the region, and is not always the region itself), never from nothing."""
+    from propl.train.refine import rough_prior
+
+    labels = np.zeros((40, 40), np.int32)
+    labels[10:20, 10:20] = 1  # the object
+    labels[10:20, 20:26] = 2  # a smaller neighbour it may spill into
+    labels[30:40, :] = 3  # a large neighbour it may not
+    region = labels == 1
+    shapes = set()
+    for seed in range(40):
+        prior = rough_prior(region, labels, np.random.default_rng(seed))
+        iou = (prior & region).sum() / (prior | region).sum()
+        assert prior.any() and iou > 0.3, seed
+        assert not (prior & (labels == 3)).any()  # never spills into a region over twice its size
+        shapes.add(prior.tobytes())
+    assert len(shapes) > 5  # grown, shrunk, spilled, cut: rough in many ways
+
+    data = blobs(4, rng)
+    model = tiny()
+    cache = cache_frames(model, data)
+    config = RefineTrainConfig(steps=2, batch_size=4, generic_rate=1, generic_prior=1)
+    trainer = RefineTrainer(model, cache, config)
+    idx = torch.arange(4)
+    truth, keep = cache.truth[idx].float().clone(), torch.ones(4)
+    pseudo = cache.pseudo[idx].float().clone()
+    trainer._swap_generic(idx, truth, keep, pseudo)
+    assert keep.sum() == 0
+    for b in range(4):
+        t, p = truth[b, 0] > 0.5, pseudo[b, 0] > 0.5
+        assert p.any() and (t & p).sum() > 0.3 * (t | p).sum()
+    assert np.isfinite(trainer.fit()["final_loss"])
+
+
 def test_tuning_sees_each_corrected_frame_also_as_the_window_the_refiner_zooms_into() -> None:
     """A head tuned on whole frames only clicks worse zoomed in, and the plugin zooms in from
     the second click: the tuning (and its held-back judgement) add each frame's zoom window."""

@@ -18,8 +18,13 @@ Each step (:meth:`RefineTrainer.step`), for a batch of frames:
 The task prompt is dropped for some frames, so the head also works with no task (``None``).
 For a share of the frames (``generic_rate``) the object is not the task's structure but a
 region of the frame itself (:func:`frame_regions`: a patch of similar echo, found without any
-label), clicked from an empty mask with no prompt: the head learns to follow clicks on
-structures no task taught it, instead of marking nothing where it sees no structure it knows.
+label), with no prompt: the head learns to follow clicks on structures no task taught it,
+instead of marking nothing where it sees no structure it knows. Most of those start from an
+empty mask; a ``generic_prior`` share start from a rough mask of the region
+(:func:`rough_prior`: grown or shrunk, spilling into a neighbouring region or missing a part),
+so the head also learns to keep and tighten a mask the annotator brushed, or another model
+drew, around a structure it does not know, where it would otherwise erase it as it erases its
+own false positives.
 
 Project retraining tunes the head on the annotator's confirmed corrections
 (:func:`tune_on_corrections`): a short run from where the head is, kept only if clicking on
@@ -60,6 +65,7 @@ class RefineTrainConfig:
     prompt_drop: float = 0.3
     box_rate: float = 0.25
     generic_rate: float = 0.2
+    generic_prior: float = 0.0
     zoomed_views: bool = True
     seed: int = 0
 
@@ -103,6 +109,37 @@ def generic_object(
     if len(ok) == 0:
         return None
     return ndimage.binary_fill_holes(labels == int(rng.choice(ok)))
+
+
+def rough_prior(region: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A rough mask of ``region`` (boolean, from :func:`generic_object`), as a quick brush
+    outline or another model leaves it, one of: spilling into a neighbouring region of
+    ``labels`` no larger than twice the region; missing the part beyond a random line (keeping
+    60-90 % of it); grown or shrunk by up to a quarter of the region's equivalent radius (at
+    least a pixel, never to nothing) or left as it is."""
+    mask = region.copy()
+    draw = rng.random()
+    if draw < 0.3:
+        ring = ndimage.binary_dilation(mask) & ~mask
+        near = [k for k in np.unique(labels[ring]) if (labels == k).sum() <= 2 * mask.sum()]
+        if near:
+            mask |= ndimage.binary_fill_holes(labels == int(rng.choice(near)))
+    elif draw < 0.5:
+        ys, xs = np.nonzero(mask)
+        angle = rng.uniform(0, 2 * np.pi)
+        along = ys * np.cos(angle) + xs * np.sin(angle)
+        kept = along <= np.quantile(along, rng.uniform(0.6, 0.9))
+        mask = np.zeros_like(mask)
+        mask[ys[kept], xs[kept]] = True
+    else:
+        most = max(1, round(0.25 * float(np.sqrt(region.sum() / np.pi))))
+        k = int(rng.integers(-most, most + 1))
+        if k > 0:
+            mask = ndimage.distance_transform_edt(~mask) <= k
+        elif k < 0:
+            shrunk = ndimage.distance_transform_edt(mask) > -k
+            mask = shrunk if shrunk.any() else mask
+    return mask
 
 
 RETRAIN_STEPS = 100
@@ -300,7 +337,9 @@ class RefineTrainer:
 
     def _swap_generic(self, idx: Tensor, truth: Tensor, keep: Tensor, pseudo: Tensor) -> None:
         """For a ``generic_rate`` share of the batch, in place: a region of the frame as the
-        object (:func:`generic_object`), no prompt and an empty start."""
+        object (:func:`generic_object`), no prompt, and as the start an empty mask or, for a
+        ``generic_prior`` share, a rough mask of the region (:func:`rough_prior`; the start
+        can still be emptied by :meth:`_start_masks`)."""
         if self.regions is None or self._small is None:
             return
         for b, i in enumerate(idx.tolist()):
@@ -312,6 +351,9 @@ class RefineTrainer:
             truth[b, 0] = torch.from_numpy(region.astype(np.float32))
             keep[b] = 0.0
             pseudo[b] = 0.0
+            if self.config.generic_prior > 0 and self.rng.random() < self.config.generic_prior:
+                prior = rough_prior(region, self.regions[i], self.rng)
+                pseudo[b, 0] = torch.from_numpy(prior.astype(np.float32))
 
     def _first_clicks(self, mask: Tensor, truth: np.ndarray) -> list[list[tuple[int, int, float]]]:
         clicks: list[list[tuple[int, int, float]]] = []
