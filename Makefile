@@ -2,7 +2,7 @@
 #   make env        create .venv and install the package editable with the dev extras
 #   make test       import contract, manifest check, fast tests (what CI runs); installs
 #                   Xvfb and Qt's libraries first when missing (.ci/system-deps)
-#   make test-slow  tests that need the real us-universal data or long runs
+#   make test-slow  tests that need the real data (us-universal, us-new-task-dev) or long runs
 #   make lint       ruff check + format check + mypy on the core
 #   make demo       napari + sample echo cine segmented (headless: files in demo-output/)
 #   make clean      remove build outputs and caches (make distclean also removes .venv)

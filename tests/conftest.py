@@ -40,6 +40,20 @@ def data_root() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def new_task_root() -> Path:
+    """The us-new-task-dev folder (a structure the shipped model never saw).
+
+    ``$PROPL_NEW_TASK_DATA`` if set, else ``<repo>/../shared/datasets/us-new-task-dev``; tests
+    that use it skip cleanly when the folder is absent.
+    """
+    default = REPO_ROOT.parent / "shared" / "datasets" / "us-new-task-dev"
+    root = Path(os.environ.get("PROPL_NEW_TASK_DATA", default))
+    if not root.is_dir():
+        pytest.skip(f"us-new-task-dev data not found at {root} (set PROPL_NEW_TASK_DATA)")
+    return root
+
+
 @pytest.fixture(scope="module")
 def load_benchmark():  # type: ignore[no-untyped-def]
     """Load a script of ``benchmarks/`` (scripts, not part of the package) as a module by its
