@@ -219,9 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--refine-steps",
         type=int,
-        help="--project: steps the click refinement head then trains on the confirmed "
-        "corrections, kept only if the held-back ones click no worse (default 100; 0: leave "
-        "the head as it is)",
+        help="steps the click refinement head then trains on the confirmed corrections "
+        "(--project) or the labelled scans (--data, for the best and last checkpoints), kept "
+        "only if the held-back corrections or validation scans click no worse (default 100; "
+        "0: leave the head as it is)",
     )
     t.add_argument(
         "--no-promote",

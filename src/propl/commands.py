@@ -173,11 +173,48 @@ def _train_folder(args: argparse.Namespace, ranks: Ranks) -> int:
             bar.write(f"step {event.step}: validation mDice {event.data.get('mdice', 0):.2f}")
     if bar is not None:
         bar.close()
+    if ranks.main and model.has_refine:
+        _tune_click_head(args, data.labelled, data.val, trainer.step, config.steps)
+    if bar is not None:
         print(
             f"best checkpoint: {args.out / 'best'} (validation mDice "
             f"{trainer.best['mdice']:.2f} at step {trainer.best['step']})"
         )
     return 0
+
+
+def _tune_click_head(
+    args: argparse.Namespace, labelled: Any, val: Any, step: int, total: int
+) -> None:
+    """After ``propl train --data`` from a model with a click head: tune the head of the best
+    and last checkpoints on the labelled scans, each kept only if the validation scans click no
+    worse with it (as project retraining does; ``--refine-steps 0`` leaves the head as it
+    came). The head learnt on the starting model's tasks: without this, a task the run added
+    gets clicks from a head that never met it."""
+    from .train.refine import RETRAIN_STEPS, tune_checkpoint
+    from .train.trainer import TrainEvent
+
+    steps = RETRAIN_STEPS if args.refine_steps is None else args.refine_steps
+    if steps <= 0:
+        return
+    for name in ("best", "last"):
+        path = args.out / name
+        if not (path / "model.json").is_file():
+            continue
+        record = tune_checkpoint(path, labelled, val, steps, args.seed)
+        if args.json:
+            event = TrainEvent("refine", step, total, {"checkpoint": name} | record)
+            print(event.to_json(), flush=True)
+        elif not record.get("trained"):
+            print(f"click head of {name}: not tuned ({record.get('why')})", file=sys.stderr)
+        else:
+            iou = record["held_back_click_iou"]
+            print(
+                f"click head of {name}: tuned {steps} steps on {record['frames']} labelled "
+                f"frames; validation click IoU {iou['before']:.3f} -> {iou['after']:.3f}, "
+                + ("kept" if record["kept"] else "put back"),
+                file=sys.stderr,
+            )
 
 
 def _retrain_project(args: argparse.Namespace) -> int:

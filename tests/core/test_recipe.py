@@ -93,3 +93,45 @@ def test_a_new_task_is_learnt_on_its_own_decoders_and_the_known_task_stays_exact
         assert torch.equal(kept.to(value.dtype), value), key
     start = before["decoder2.head.weight"].to(after["task_decoders.0.second.head.weight"].dtype)
     assert not torch.equal(after["task_decoders.0.second.head.weight"], start)  # it learnt
+
+
+def test_train_from_a_model_with_a_click_head_tunes_the_head_on_the_labelled_scans(
+    tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The head learnt on the starting model's tasks; a task the run adds must not get clicks
+    from a head that never met it: the best and last checkpoints' heads are tuned on the
+    labelled scans, each kept only if the validation scans click no worse (as a project's
+    retraining does), and --refine-steps 0 leaves the head as it came."""
+    import torch
+
+    from propl.checkpoint import load_checkpoint
+
+    with_head = tmp_path / "with-head"
+    model = load_checkpoint(checkpoint).model
+    save_checkpoint(model.add_refine(), with_head)
+    start = {
+        k: v for k, v in load_checkpoint(with_head).model.state_dict().items() if "refine." in k
+    }
+    folder = write_benchmark_folder(tmp_path / "syn", n_train=8, n_test=2)
+    args = ["train", "--data", str(folder), "--labelled", "3", "--init", str(with_head)]
+    args += ["--tasks", NEW, "--steps", "2", "--batch-size", "2", "--device", "cpu", "--json"]
+
+    capsys.readouterr()
+    assert main([*args, "--refine-steps", "5", "--out", str(tmp_path / "tuned")]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    tuned = {e["data"].pop("checkpoint"): e["data"] for e in events if e["kind"] == "refine"}
+    assert set(tuned) == {"best", "last"}
+    for name, record in tuned.items():
+        assert record["trained"] and record["steps"] == 5 and record["frames"] == 3
+        clicks = record["held_back_click_iou"]
+        assert record["kept"] is (clicks["after"] >= clicks["before"])
+        saved = load_checkpoint(tmp_path / "tuned" / name)
+        assert (saved.metadata.get("refine_tuning") == record) is record["kept"]
+        head = {k: v for k, v in saved.model.state_dict().items() if "refine." in k}
+        moved = any(not torch.equal(head[k], start[k].to(head[k].dtype)) for k in start)
+        assert moved is record["kept"], name
+
+    assert main([*args, "--refine-steps", "0", "--out", str(tmp_path / "as-it-came")]) == 0
+    assert all(json.loads(x)["kind"] != "refine" for x in capsys.readouterr().out.splitlines())
+    saved = load_checkpoint(tmp_path / "as-it-came" / "last").model.state_dict()
+    assert all(torch.equal(saved[k], start[k].to(saved[k].dtype)) for k in start)

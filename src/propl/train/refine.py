@@ -40,6 +40,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -467,8 +468,6 @@ def train_refine_head(
     Returns:
         The summary saved in the metadata under ``"refine"``.
     """
-    from pathlib import Path
-
     from ..checkpoint import keep_side_files, load_checkpoint, save_checkpoint
     from ..data.benchmark import BenchmarkFolder, load_arrays
     from ..inference import resolve_model
@@ -597,3 +596,29 @@ def tune_on_corrections(
         "final_loss": summary["final_loss"],
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def tune_checkpoint(
+    path: str | Path,
+    corrected: ArraySet,
+    held_back: ArraySet,
+    steps: int = RETRAIN_STEPS,
+    seed: int = 0,
+) -> dict[str, object]:
+    """:func:`tune_on_corrections` on the checkpoint at ``path``, saved back in place (under
+    ``"refine_tuning"`` in its metadata) when the tuned head is kept; the encoder and decoders
+    are untouched. What ``propl train --data`` does with its best and last checkpoints, so a
+    model that learnt a task from the command line clicks on it as one retrained in a project
+    does.
+
+    Returns:
+        The tuning's record (``{"trained": False, ...}`` when there was nothing to do).
+    """
+    from ..checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(path)
+    model = ckpt.model.float().cpu()
+    record = tune_on_corrections(model, corrected, held_back, steps, seed)
+    if record.get("kept"):
+        save_checkpoint(model, path, ckpt.metadata | {"refine_tuning": record})
+    return record
