@@ -384,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=6000, help="training steps (default 6000)")
     r.add_argument("--batch-size", type=int, default=16, help="frames per step (default 16)")
     r.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate of the cosine schedule (default: the trainer's; lower when "
+        "training a head on from where it is, --keep-head)",
+    )
+    r.add_argument(
         "--box-rate",
         type=float,
         default=0.25,

@@ -10,7 +10,7 @@ import sys
 import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tqdm import tqdm
 
@@ -208,7 +208,7 @@ def _tune_click_head(
         elif not record.get("trained"):
             print(f"click head of {name}: not tuned ({record.get('why')})", file=sys.stderr)
         else:
-            iou = record["held_back_click_iou"]
+            iou = cast(dict[str, float], record["held_back_click_iou"])
             print(
                 f"click head of {name}: tuned {steps} steps on {record['frames']} labelled "
                 f"frames; validation click IoU {iou['before']:.3f} -> {iou['after']:.3f}, "
@@ -521,7 +521,8 @@ def run_train_refine(args: argparse.Namespace) -> int:
     # every core unless the environment says how many (OMP_NUM_THREADS on a shared machine)
     given = os.environ.get("OMP_NUM_THREADS", "")
     torch.set_num_threads(int(given) if given.isdigit() and int(given) > 0 else os.cpu_count() or 1)
-    given_prior = {} if args.generic_prior is None else {"generic_prior": args.generic_prior}
+    optional = {"generic_prior": args.generic_prior, "lr": args.lr}
+    chosen = {k: v for k, v in optional.items() if v is not None}  # else the trainer's default
     config = RefineTrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -530,7 +531,7 @@ def run_train_refine(args: argparse.Namespace) -> int:
         max_rounds=args.max_rounds,
         zoomed_views=args.zoomed_views,
         seed=args.seed,
-        **given_prior,
+        **chosen,
     )
     cache = None if args.cache is None else str(args.cache)
     log = functools.partial(print, flush=True)

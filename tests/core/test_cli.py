@@ -340,4 +340,4 @@ def test_train_refine_defaults_are_the_trainers():
         config.zoomed_views,
         config.seed,
     )
-    assert args.generic_prior is None  # left to the trainer's default
+    assert args.generic_prior is None and args.lr is None  # left to the trainer's defaults
