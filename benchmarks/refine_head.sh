@@ -7,7 +7,7 @@
 # and the clicks are no worse than the committed results' (NoC@90 from the pseudo-label and
 # from a rough outline, NoC@85 from an empty mask, means over the five tasks).
 #   benchmarks/refine_head.sh [DATA] [NEW]   (2-core CPU: ~1 min encoding + ~0.2 s per step
-#   alone, more on a shared machine; the benchmark ~6 min; run it alone: it times the clicks)
+#   alone, more on a shared machine; the benchmark ~8 min; run it alone: it times the clicks)
 # REFINE_STEPS=N trains N steps (default 6000), REFINE_BOX_RATE=F boxes that share of the
 # training frames (default 0.25), REFINE_GENERIC_RATE=F gives that share of the frames a region
 # of the frame itself as the object, with no task (default: the trainer's, 0.2),
